@@ -1,0 +1,5 @@
+"""``python -m gdnbench`` = the ``gdnbench`` command."""
+
+from gdnbench.cli import app
+
+app()

@@ -1,0 +1,13 @@
+"""The explicit list of backends: name -> "module:object". Importing this module imports nothing heavy.
+
+Each backend module exposes one object satisfying ``gdnbench.backends.base.Backend``. Adding a backend
+means writing its module and adding one line here; there is no registration side effect and no
+priority order, and a backend never falls back to another one.
+"""
+
+from __future__ import annotations
+
+BACKENDS: dict[str, str] = {
+    "torch": "gdnbench.backends.torch_eager:BACKEND",
+}
+BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
