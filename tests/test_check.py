@@ -1,0 +1,141 @@
+"""check.py: the gate passes the torch backend and flags each deliberately broken fake backend."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import tiny_case
+
+from gdnbench.backends.base import Output, Padding
+from gdnbench.backends.torch_eager import TorchEager
+from gdnbench.check import run_gate
+from gdnbench.inputs import make_inputs
+from gdnbench.reference import from_canonical, reference
+
+
+def gate(case, backend):
+    x = make_inputs(case)
+    return run_gate(case, backend, x, reference(x)).check
+
+
+class Broken(TorchEager):
+    """The torch backend plus one planted bug, applied after (or instead of) the real launch."""
+
+    def __init__(self, bug, padding=Padding.ZERO):
+        self.bug, self._padding, self.name = bug, padding, "broken"
+
+    def padding(self, case):
+        return self._padding
+
+    def build(self, case, x):
+        if self.bug == "skip_state_update":
+            return super().build(dataclasses.replace(case, write_back=False), x)
+        if self.bug == "wrong_gqa":
+            hk = x.q.shape[2]
+            perm = torch.arange(hk).roll(1)  # value head groups read the wrong k-head
+            x2 = dataclasses.replace(x, q=x.q[:, :, perm], k=x.k[:, :, perm])
+            return super().build(case, x2)
+        launch = super().build(case, x)
+        slot_of_row0 = x.slot_list[0]
+
+        def run():
+            out = launch()
+            if self.bug == "oob_past_pool":
+                x.pool_storage[-1].copy_(x.pool_storage[-2])      # one slot past the end
+            elif self.bug == "oob_before_pool":
+                x.pool_storage[0].mul_(0.5)                        # slot index -1 used as an offset
+            elif self.bug == "neighbour_slot":
+                x.pool[slot_of_row0 + 1].copy_(x.pool[slot_of_row0])
+            elif self.bug == "swap_layout":
+                st = x.pool[slot_of_row0]
+                x.pool[slot_of_row0].copy_(st.transpose(-1, -2).reshape(st.shape).clone())
+            elif self.bug == "padded_to_slot0":
+                x.pool[0].add_(1.0)
+            elif self.bug == "padded_output_garbage":
+                out[-1].fill_(3.0)
+            elif self.bug == "touch_input":
+                x.q.mul_(2)
+            elif self.bug == "nan_output":
+                out[0].fill_(float("nan"))
+            elif self.bug == "inter_oob":
+                x.inter_storage[-1].add_(1)
+            elif self.bug == "no_intermediate":
+                x.inter.zero_()
+            elif self.bug == "write_when_no_writeback":
+                x.pool[slot_of_row0].mul_(0.9)
+            return out
+
+        return run
+
+
+@pytest.mark.parametrize("case", [
+    tiny_case(), tiny_case(layout="v_last", state_dtype="bfloat16"), tiny_case(pool="padded", batch=5),
+    tiny_case(pool="contiguous"),
+    tiny_case(phase="mtp", tokens=3, intermediate=True, write_back=False, pool="padded", batch=4),
+    tiny_case(phase="mtp", tokens=3, intermediate=True, tree=True, write_back=False, state_dtype="bfloat16"),
+    tiny_case(phase="prefill", batch=3, tokens=80, seq_lens="70+3+7", pool="padded", head_dim_v=16),
+], ids=lambda c: c.id)
+def test_torch_backend_passes(case):
+    r = gate(case, TorchEager())
+    assert r.ok, r.message
+    assert r.rms_rel_err < 1e-2
+
+
+PLANTED = [
+    ("oob_past_pool", tiny_case(), "canary after the last slot changed"),
+    ("oob_before_pool", tiny_case(), "canary before slot 0 changed"),
+    ("neighbour_slot", tiny_case(), "guard slot"),
+    ("swap_layout", tiny_case(head_dim_k=16, head_dim_v=16), "state: rms_rel"),
+    ("swap_layout", tiny_case(head_dim_k=16, head_dim_v=16, layout="v_last"), "state: rms_rel"),
+    ("skip_state_update", tiny_case(), "state: rms_rel"),
+    ("skip_state_update", tiny_case(state_dtype="bfloat16"), "state: rms_rel"),
+    ("wrong_gqa", tiny_case(hk=2, hv=4), "output: rms_rel"),
+    ("padded_to_slot0", tiny_case(pool="padded", batch=4), "null slot 0 changed (padded rows must leave"),
+    ("padded_output_garbage", tiny_case(pool="padded", batch=4), "padded rows are not zero"),
+    ("touch_input", tiny_case(), "input q was modified"),
+    ("nan_output", tiny_case(), "non-finite"),
+    ("inter_oob", tiny_case(phase="mtp", tokens=2, intermediate=True, write_back=False), "outside the [B, T, ...] buffer"),
+    ("no_intermediate", tiny_case(phase="mtp", tokens=2, intermediate=True, write_back=False), "intermediate: rms_rel"),
+    ("write_when_no_writeback", tiny_case(phase="mtp", tokens=2, intermediate=True, write_back=False),
+     "changed but this case does not write it back"),
+]
+
+
+@pytest.mark.parametrize("bug,case,message", PLANTED, ids=[f"{b}-{c.layout}-{c.state_dtype}" for b, c, _ in PLANTED])
+def test_planted_bug_is_flagged(bug, case, message):
+    r = gate(case, Broken(bug))
+    assert not r.ok
+    assert message in r.message, r.message
+
+
+def test_documented_slot0_padding_is_allowed_but_nothing_else():
+    case = tiny_case(pool="padded", batch=4)
+    assert gate(case, Broken("padded_to_slot0", padding=Padding.SLOT0)).ok
+    # slot0 semantics do not excuse a write into a guard slot
+    r = gate(case, Broken("neighbour_slot", padding=Padding.SLOT0))
+    assert not r.ok and "guard slot" in r.message
+
+
+def test_returned_state_checked_and_pool_must_stay():
+    case = tiny_case(pool="contiguous")
+
+    class KernelOnly(TorchEager):
+        def __init__(self, corrupt):
+            self.corrupt = corrupt
+
+        def build(self, c, x):
+            inner = super().build(dataclasses.replace(c, write_back=False), x)
+            rows = torch.tensor(x.slot_list).long()
+
+            def run():
+                out = inner()
+                e = reference(x)  # stands in for a kernel's returned final state
+                st = e.state.to(x.pool.dtype)
+                return Output(out=out, state=st * (1.5 if self.corrupt else 1.0))
+            return run
+
+    assert gate(case, KernelOnly(False)).ok
+    r = gate(case, KernelOnly(True))
+    assert not r.ok and "returned state" in r.message
