@@ -1,0 +1,180 @@
+"""The ``gdnbench`` command: a thin typer layer over the library modules.
+
+Exit codes: 0 success; 1 some row failed the correctness gate or errored; 2 bad input (config,
+options, paths): one line on stderr, never a traceback; 130 interrupted (finished rows are kept).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from gdnbench.config import ConfigError, Sweep, load_sweep
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Microbenchmarks and profiling for Gated DeltaNet (GDN) kernels.")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "_configs"
+
+
+def config_dir() -> Path:
+    """Shipped configs: the checkout's configs/ (editable installs) or the copy inside the wheel."""
+    return REPO_CONFIGS if REPO_CONFIGS.is_dir() else PACKAGED_CONFIGS
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"error: {message}", markup=False)
+    return typer.Exit(code)
+
+
+def find_config(name: str) -> Path:
+    """A path, or the name of a shipped config ("decode" -> configs/decode.yaml)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    for cand in (config_dir() / name, config_dir() / f"{name}.yaml"):
+        if cand.exists():
+            return cand
+    shipped = ", ".join(sorted(c.stem for c in config_dir().glob("*.yaml")))
+    raise fail(f"{name}: no such config file (shipped configs: {shipped})")
+
+
+def load(name: str) -> Sweep:
+    try:
+        return load_sweep(find_config(name))
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+def default_config() -> str:
+    """configs/decode.yaml on a GPU, configs/smoke-cpu.yaml on a CPU."""
+    from gdnbench.backends.base import current_target
+
+    t = current_target()
+    name = "decode" if t.device == "cuda" else "smoke-cpu"
+    err.print(f"no config given: running configs/{name}.yaml ({'GPU ' + t.name if t.device == 'cuda' else 'no GPU here'})")
+    return name
+
+
+def _prepare_interpreter() -> None:
+    """Triton kernels run under the interpreter on a machine without a GPU (set before triton loads)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _run(sweep: Sweep, out_dir: Optional[Path], resume: bool, backend: Optional[List[str]],
+         case: Optional[List[str]], timing: Optional[str], check_only: bool, progress: bool,
+         results_root: Path) -> None:
+    from gdnbench.runner import RunError, RunOptions, run_sweep
+
+    _prepare_interpreter()
+    opts = RunOptions(out_dir=out_dir, results_root=results_root, resume=resume, check_only=check_only,
+                      backends=backend, case_ids=case, timing_mode=timing, progress=progress)
+    try:
+        summary = run_sweep(sweep, opts)
+    except RunError as e:
+        raise fail(str(e)) from None
+    except ValueError as e:  # e.g. rows.csv of another schema
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: every finished row is in rows.csv; finish with --resume")
+        raise typer.Exit(130) from None
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
+    out.print(f"{summary.cases} cases: {counts}")
+    out.print(f"results: {summary.directory}/rows.csv")
+    if summary.counts.get("failed") or summary.counts.get("error"):
+        raise typer.Exit(1)
+
+
+OutOpt = typer.Option(None, "--out", "-o", help="results directory (default results/<date>_<device>_<config>)")
+ResumeOpt = typer.Option(False, "--resume", help="finish a partial run: skip rows already in rows.csv")
+BackendOpt = typer.Option(None, "--backend", "-b", help="only these backends (repeatable)")
+CaseOpt = typer.Option(None, "--case", "-c", help="only cases with this id or id prefix (repeatable)")
+ProgressOpt = typer.Option(True, "--progress/--no-progress")
+RootOpt = typer.Option(Path("results"), "--results-root", help="parent of new results directories")
+
+
+@app.command()
+def sweep(config: Optional[str] = typer.Argument(None, help="config file or shipped name; default: "
+                                                 "decode on a GPU, smoke-cpu on a CPU"),
+          out_dir: Optional[Path] = OutOpt, resume: bool = ResumeOpt,
+          backend: Optional[List[str]] = BackendOpt, case: Optional[List[str]] = CaseOpt,
+          timing: Optional[str] = typer.Option(None, help="timing mode: graph | events | cpu (default: config)"),
+          progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
+    """Run a sweep: check every (case, backend) against the reference, then time it; write rows.csv."""
+    if timing is not None and timing not in ("auto", "graph", "events", "cpu"):
+        raise fail(f"--timing: '{timing}' is not one of auto, graph, events, cpu")
+    _run(load(config or default_config()), out_dir, resume, backend, case, timing, False, progress, results_root)
+
+
+@app.command()
+def check(config: str = typer.Argument(..., help="config file or shipped name"),
+          out_dir: Optional[Path] = OutOpt, resume: bool = ResumeOpt,
+          backend: Optional[List[str]] = BackendOpt, case: Optional[List[str]] = CaseOpt,
+          progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
+    """Run only the correctness gate (no timing); exit 1 if any row fails."""
+    _run(load(config), out_dir, resume, backend, case, None, True, progress, results_root)
+
+
+@app.command()
+def plan(config: str = typer.Argument(..., help="config file or shipped name"),
+         sm: Optional[int] = typer.Option(None, help="plan for this SM generation (e.g. 90, 100) instead of this machine"),
+         all_cases: bool = typer.Option(False, "--all", help="list every case (default: the first 200)")) -> None:
+    """Print the cases a config expands to and, per backend, whether it supports each (and why not)."""
+    from gdnbench.backends.base import Target
+    from gdnbench.plan import print_plan
+
+    swp = load(config)
+    target = Target("cuda", sm, f"sm{sm}") if sm is not None else None
+    print_plan(swp, out, target, limit=None if all_cases else 200)
+
+
+@app.command("list")
+def list_backends(matrix: bool = typer.Option(False, "--matrix", help="capability matrix per backend variant")) -> None:
+    """List the backends with their availability on this machine."""
+    from rich.table import Table
+
+    from gdnbench.backends import all_backends
+    from gdnbench.backends.base import current_target
+
+    t = current_target()
+    if matrix:
+        from gdnbench.capabilities import print_matrix
+
+        print_matrix(out)
+        return
+    table = Table(title=f"backends on this machine ({t.name if t.device == 'cuda' else 'CPU only'})")
+    for col in ("backend", "version", "available here", "what it is"):
+        table.add_column(col)
+    for b in all_backends():
+        reason = b.availability(t) if hasattr(b, "availability") else None
+        table.add_row(b.name, b.version, "[green]yes[/]" if not reason else f"[dim]no: {reason}[/]", b.summary)
+    out.print(table)
+
+
+@app.command()
+def env() -> None:
+    """Print the provenance recorded in every run's env.json."""
+    import json
+
+    from gdnbench.env import collect_env
+
+    out.print_json(json.dumps(collect_env(), default=str))
+
+
+def main() -> None:  # pragma: no cover - console entry for python -m
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

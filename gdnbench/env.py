@@ -1,0 +1,113 @@
+"""Provenance: the machine, the software and the code a run used, written once per run to env.json."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from gdnbench import __version__
+from gdnbench.backends.base import current_target, package_version
+
+DISTS = ("torch", "triton", "flashinfer-python", "nvidia-cutlass-dsl", "fla-core", "nvtx", "pydantic",
+         "nvidia-ml-py", "numpy", "pandas")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_info() -> dict[str, Any]:
+    """Commit sha and whether the working tree had uncommitted changes (None outside a checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": sha, "git_dirty": bool(status) if status is not None else None}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_info() -> dict[str, Any]:
+    """GPU properties from torch, and driver / clocks / ECC from NVML when available."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    dev = torch.cuda.current_device()
+    p = torch.cuda.get_device_properties(dev)
+    info: dict[str, Any] = {
+        "gpu_name": p.name, "sm": f"sm{p.major}{p.minor}", "sm_count": p.multi_processor_count,
+        "gpu_memory_bytes": p.total_memory, "l2_bytes": getattr(p, "L2_cache_size", None),
+        "cuda_runtime": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(dev)
+        info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        info["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM)
+        info["max_mem_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM)
+        info["power_limit_w"] = pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
+        try:
+            info["ecc"] = bool(pynvml.nvmlDeviceGetCurrentEccMode(h))
+        except pynvml.NVMLError:
+            info["ecc"] = None
+        try:
+            info["mig"] = bool(pynvml.nvmlDeviceGetMigMode(h)[0])
+        except pynvml.NVMLError:
+            info["mig"] = None
+    except Exception as e:  # NVML missing or unusable: provenance says so, the run goes on
+        info["nvml"] = f"unavailable ({type(e).__name__})"
+    return info
+
+
+def device_slug() -> str:
+    """Short machine label for results directories: 'h100-sm90', 'cpu'."""
+    t = current_target()
+    if t.device != "cuda":
+        return "cpu"
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", t.name.upper())
+    name = m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", t.name.lower()).strip("-")
+    return f"{name}-sm{t.sm}"
+
+
+def collect_env() -> dict[str, Any]:
+    """Everything worth knowing to reproduce or compare a run."""
+    t = current_target()
+    env: dict[str, Any] = {
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "gdnbench": __version__,
+        **git_info(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "device": t.device,
+        "device_slug": device_slug(),
+        "versions": {d: package_version(d) for d in DISTS},
+        "env_vars": {k: v for k, v in os.environ.items()
+                     if k.startswith(("TRITON_", "FLA_", "FLASHINFER_", "CUTE_DSL_", "CUDA_"))},
+        "argv": sys.argv,
+    }
+    env.update(gpu_info())
+    return env

@@ -1,0 +1,153 @@
+"""Rows: the tidy CSV schema (one row per case x backend) and its incremental writer.
+
+Columns are the fields of :class:`Row`, in order; units are in the names (``_us``, ``_ms``,
+``_gbps``...). Every row carries ``schema_version``. Rows are appended and flushed one at a time, so
+a crash or Ctrl-C loses no finished row, and ``--resume`` skips the (case_id, backend) pairs already
+in the file. Raw timing samples go to a sidecar, ``samples.csv`` (case_id, backend, sample, time_us).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "skipped", "failed", "error")
+
+
+@dataclass
+class Row:
+    schema_version: int = SCHEMA_VERSION
+    run_id: str = ""
+    case_id: str = ""
+    # case key columns (gdnbench.cases.Case)
+    phase: str = ""
+    model: str = ""
+    batch: int | None = None
+    hk: int | None = None
+    hv: int | None = None
+    head_dim_k: int | None = None
+    head_dim_v: int | None = None
+    layout: str = ""
+    state_dtype: str = ""
+    dtype: str = ""
+    tokens: int | None = None
+    seq_lens: str = ""
+    pool: str = ""
+    n_padded: int | None = None
+    write_back: bool | None = None
+    intermediate: bool | None = None
+    tree: bool | None = None
+    seed: int | None = None
+    # backend
+    backend: str = ""
+    backend_version: str = ""
+    kernel: str = ""
+    padding: str = ""
+    # outcome
+    status: str = ""            # ok | skipped | failed | error
+    reason: str = ""            # why skipped / failed / error
+    check: str = ""             # pass | fail | "" (not checked)
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    rms_rel_err: float | None = None
+    # timing (empty unless status == ok)
+    timing_mode: str = ""       # cpu | graph | events
+    first_call_ms: float | None = None
+    median_us: float | None = None
+    iqr_us: float | None = None
+    p10_us: float | None = None
+    p90_us: float | None = None
+    min_us: float | None = None
+    mean_us: float | None = None
+    cv: float | None = None
+    rel_noise: float | None = None
+    n_samples: int | None = None
+    launches_per_sample: int | None = None
+    input_sets: int | None = None
+    converged: bool | None = None
+    # declared work and derived throughput
+    bytes: int | None = None
+    flops: int | None = None
+    gbps: float | None = None
+    pct_peak_bw: float | None = None
+    tflops: float | None = None
+    # machine and conditions
+    device: str = ""
+    gpu: str = ""
+    sm: str = ""
+    sm_clock_mhz: float | None = None
+    temp_c: float | None = None
+    throttled: bool | None = None
+    throttle_reasons: str = ""
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))
+SAMPLE_COLUMNS = ("case_id", "backend", "sample", "time_us")
+
+
+def _cell(v: object) -> object:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+class RowWriter:
+    """Appends rows to ``rows.csv`` (and samples to ``samples.csv``) in ``directory``, flushing each."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "rows.csv"
+        self.samples_path = self.dir / "samples.csv"
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            if tuple(header) != COLUMNS:
+                raise ValueError(f"{self.path}: written with another schema; cannot append (start a new run)")
+        else:
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(COLUMNS)
+        if not self.samples_path.exists():
+            with self.samples_path.open("w", newline="") as f:
+                csv.writer(f).writerow(SAMPLE_COLUMNS)
+
+    def done(self) -> set[tuple[str, str]]:
+        """(case_id, backend) pairs already written (for --resume)."""
+        with self.path.open(newline="") as f:
+            return {(r["case_id"], r["backend"]) for r in csv.DictReader(f) if r.get("status") in STATUSES}
+
+    def prune_samples(self, keep: set[tuple[str, str]]) -> None:
+        """Drop samples of rows that never got written (a run killed between the two writes)."""
+        with self.samples_path.open(newline="") as f:
+            rows = [r for r in csv.reader(f)][1:]
+        kept = [r for r in rows if (r[0], r[1]) in keep]
+        if len(kept) != len(rows):
+            with self.samples_path.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(SAMPLE_COLUMNS)
+                w.writerows(kept)
+
+    def write(self, row: Row, samples_us: Iterable[float] = ()) -> None:
+        if samples_us:
+            with self.samples_path.open("a", newline="") as f:
+                w = csv.writer(f)
+                for i, t in enumerate(samples_us):
+                    w.writerow((row.case_id, row.backend, i, f"{t:.6g}"))
+                f.flush()
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([_cell(getattr(row, c)) for c in COLUMNS])
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """rows.csv as a list of dicts of strings (no pandas needed)."""
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))

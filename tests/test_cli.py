@@ -1,0 +1,146 @@
+"""cli.py and runner.py end to end on the CPU: default sweep, check, plan, list, env, resume,
+interrupts, and backends that raise or fail the gate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+from typer.testing import CliRunner
+
+import gdnbench.backends.registry as registry
+import gdnbench.config as config
+from gdnbench.backends.torch_eager import TorchEager
+from gdnbench.cli import app
+from gdnbench.rows import RowWriter, read_rows
+
+SMALL = """
+phase: decode
+backends: {backends}
+axes: {{batch: [1, 3], heads: [[1, 2]], head_dim_k: [8], head_dim_v: [8], pool: [scattered, padded]}}
+timing: {{min_samples: 3, min_time_s: 0.0, max_time_s: 0.05}}
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def only_dir(root):
+    (d,) = [p for p in root.iterdir() if p.is_dir()]
+    return d
+
+
+def test_default_sweep_on_cpu(tmp_path):
+    r = invoke("sweep", "--results-root", tmp_path, "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "configs/smoke-cpu.yaml" in r.stderr and "no GPU here" in r.stderr
+    d = only_dir(tmp_path)
+    assert d.name.endswith("_cpu_smoke-cpu")
+    rows = read_rows(d / "rows.csv")
+    assert len(rows) >= 16 and all(x["status"] == "ok" and x["check"] == "pass" for x in rows)
+    assert all(float(x["median_us"]) > 0 and float(x["gbps"]) > 0 and x["timing_mode"] == "cpu" for x in rows)
+    env = json.loads((d / "env.json").read_text())
+    assert env["device"] == "cpu" and "torch" in env["versions"] and "git_sha" in env
+    assert (d / "config.yaml").exists() and (d / "samples.csv").stat().st_size > 100
+
+
+def test_check_only(tmp_path, write_yaml):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    r = invoke("check", cfg, "--out", tmp_path / "run", "--no-progress")
+    assert r.exit_code == 0, r.output
+    rows = read_rows(tmp_path / "run" / "rows.csv")
+    assert len(rows) == 3 and all(x["check"] == "pass" and x["median_us"] == "" for x in rows)
+
+
+def test_plan_and_list_and_env(write_yaml):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    r = invoke("plan", cfg)
+    assert r.exit_code == 0 and "3 cases x 1 backends" in r.stdout and "dropped 1 combinations" in r.stdout
+    r = invoke("list")
+    assert r.exit_code == 0 and "torch" in r.stdout
+    r = invoke("env")
+    assert r.exit_code == 0 and json.loads(r.stdout)["device"] == "cpu"
+
+
+def test_out_dir_exists_without_resume(tmp_path, write_yaml):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    assert invoke("sweep", cfg, "--out", tmp_path / "r", "--no-progress").exit_code == 0
+    r = invoke("sweep", cfg, "--out", tmp_path / "r", "--no-progress")
+    assert r.exit_code == 2 and "use --resume" in r.stderr
+
+
+def test_resume_finishes_without_redoing(tmp_path, write_yaml, monkeypatch):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    out = tmp_path / "r"
+    real_write = RowWriter.write
+    calls = {"n": 0}
+
+    def interrupting_write(self, row, samples=()):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real_write(self, row, samples)
+
+    monkeypatch.setattr(RowWriter, "write", interrupting_write)
+    r = invoke("sweep", cfg, "--out", out, "--no-progress")
+    assert r.exit_code == 130 and "finish with --resume" in r.stderr
+    first = read_rows(out / "rows.csv")
+    assert len(first) == 2
+    monkeypatch.setattr(RowWriter, "write", real_write)
+    r = invoke("sweep", cfg, "--out", out, "--resume", "--no-progress")
+    assert r.exit_code == 0, r.output
+    rows = read_rows(out / "rows.csv")
+    assert len(rows) == 3 and rows[:2] == first
+    assert len({(x["case_id"], x["backend"]) for x in rows}) == 3
+    assert "resumed" in json.loads((out / "env.json").read_text())
+    # resuming a complete run does nothing more
+    assert invoke("sweep", cfg, "--out", out, "--resume", "--no-progress").exit_code == 0
+    assert len(read_rows(out / "rows.csv")) == 3
+
+
+class Raising(TorchEager):
+    name = "raising"
+
+    def build(self, case, inputs):
+        raise RuntimeError("kernel compile exploded\nwith a second line")
+
+
+class WrongOutput(TorchEager):
+    name = "wrong"
+
+    def build(self, case, inputs):
+        launch = super().build(case, inputs)
+        return lambda: launch() * 2
+
+
+@pytest.fixture
+def fake_backends(monkeypatch):
+    mod = types.ModuleType("gdnbench_fake_backends")
+    mod.RAISING, mod.WRONG = Raising(), WrongOutput()
+    monkeypatch.setitem(sys.modules, "gdnbench_fake_backends", mod)
+    monkeypatch.setitem(registry.BACKENDS, "raising", "gdnbench_fake_backends:RAISING")
+    monkeypatch.setitem(registry.BACKENDS, "wrong", "gdnbench_fake_backends:WRONG")
+    monkeypatch.setattr(config, "BACKEND_NAMES", tuple(registry.BACKENDS))
+
+
+def test_raising_and_failing_backends_become_rows(tmp_path, write_yaml, fake_backends):
+    cfg = write_yaml(SMALL.format(backends="[raising, torch, wrong]"))
+    r = invoke("sweep", cfg, "--out", tmp_path / "r", "--no-progress")
+    assert r.exit_code == 1, r.output
+    rows = read_rows(tmp_path / "r" / "rows.csv")
+    by = {(x["backend"]): [] for x in rows}
+    for x in rows:
+        by[x["backend"]].append(x)
+    assert all(x["status"] == "error" and x["reason"] == "RuntimeError: kernel compile exploded" for x in by["raising"])
+    assert all(x["status"] == "ok" for x in by["torch"])
+    assert all(x["status"] == "failed" and x["check"] == "fail" and x["median_us"] == "" and "output" in x["reason"]
+               for x in by["wrong"])
+
+
+def test_timing_mode_needs_gpu(write_yaml, tmp_path):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    r = invoke("sweep", cfg, "--timing", "graph", "--out", tmp_path / "r")
+    assert r.exit_code == 2 and "needs a CUDA GPU" in r.stderr
