@@ -1,0 +1,47 @@
+# gdnbench: every target creates or reuses the local virtualenv by itself.
+#   make sweep            run the default sweep (decode on a GPU, smoke-cpu on a CPU)
+#   make test             run the tests (CPU; GPU tests are skipped without a GPU)
+# On the GPU host (no network, no venv): make gpu-test / gpu-sweep use the host's python3.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch, installed before gdnbench so its unpinned requirement pulls nothing more.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CONFIG ?=
+ARGS ?=
+HOST_PY := PYTHONPATH=$(CURDIR) python3
+
+.PHONY: venv sweep test smoke plan check list env gpu-test gpu-sweep clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+sweep: venv
+	$(PY) -m gdnbench sweep $(CONFIG) $(ARGS)
+
+test: venv
+	$(PY) -m pytest -q $(ARGS)
+
+smoke: venv
+	$(PY) -m gdnbench sweep smoke-cpu $(ARGS)
+
+plan check: venv
+	$(PY) -m gdnbench $@ $(or $(CONFIG),decode) $(ARGS)
+
+list env: venv
+	$(PY) -m gdnbench $@ $(ARGS)
+
+gpu-test:
+	$(HOST_PY) -m pytest -q -m gpu tests $(ARGS)
+
+gpu-sweep:
+	$(HOST_PY) -m gdnbench sweep $(or $(CONFIG),decode) $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
