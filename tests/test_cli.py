@@ -144,3 +144,10 @@ def test_timing_mode_needs_gpu(write_yaml, tmp_path):
     cfg = write_yaml(SMALL.format(backends="[torch]"))
     r = invoke("sweep", cfg, "--timing", "graph", "--out", tmp_path / "r")
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.stderr
+
+
+def test_plan_for_another_sm():
+    r = invoke("plan", "decode", "--sm", "100", "--all")
+    assert r.exit_code == 0 and "on sm100" in r.stdout and "decode-b1024" in r.stdout
+    r = invoke("plan", "decode", "--sm", "90", "--all")
+    assert "decode-b1024" not in r.stdout
