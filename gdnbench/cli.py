@@ -163,6 +163,42 @@ def list_backends(matrix: bool = typer.Option(False, "--matrix", help="capabilit
 
 
 @app.command()
+def calibrate(out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the figures as JSON")) -> None:
+    """Self-check the GPU timer: copy bandwidth, graph-timed copies (>= 90%), empty kernel (< 3 µs)."""
+    import json
+
+    import torch
+    from rich.table import Table
+
+    from gdnbench.calibrate import run_calibration, verdicts
+
+    if not torch.cuda.is_available():
+        raise fail("calibrate times GPU work; this machine has no CUDA GPU")
+    result = run_calibration()
+    out.print(f"{result['gpu']} ({result['sm']}), driver {result['driver']}, torch {result['torch']}")
+    out.print(f"copy bandwidth: {result['roofline']['copy_gbps']:.0f} GB/s (1 GiB device copy, read + write)")
+    table = Table()
+    for col in ("graph-timed copy", "sets", "median µs", "GB/s", "% of copy BW"):
+        table.add_column(col)
+    for c in result["copies"]:
+        table.add_row(f"{c['bytes'] >> 20} MiB", str(c["sets"]), f"{c['median_us']:.2f}", f"{c['gbps']:.0f}",
+                      f"{c['pct_of_copy_bw']:.1f}")
+    out.print(table)
+    out.print(f"empty kernel: {result['empty_graph_us']:.2f} µs/launch in a graph, "
+              f"{result['empty_events_us']:.2f} µs timed alone with events")
+    ok = True
+    for v in verdicts(result):
+        ok &= v.ok
+        sign = ">=" if v.unit == "%" else "<"
+        out.print(f"[{'green' if v.ok else 'red'}]{'PASS' if v.ok else 'FAIL'}[/] {v.name}: {v.value:.2f} "
+                  f"(needs {sign} {v.limit:g})")
+    if out_file:
+        out_file.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def env() -> None:
     """Print the provenance recorded in every run's env.json."""
     import json

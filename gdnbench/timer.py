@@ -1,18 +1,32 @@
 """Timers: turn a backend's launch callable into per-launch time samples (microseconds).
 
-``cpu``: host wall clock around single synchronous launches (the CPU path of the suite).
-GPU modes (``graph``, ``events``) live alongside and share the same sampling loop
-(``stats.sample_until``) and the same result type.
+``graph`` (GPU default): N launches, each on its own input set (its own q/k/v/gates and state pool),
+captured in one CUDA graph and replayed; a sample is one replay's time / N. N is chosen so the sets
+together move more than ``l2_multiple`` x the L2 size (and at least ``min_sets``), so every launch
+reads its state from DRAM as a serving engine's does (one layer's state after another's).
+``events``: single launches timed with CUDA events, each after an L2 flush that is not timed
+(host launch overhead is included whenever the GPU waits for the host).
+``cpu``: host wall clock around single synchronous launches.
+
+GPU modes run on a side stream after warm-up, sample adaptively (``stats.sample_until``) inside an
+NVTX range ``<phase>|<backend>|<case id>`` (around the replays, not the capture), read SM clock /
+temperature / throttle reasons through NVML during sampling, and check afterwards that every state
+pool is still finite (GDN kernels update their state in place, launch after launch).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from gdnbench.config import Timing as TimingConfig
 from gdnbench.stats import Stats, StopRule, sample_until, summarize
+
+if TYPE_CHECKING:
+    from gdnbench.backends.base import Backend
+    from gdnbench.cases import Case
 
 
 @dataclass(frozen=True)
@@ -44,3 +58,173 @@ def time_cpu(fn: Callable[[], object], cfg: TimingConfig) -> Timing:
 
     samples, converged = sample_until(once, stop_rule(cfg))
     return Timing(mode="cpu", samples_us=samples, stats=summarize(samples), converged=converged)
+
+
+# ---- GPU ------------------------------------------------------------------------------------------
+
+def input_set_count(bytes_per_launch: int, l2_bytes: int, cfg: TimingConfig, set_nbytes: int = 0,
+                    free_bytes: int | None = None) -> int:
+    """Input sets per graph: enough that the sets together move > l2_multiple * L2, at least
+    ``min_sets``, at most ``max_sets``, and no more than fit in 60% of ``free_bytes`` (never < 1)."""
+    need = math.ceil(cfg.l2_multiple * l2_bytes / max(bytes_per_launch, 1)) + 1
+    n = min(max(cfg.min_sets, need), cfg.max_sets)
+    if free_bytes is not None and set_nbytes > 0:
+        n = min(n, int(0.6 * free_bytes // set_nbytes))
+    return max(n, 1)
+
+
+def l2_bytes() -> int:
+    import torch
+
+    p = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return int(getattr(p, "L2_cache_size", 0) or 50 * 2**20)
+
+
+def _sample_events(run: Callable[[], None], cfg: TimingConfig, per: int, monitor, before: Callable[[], None] | None = None):
+    """Sampling loop shared by graph and events modes: one sample = ``run()`` between two events, / per."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    count = {"n": 0}
+
+    def once() -> float:
+        if before is not None:
+            before()
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        count["n"] += 1
+        if count["n"] % 16 == 1:
+            monitor.sample()
+        return start.elapsed_time(end) * 1e3 / per
+
+    return sample_until(once, stop_rule(cfg))
+
+
+def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str = "gdnbench") -> Timing:
+    """Capture ``fns`` (one launch per input set) in one CUDA graph; sample replays; per-launch µs."""
+    import torch
+
+    from gdnbench.clocks import ClockMonitor
+    from gdnbench.ranges import nvtx_range
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for fn in fns:  # warm-up: one eager launch per set (lazy allocations, autotune, caches)
+            fn()
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph, stream=stream):
+            for fn in fns:
+                fn()
+    except Exception as e:
+        raise RuntimeError(f"launch is not capturable in a CUDA graph ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); time it with --timing events") from e
+    monitor = ClockMonitor(torch.cuda.current_device())
+    with torch.cuda.stream(stream):
+        for _ in range(max(cfg.warmup, 1)):
+            graph.replay()
+        stream.synchronize()
+        monitor.sample()
+        with nvtx_range(name):
+            samples, converged = _sample_events(graph.replay, cfg, len(fns), monitor)
+        monitor.sample()
+    stream.synchronize()
+    del graph
+    return Timing(mode="graph", samples_us=samples, stats=summarize(samples), converged=converged,
+                  launches_per_sample=len(fns), extra={"input_sets": len(fns), **monitor.summary()})
+
+
+def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnbench",
+                flush_bytes: int | None = None) -> Timing:
+    """Single launches between CUDA events, each after an untimed L2 flush (memset of 2x L2)."""
+    import torch
+
+    from gdnbench.clocks import ClockMonitor
+    from gdnbench.ranges import nvtx_range
+
+    flush = torch.empty(flush_bytes or 2 * l2_bytes(), dtype=torch.uint8, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    monitor = ClockMonitor(torch.cuda.current_device())
+    with torch.cuda.stream(stream):
+        for _ in range(max(cfg.warmup, 1)):
+            fn()
+        stream.synchronize()
+        monitor.sample()
+        with nvtx_range(name):
+            samples, converged = _sample_events(fn, cfg, 1, monitor, before=flush.zero_)
+        monitor.sample()
+    stream.synchronize()
+    return Timing(mode="events", samples_us=samples, stats=summarize(samples), converged=converged,
+                  launches_per_sample=1, extra={"input_sets": 1, **monitor.summary()})
+
+
+def _nonfinite(inputs_sets) -> str | None:
+    import torch
+
+    for i, x in enumerate(inputs_sets):
+        for label, t in (("pool", x.pool_storage), ("intermediate", x.inter_storage)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                return f"{label} of input set {i}"
+    return None
+
+
+def time_gpu(mode: str, case: Case, backend: Backend, cfg: TimingConfig) -> Timing:
+    """Time ``backend`` on ``case`` in ``mode`` (graph | events) with fresh input sets (1, 2, ...)."""
+    import torch
+
+    from gdnbench.inputs import make_inputs
+    from gdnbench.ranges import range_name
+
+    name = range_name(case.phase, backend.name, case.id)
+    first = make_inputs(case, "cuda", set_index=1)
+    sets = [first]
+    if mode == "graph":
+        free, _ = torch.cuda.mem_get_info()
+        n = input_set_count(case.bytes_moved(), l2_bytes(), cfg, first.nbytes(), free)
+        sets += [make_inputs(case, "cuda", set_index=i) for i in range(2, n + 1)]
+        fns = [backend.build(case, x) for x in sets]
+        t = time_graph(fns, cfg, name)
+    elif mode == "events":
+        t = time_events(backend.build(case, first), cfg, name)
+    else:
+        raise ValueError(f"unknown GPU timing mode '{mode}'")
+    torch.cuda.synchronize()
+    bad = _nonfinite(sets)
+    if bad:
+        t.extra["nonfinite_state"] = bad
+    return t
+
+
+def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10) -> dict[str, float]:
+    """Device-to-device copy of ``nbytes`` (bytes read + written count), median of ``reps`` event timings."""
+    import torch
+
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e-3)
+    t = sorted(times)[len(times) // 2]
+    del src, dst
+    torch.cuda.empty_cache()
+    return {"copy_bytes": nbytes, "copy_s": t, "copy_gbps": 2 * nbytes / t / 1e9}
+
+
+def device_roofline() -> dict[str, object]:
+    """Measured once per run and written to env.json: the copy bandwidth that % of peak refers to."""
+    r: dict[str, object] = dict(copy_bandwidth())
+    r["method"] = "median of 10 event-timed 1 GiB device-to-device copies; GB/s counts bytes read + written"
+    r["l2_bytes"] = l2_bytes()
+    return r

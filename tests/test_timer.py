@@ -1,0 +1,83 @@
+"""timer.py: input-set count, CPU timer; GPU timers (marked gpu) against work of known cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_case
+
+from gdnbench.config import Timing as TimingConfig
+from gdnbench.timer import input_set_count, time_cpu
+
+L2 = 50 * 2**20
+
+
+@pytest.mark.parametrize("per_launch,expected", [
+    (2 * 2**20, 101),       # 2 MiB per launch: > 4 x 50 MiB takes 101 sets
+    (64 * 2**20, 5),        # 64 MiB: 4 sets = 256 MiB > 200 MiB, plus one
+    (2 * 2**30, 4),         # 2 GiB: min_sets
+    (1024, 1024),           # tiny: capped at max_sets
+])
+def test_input_set_count(per_launch, expected):
+    cfg = TimingConfig()
+    n = input_set_count(per_launch, L2, cfg)
+    assert n == expected
+    assert n == cfg.max_sets or (n * per_launch > cfg.l2_multiple * L2 and n >= cfg.min_sets)
+
+
+def test_input_set_count_bounded_by_memory():
+    cfg = TimingConfig()
+    assert input_set_count(2**20, L2, cfg, set_nbytes=2**30, free_bytes=10 * 2**30) == 6
+    assert input_set_count(2**20, L2, cfg, set_nbytes=2**40, free_bytes=10 * 2**30) == 1
+
+
+def test_time_cpu_counts_warmup_and_samples():
+    calls = {"n": 0}
+
+    def fn():
+        calls["n"] += 1
+        sum(range(2000))
+
+    cfg = TimingConfig(warmup=2, min_samples=7, max_samples=7, min_time_s=0, max_time_s=10, target_rel_noise=1e-9)
+    t = time_cpu(fn, cfg)
+    assert t.mode == "cpu" and t.stats.n == 7 and calls["n"] == 9 and t.stats.median > 0
+
+
+# ---- GPU (run on the GPU host: make gpu-test) --------------------------------------------------------
+
+@pytest.mark.gpu
+def test_graph_timer_reproduces_copy_bandwidth():
+    from gdnbench.timer import copy_bandwidth, l2_bytes, time_graph
+
+    peak = copy_bandwidth()["copy_gbps"]
+    size = 256 * 2**20
+    cfg = TimingConfig(min_samples=10, min_time_s=0.1)
+    n = input_set_count(2 * size, l2_bytes(), cfg)
+    bufs = [(torch.empty(size, dtype=torch.uint8, device="cuda").random_(), torch.empty(size, dtype=torch.uint8,
+             device="cuda")) for _ in range(n)]
+    t = time_graph([(lambda s=s, d=d: d.copy_(s)) for s, d in bufs], cfg)
+    gbps = 2 * size / (t.stats.median * 1e-6) / 1e9
+    assert 0.9 * peak <= gbps <= 1.1 * peak and t.launches_per_sample == n
+
+
+@pytest.mark.gpu
+def test_graph_timer_empty_kernel_under_3us():
+    from gdnbench.timer import time_graph
+
+    t = time_graph([lambda: torch.cuda._sleep(0)] * 500, TimingConfig(min_samples=10))
+    assert 0 < t.stats.median < 3.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["graph", "events"])
+def test_time_gpu_torch_decode(mode):
+    from gdnbench.backends.torch_eager import BACKEND
+    from gdnbench.timer import l2_bytes, time_gpu
+
+    case = tiny_case(batch=16, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
+    t = time_gpu(mode, case, BACKEND, TimingConfig(min_samples=5, max_time_s=1.0))
+    assert t.mode == mode and t.stats.median > 1 and "nonfinite_state" not in t.extra
+    if mode == "graph":
+        sets = t.extra["input_sets"]
+        assert sets * case.bytes_moved() > 4 * l2_bytes() and sets >= 4
+    assert "sm_clock_mhz" in t.extra
