@@ -121,9 +121,30 @@ def sweep(config: Optional[str] = typer.Argument(None, help="config file or ship
 def check(config: str = typer.Argument(..., help="config file or shipped name"),
           out_dir: Optional[Path] = OutOpt, resume: bool = ResumeOpt,
           backend: Optional[List[str]] = BackendOpt, case: Optional[List[str]] = CaseOpt,
+          sanitize: bool = typer.Option(False, "--sanitize", help="re-run each row's gate under compute-sanitizer "
+                                        "memcheck (one child process per row) and report its errors per row"),
+          sanitizer: Optional[str] = typer.Option(None, help="path to compute-sanitizer (default: PATH)"),
           progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
     """Run only the correctness gate (no timing); exit 1 if any row fails."""
-    _run(load(config), out_dir, resume, backend, case, None, True, progress, results_root)
+    swp = load(config)
+    if not sanitize:
+        _run(swp, out_dir, resume, backend, case, None, True, progress, results_root)
+        return
+    from gdnbench.progress import describe
+    from gdnbench.runner import RunError, RunOptions
+    from gdnbench.sanitize import sanitize_sweep
+
+    opts = RunOptions(out_dir=out_dir, results_root=results_root, resume=resume, check_only=True,
+                      backends=backend, case_ids=case)
+    try:
+        summary = sanitize_sweep(swp, find_config(config), opts, sanitizer,
+                                 on_row=lambda r: err.print(describe(r) + (f"  [{r.sanitizer}]" if r.sanitizer else "")))
+    except RunError as e:
+        raise fail(str(e)) from None
+    out.print(f"{summary.cases} cases: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())))
+    out.print(f"results: {summary.directory}/rows.csv (memcheck logs in sanitizer/)")
+    if summary.counts.get("failed") or summary.counts.get("error"):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -55,6 +55,7 @@ class Row:
     max_abs_err: float | None = None
     max_rel_err: float | None = None
     rms_rel_err: float | None = None
+    sanitizer: str = ""         # check --sanitize: clean | "<n> errors: <first>" | "" (not run)
     # timing (empty unless status == ok)
     timing_mode: str = ""       # cpu | graph | events
     first_call_ms: float | None = None
@@ -145,6 +146,25 @@ class RowWriter:
             csv.writer(f).writerow([_cell(getattr(row, c)) for c in COLUMNS])
             f.flush()
             os.fsync(f.fileno())
+
+
+def row_from_csv(cells: dict[str, str]) -> Row:
+    """A Row from a CSV record (types restored from the field annotations; empty cells -> defaults)."""
+    kw: dict[str, object] = {}
+    for f in dataclasses.fields(Row):
+        v = cells.get(f.name, "")
+        if v == "":
+            continue
+        ann = str(f.type)
+        if ann.startswith("bool"):
+            kw[f.name] = v == "True"
+        elif ann.startswith("int"):
+            kw[f.name] = int(float(v))
+        elif ann.startswith("float"):
+            kw[f.name] = float(v)
+        else:
+            kw[f.name] = v
+    return Row(**kw)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from gdnbench.rows import COLUMNS, SCHEMA_VERSION, Row, RowWriter, read_rows
 GOLDEN_HEADER = (
     "schema_version,run_id,case_id,phase,model,batch,hk,hv,head_dim_k,head_dim_v,layout,state_dtype,dtype,tokens,"
     "seq_lens,pool,n_padded,write_back,intermediate,tree,seed,backend,backend_version,kernel,padding,status,reason,"
-    "check,max_abs_err,max_rel_err,rms_rel_err,timing_mode,first_call_ms,median_us,iqr_us,p10_us,p90_us,min_us,"
+    "check,max_abs_err,max_rel_err,rms_rel_err,sanitizer,timing_mode,first_call_ms,median_us,iqr_us,p10_us,p90_us,min_us,"
     "mean_us,cv,rel_noise,n_samples,launches_per_sample,input_sets,converged,bytes,flops,gbps,pct_peak_bw,tflops,"
     "device,gpu,sm,sm_clock_mhz,temp_c,throttled,throttle_reasons"
 )
@@ -49,3 +49,12 @@ def test_prune_orphan_samples(tmp_path):
         f.write("c9,torch,0,5\n")  # samples whose row was never written (killed in between)
     w.prune_samples(w.done())
     assert "c9" not in (tmp_path / "samples.csv").read_text()
+
+
+def test_row_from_csv_restores_types(tmp_path):
+    w = RowWriter(tmp_path)
+    w.write(Row(case_id="c", backend="b", status="ok", batch=4, median_us=1.5, converged=True, write_back=False))
+    from gdnbench.rows import row_from_csv
+
+    r = row_from_csv(read_rows(tmp_path / "rows.csv")[0])
+    assert (r.batch, r.median_us, r.converged, r.write_back, r.status, r.gbps) == (4, 1.5, True, False, "ok", None)

@@ -9,5 +9,8 @@ from __future__ import annotations
 
 BACKENDS: dict[str, str] = {
     "torch": "gdnbench.backends.torch_eager:BACKEND",
+    "flashinfer": "gdnbench.backends.flashinfer:BACKEND",
+    "fla": "gdnbench.backends.fla:POOLED",
+    "fla_kernel": "gdnbench.backends.fla:KERNEL_ONLY",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)

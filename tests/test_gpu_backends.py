@@ -1,0 +1,59 @@
+"""Every backend passes the correctness gate at real head sizes wherever it claims support, and its
+launch can be captured and timed in a CUDA graph (GPU host: make gpu-test)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gdnbench.backends import get_backend
+from gdnbench.cases import Case
+from gdnbench.check import run_gate
+from gdnbench.config import Timing as TimingConfig
+from gdnbench.inputs import make_inputs
+from gdnbench.reference import reference
+
+pytestmark = pytest.mark.gpu
+BACKENDS = ["torch", "flashinfer", "fla", "fla_kernel"]
+
+
+def qwen(**kw) -> Case:
+    base = dict(phase="decode", batch=5, hk=16, hv=32, head_dim_k=128, head_dim_v=128, layout="k_last",
+                state_dtype="float32", dtype="bfloat16", tokens=1, seq_lens="", pool="scattered", write_back=True,
+                intermediate=False, tree=False, seed=3)
+    base.update(kw)
+    return Case(**base)
+
+
+CASES = [qwen(layout=lay, state_dtype=sd, pool=pool, batch=b)
+         for lay in ("k_last", "v_last") for sd in ("bfloat16", "float32")
+         for pool in ("contiguous", "scattered", "padded") for b in (5, 40)]
+CASES += [qwen(phase="mtp", tokens=t, state_dtype=sd, pool=pool, write_back=wb, intermediate=inter, batch=b)
+          for t in (2, 4) for sd in ("bfloat16", "float32") for pool in ("contiguous", "padded")
+          for wb, inter in ((True, False), (False, True)) for b in (3, 40)]
+CASES += [qwen(phase="mtp", tokens=4, intermediate=True, write_back=False, tree=True)]
+CASES += [qwen(phase="prefill", batch=n, tokens=sum(lens), seq_lens="+".join(map(str, lens)), state_dtype=sd)
+          for n, lens in ((1, (300,)), (3, (64, 129, 7))) for sd in ("float32", "bfloat16")]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_gate_where_supported(backend, case):
+    b = get_backend(backend)
+    reason = b.supports(case)
+    if reason:
+        pytest.skip(reason)
+    x = make_inputs(case, "cuda")
+    r = run_gate(case, b, x, reference(x)).check
+    assert r.ok, r.message
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_graph_timing_decode(backend):
+    from gdnbench.timer import time_gpu
+
+    case = qwen(batch=64, state_dtype="bfloat16", pool="contiguous")
+    b = get_backend(backend)
+    if b.supports(case):
+        pytest.skip(b.supports(case))
+    t = time_gpu("graph", case, b, TimingConfig(min_samples=5, max_time_s=0.5))
+    assert t.stats.median > 0 and "nonfinite_state" not in t.extra
