@@ -25,20 +25,21 @@ def describe(row: Row) -> str:
             extra += f" {row.pct_peak_bw:5.1f}% BW"
         return f"{head} {extra}"
     if row.status == "ok":
-        return f"{head} check pass (rms_rel {row.rms_rel_err:.1e})"
+        return f"{head} check pass (rms_rel {row.rms_rel_err:.1e})" if row.rms_rel_err is not None else head
     return f"{head}  {row.reason}"
 
 
 @contextlib.contextmanager
 def progress_bar(total: int, enabled: bool = True) -> Iterator[Callable[[Row], None]]:
-    """Yields ``advance(row)``: prints the row's line and moves the bar (with ETA) by one."""
-    console = Console(stderr=True, highlight=False)
+    """Yields ``advance(row)``: prints the row's line and, when enabled on a terminal, moves a bar
+    (with ETA) by one. Lines are printed either way: they are the run's log."""
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     if not enabled:
-        yield lambda row: None
+        yield lambda row: console.print(describe(row))
         return
     columns = (TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False, disable=not sys.stderr.isatty()) as bar:
+    with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("sweep", total=total)
 
         def advance(row: Row) -> None:

@@ -74,13 +74,19 @@ def sanitize_sweep(sweep: Sweep, config_path: Path, opts: RunOptions, sanitizer:
     return summary
 
 
+def memcheck_command(tool: str, log: Path, config: Path, case_id: str, backend: str, out: Path) -> list[str]:
+    """The child command for one row. API errors are not reported: CUDA libraries probe the driver
+    (e.g. cuGetProcAddress for optional symbols) and those failed lookups are not memory errors."""
+    return [tool, "--tool", "memcheck", "--report-api-errors", "no", "--log-file", str(log), "--print-limit", "20",
+            sys.executable, "-m", "gdnbench", "check", str(config), "--case", case_id, "--backend", backend,
+            "--out", str(out), "--no-progress"]
+
+
 def _run_child(tool: str, config: Path, case_id: str, backend: str, directory: Path, logs: Path, env: dict,
                target) -> Row:
     log = logs / f"{case_id}__{backend}.log"
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [tool, "--tool", "memcheck", "--log-file", str(log), "--print-limit", "20", sys.executable, "-m",
-               "gdnbench", "check", str(config), "--case", case_id, "--backend", backend, "--out", f"{tmp}/run",
-               "--no-progress"]
+        cmd = memcheck_command(tool, log, config, case_id, backend, Path(tmp) / "run")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         child_rows = read_rows(Path(tmp) / "run" / "rows.csv") if (Path(tmp) / "run" / "rows.csv").exists() else []
     match = [r for r in child_rows if r["case_id"] == case_id and r["backend"] == backend]

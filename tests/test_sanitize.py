@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gdnbench.runner import RunError
-from gdnbench.sanitize import find_sanitizer, parse_log
+from pathlib import Path
+
+from gdnbench.sanitize import find_sanitizer, memcheck_command, parse_log
 
 CLEAN = "========= COMPUTE-SANITIZER\n========= ERROR SUMMARY: 0 errors\n"
 DIRTY = """========= COMPUTE-SANITIZER
@@ -29,3 +31,9 @@ def test_missing_sanitizer(monkeypatch):
     monkeypatch.setattr("pathlib.Path.glob", lambda self, pat: iter(()))
     with pytest.raises(RunError, match="compute-sanitizer not found"):
         find_sanitizer()
+
+
+def test_memcheck_command_reports_memory_errors_only():
+    cmd = memcheck_command("cs", Path("l.log"), Path("c.yaml"), "decode-b4", "flashinfer", Path("o"))
+    assert cmd[:5] == ["cs", "--tool", "memcheck", "--report-api-errors", "no"]
+    assert cmd[cmd.index("--case") + 1] == "decode-b4" and cmd[cmd.index("--backend") + 1] == "flashinfer"
