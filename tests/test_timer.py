@@ -81,3 +81,27 @@ def test_time_gpu_torch_decode(mode):
         sets = t.extra["input_sets"]
         assert sets * case.bytes_moved() > 4 * l2_bytes() and sets >= 4
     assert "sm_clock_mhz" in t.extra
+
+
+def test_sleep_cycles_outlasts_host():
+    from gdnbench.timer import sleep_cycles
+
+    assert sleep_cycles(100e-6, 2000.0) == int(100e-6 * 2 * 2000e6) + 1000  # 2x margin at 2 GHz
+    assert sleep_cycles(0.0, 1980.0) == 1000
+
+
+@pytest.mark.gpu
+def test_events_timer_hides_host_overhead():
+    """A launch that spends 2 ms on the host before a tiny kernel must time as the kernel alone."""
+    import time as _time
+
+    from gdnbench.timer import time_events
+
+    x = torch.ones(1024, device="cuda")
+
+    def slow_host():
+        _time.sleep(0.002)
+        x.add_(1)
+
+    t = time_events(slow_host, TimingConfig(min_samples=5, max_time_s=1.0))
+    assert t.stats.median < 100 and t.extra["host_enqueue_us"] > 1500
