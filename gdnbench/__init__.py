@@ -5,3 +5,12 @@ Data flow: config -> cases -> inputs -> backends/ -> check -> timer -> runner ->
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy, so `import gdnbench` stays light (no pandas) for the CLI and the backends.
+    if name == "load_results":
+        from gdnbench.analysis import load_results
+
+        return load_results
+    raise AttributeError(f"module 'gdnbench' has no attribute {name!r}")

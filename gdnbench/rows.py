@@ -114,10 +114,10 @@ class RowWriter:
                 raise ValueError(f"{self.path}: written with another schema; cannot append (start a new run)")
         else:
             with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+                csv.writer(f, lineterminator="\n").writerow(COLUMNS)
         if not self.samples_path.exists():
             with self.samples_path.open("w", newline="") as f:
-                csv.writer(f).writerow(SAMPLE_COLUMNS)
+                csv.writer(f, lineterminator="\n").writerow(SAMPLE_COLUMNS)
 
     def done(self) -> set[tuple[str, str]]:
         """(case_id, backend) pairs already written (for --resume)."""
@@ -131,19 +131,19 @@ class RowWriter:
         kept = [r for r in rows if (r[0], r[1]) in keep]
         if len(kept) != len(rows):
             with self.samples_path.open("w", newline="") as f:
-                w = csv.writer(f)
+                w = csv.writer(f, lineterminator="\n")
                 w.writerow(SAMPLE_COLUMNS)
                 w.writerows(kept)
 
     def write(self, row: Row, samples_us: Iterable[float] = ()) -> None:
         if samples_us:
             with self.samples_path.open("a", newline="") as f:
-                w = csv.writer(f)
+                w = csv.writer(f, lineterminator="\n")
                 for i, t in enumerate(samples_us):
                     w.writerow((row.case_id, row.backend, i, f"{t:.6g}"))
                 f.flush()
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([_cell(getattr(row, c)) for c in COLUMNS])
+            csv.writer(f, lineterminator="\n").writerow([_cell(getattr(row, c)) for c in COLUMNS])
             f.flush()
             os.fsync(f.fileno())
 
