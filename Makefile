@@ -12,7 +12,7 @@ CONFIG ?=
 ARGS ?=
 HOST_PY := PYTHONPATH=$(CURDIR) python3
 
-.PHONY: venv sweep test smoke plan check list env gpu-test gpu-sweep clean
+.PHONY: venv sweep test smoke plan check list env plots gpu-test gpu-sweep clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ smoke: venv
 
 plan check: venv
 	$(PY) -m gdnbench $@ $(or $(CONFIG),decode) $(ARGS)
+
+# Figures for every committed run (or RESULTS="dir1 dir2"), written to results/plots/.
+RESULTS ?= $(filter-out results/plots,$(wildcard results/*_*))
+plots: venv
+	$(PY) -m gdnbench plot $(RESULTS) -o results/plots $(ARGS)
 
 list env: venv
 	$(PY) -m gdnbench $@ $(ARGS)

@@ -220,6 +220,47 @@ def calibrate(out_file: Optional[Path] = typer.Option(None, "--out", "-o", help=
 
 
 @app.command()
+def plot(results: List[Path] = typer.Argument(..., help="results directories or rows.csv files (several GPUs "
+                                                        "plot side by side)"),
+         out_dir: Path = typer.Option(Path("results/plots"), "--out", "-o", help="where PNG/SVG and summary.md go"),
+         baseline: str = typer.Option("torch", help="backend that speedups are relative to")) -> None:
+    """Figures per phase (latency, speedup, % of copy bandwidth; MTP vs T; prefill throughput) and summary.md."""
+    from gdnbench.plots import plot_results
+
+    try:
+        written = plot_results(results, out_dir, baseline=baseline)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
+    out.print(f"{len([p for p in written if p.suffix == '.png'])} figures (PNG + SVG) and summary.md in {out_dir}")
+
+
+@app.command()
+def compare(base: Path = typer.Argument(..., help="baseline results directory (or rows.csv)"),
+            new: Path = typer.Argument(..., help="new results directory (or rows.csv)"),
+            threshold: float = typer.Option(0.05, help="a slowdown beyond this fraction (and the noise) fails"),
+            backend: Optional[List[str]] = BackendOpt,
+            changed_only: bool = typer.Option(False, "--changed-only", help="list only rows that are not 'same'"),
+            out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the Markdown here")) -> None:
+    """Compare two runs row by row (noise-aware); exit 1 if any row is slower beyond --threshold or broke."""
+    from gdnbench.compare import compare_runs, markdown
+
+    if not 0 < threshold < 1:
+        raise fail(f"--threshold must be a fraction in (0, 1), got {threshold}")
+    try:
+        c = compare_runs([base], [new], threshold=threshold, backends=backend)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
+    text = markdown(c, changed_only=changed_only)
+    out.print(text, markup=False)
+    for w in c.warnings:
+        err.print(f"warning: {w}", markup=False)
+    if out_file:
+        out_file.write_text(text)
+    if c.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def env() -> None:
     """Print the provenance recorded in every run's env.json."""
     import json
