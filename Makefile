@@ -12,7 +12,7 @@ CONFIG ?=
 ARGS ?=
 HOST_PY := PYTHONPATH=$(CURDIR) python3
 
-.PHONY: venv sweep test smoke plan check list env plots gpu-test gpu-sweep clean
+.PHONY: venv sweep test smoke plan check list env plots trace gpu-test gpu-sweep clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,11 @@ plan check: venv
 RESULTS ?= $(filter-out results/plots,$(wildcard results/*_*))
 plots: venv
 	$(PY) -m gdnbench plot $(RESULTS) -o results/plots $(ARGS)
+
+# Nsight Systems trace of configs/trace-decode.yaml (or CONFIG=...); on a GPU host without a venv too.
+RUNPY := $(if $(wildcard $(PY)),$(PY),$(HOST_PY))
+trace:
+	$(RUNPY) -m gdnbench trace $(or $(CONFIG),trace-decode) $(ARGS)
 
 list env: venv
 	$(PY) -m gdnbench $@ $(ARGS)

@@ -261,6 +261,43 @@ def compare(base: Path = typer.Argument(..., help="baseline results directory (o
 
 
 @app.command()
+def trace(config: str = typer.Argument(..., help="config file or shipped name (e.g. trace-decode)"),
+          case: Optional[List[str]] = CaseOpt, backend: Optional[List[str]] = BackendOpt,
+          out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory (default "
+                                                 "results/<date>_<device>_<config>-trace)"),
+          name: Optional[str] = typer.Option(None, help="trace file name (default: the config's name)"),
+          nsys: Optional[str] = typer.Option(None, help="path to nsys (default: PATH)"),
+          profiler: str = typer.Option("nsys", help="nsys | torch (Chrome trace via torch.profiler, no nsys)"),
+          timing: Optional[str] = typer.Option(None, help="timing mode for the traced run (default: config)"),
+          results_root: Path = RootOpt) -> None:
+    """Re-run part of a sweep under Nsight Systems; write the .nsys-rep, kernels.csv, rows_nsys.csv and a
+    timer-vs-kernel consistency report."""
+    from gdnbench.runner import new_results_dir
+    from gdnbench.trace import TraceError, run_nsys_trace, run_torch_trace
+
+    if profiler not in ("nsys", "torch"):
+        raise fail(f"--profiler: '{profiler}' is not one of nsys, torch")
+    path = find_config(config)
+    swp = load(config)
+    _prepare_interpreter()
+    directory = out_dir or new_results_dir(swp, results_root, suffix="-trace")
+    if (directory / "rows.csv").exists():
+        raise fail(f"{directory} already holds rows.csv: give another --out")
+    try:
+        if profiler == "torch":
+            files = run_torch_trace(path, directory, name or swp.name, case or [], backend or [], timing)
+        else:
+            files = run_nsys_trace(path, directory, name or swp.name, case or [], backend or [], nsys, timing)
+    except TraceError as e:
+        raise fail(str(e)) from None
+    for label, p in files.items():
+        if label != "child_exit":
+            out.print(f"{label}: {p}")
+    if "report" in files:
+        out.print(files["report"].read_text(), markup=False)
+
+
+@app.command()
 def env() -> None:
     """Print the provenance recorded in every run's env.json."""
     import json

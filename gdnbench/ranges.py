@@ -25,21 +25,22 @@ def parse_range_name(name: str) -> tuple[str, str, str] | None:
 
 @contextlib.contextmanager
 def nvtx_range(name: str) -> Iterator[None]:
+    """An NVTX range (for nsys) that is also a torch.profiler scope (for ``trace --profiler torch``)."""
+    import torch
+
     try:
         import nvtx
     except ImportError:
         nvtx = None
-    if nvtx is not None:
-        with nvtx.annotate(message=name, domain=DOMAIN, color="green"):
+    with torch.profiler.record_function(name):
+        if nvtx is not None:
+            with nvtx.annotate(message=name, domain=DOMAIN, color="green"):
+                yield
+        elif torch.cuda.is_available():
+            torch.cuda.nvtx.range_push(name)
+            try:
+                yield
+            finally:
+                torch.cuda.nvtx.range_pop()
+        else:
             yield
-        return
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.nvtx.range_push(name)
-        try:
-            yield
-        finally:
-            torch.cuda.nvtx.range_pop()
-    else:
-        yield

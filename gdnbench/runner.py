@@ -62,8 +62,8 @@ def resolve_timing_mode(sweep: Sweep, target: Target, override: str | None) -> s
     return mode
 
 
-def new_results_dir(sweep: Sweep, root: Path) -> Path:
-    stem = f"{_dt.date.today().isoformat()}_{device_slug()}_{sweep.name or 'sweep'}"
+def new_results_dir(sweep: Sweep, root: Path, suffix: str = "") -> Path:
+    stem = f"{_dt.date.today().isoformat()}_{device_slug()}_{sweep.name or 'sweep'}{suffix}"
     path, n = root / stem, 2
     while path.exists():
         path, n = root / f"{stem}_{n}", n + 1
@@ -117,7 +117,10 @@ def measure_row(mode: str, sweep: Sweep, target: Target) -> Measure:
     cfg = sweep.timing
     if mode == "cpu":
         def cpu(case: Case, backend: Backend) -> Timing:
-            return time_cpu(backend.build(case, make_inputs(case, "cpu", set_index=1)), cfg)
+            from gdnbench.ranges import range_name
+
+            return time_cpu(backend.build(case, make_inputs(case, "cpu", set_index=1)), cfg,
+                            range_name(case.phase, backend.name, case.id))
         return cpu
     from gdnbench import timer  # GPU modes
 

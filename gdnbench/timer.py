@@ -46,8 +46,10 @@ def stop_rule(cfg: TimingConfig) -> StopRule:
                     max_time_s=cfg.max_time_s, target_rel_noise=cfg.target_rel_noise)
 
 
-def time_cpu(fn: Callable[[], object], cfg: TimingConfig) -> Timing:
+def time_cpu(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnbench") -> Timing:
     """Wall-clock time of single launches on the CPU, after ``cfg.warmup`` untimed launches."""
+    from gdnbench.ranges import nvtx_range
+
     for _ in range(cfg.warmup):
         fn()
 
@@ -56,7 +58,8 @@ def time_cpu(fn: Callable[[], object], cfg: TimingConfig) -> Timing:
         fn()
         return (time.perf_counter() - t0) * 1e6
 
-    samples, converged = sample_until(once, stop_rule(cfg))
+    with nvtx_range(name):
+        samples, converged = sample_until(once, stop_rule(cfg))
     return Timing(mode="cpu", samples_us=samples, stats=summarize(samples), converged=converged)
 
 

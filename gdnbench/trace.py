@@ -1,0 +1,324 @@
+"""``gdnbench trace``: re-run part of a sweep under Nsight Systems and join kernel times to the rows.
+
+The selected (case, backend) pairs run in a child ``gdnbench sweep`` under::
+
+    nsys profile --trace=cuda,nvtx --cuda-graph-trace=node --capture-range=cudaProfilerApi
+                 --capture-range-end=stop ...
+
+so the report holds exactly the timing pass (the sweep brackets it with cudaProfilerStart/Stop) and
+every measured region is an NVTX range ``<phase>|<backend>|<case id>``. Then ``nsys stats`` writes
+its kernel, NVTX and NVTX->kernel summaries, from which this module builds:
+
+* ``kernels.csv``: per range, the kernels that ran, how many per launch, their duration statistics;
+* ``rows_nsys.csv``: the run's rows plus ``nsys_kernels``, ``nsys_kernels_per_launch``,
+  ``nsys_kernel_us`` (GPU kernel time per launch) and ``nsys_vs_timer``;
+* ``consistency.md``: rows where the timer's per-launch latency and the kernel time differ by more
+  than 5% (and 1 µs), each with the likely reason (gaps between kernels, helper kernels such as
+  casts, copies or fills inside the backend call).
+
+Without nsys, ``--profiler torch`` records the same ranges with the PyTorch profiler into a Chrome
+trace. Parsing and joining read CSVs only and are tested on stored ``nsys stats`` output.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from gdnbench.ranges import parse_range_name
+
+NSYS_REPORTS = ("cuda_gpu_kern_sum", "nvtx_sum", "nvtx_kern_sum", "nvtx_gpu_proj_sum")
+# Kernels the events timer itself launches inside a measured range (L2 flush, host-cover sleep).
+TIMER_KERNELS = re.compile(r"spin_kernel|FillFunctor", re.IGNORECASE)
+# Kernels that are usually glue around the real one (layout / dtype conversion, gathers, fills).
+HELPER_KERNELS = re.compile(r"elementwise|copy|fill|cast|index|gather|scatter|arange|cat_|reduce|convert",
+                            re.IGNORECASE)
+TOL_REL, TOL_ABS_US = 0.05, 1.0
+
+
+class TraceError(Exception):
+    """A problem running or reading a trace, phrased for the user."""
+
+
+def find_nsys(explicit: str | None = None) -> str:
+    path = explicit or shutil.which("nsys")
+    if not path:
+        raise TraceError("nsys (Nsight Systems) not found on the PATH; pass --nsys PATH, or use --profiler torch "
+                         "for a PyTorch-profiler Chrome trace of the same ranges")
+    return path
+
+
+def profile_command(nsys: str, report: Path, child: Sequence[str]) -> list[str]:
+    """nsys profile command that records exactly the measured part of ``child``."""
+    return [nsys, "profile", "--trace=cuda,nvtx", "--cuda-graph-trace=node", "--capture-range=cudaProfilerApi",
+            "--capture-range-end=stop", "--sample=none", "--cpuctxsw=none", "--force-overwrite=true",
+            "-o", str(report), *child]
+
+
+def stats_command(nsys: str, report: Path, prefix: Path) -> list[str]:
+    return [nsys, "stats", "--report", ",".join(NSYS_REPORTS), "--format", "csv", "--timeunit", "ns",
+            "--force-export=true", "--force-overwrite=true", "--output", str(prefix), str(report)]
+
+
+# ---- reading nsys stats CSVs ----------------------------------------------------------------------
+
+def _col(df: pd.DataFrame, *names: str) -> str:
+    """The first column whose name starts with one of ``names`` (case-insensitive)."""
+    for name in names:
+        for c in df.columns:
+            if str(c).strip().lower().startswith(name.lower()):
+                return c
+    raise TraceError(f"nsys stats CSV has no column like {names[0]!r} (columns: {', '.join(map(str, df.columns))})")
+
+
+def read_stats_csv(path: Path) -> pd.DataFrame:
+    """An ``nsys stats --format csv`` file (skipping any preamble lines before the header)."""
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.count(",") >= 3 and not line.startswith(("NOTICE", "WARNING"))),
+                 0)
+    return pd.read_csv(io.StringIO("\n".join(lines[start:])))
+
+
+def range_key(text: str) -> tuple[str, str, str] | None:
+    """NVTX range text as nsys prints it (maybe ``domain:`` prefixed) -> (phase, backend, case id)."""
+    text = str(text).strip()
+    domain, sep, rest = text.partition(":")
+    if sep and "|" not in domain:  # "gdnbench:<name>" or ":<name>" (default domain)
+        text = rest
+    return parse_range_name(text)
+
+
+def read_nvtx_kern_sum(path: Path) -> pd.DataFrame:
+    """nvtx_kern_sum -> one row per (range, kernel): phase, backend, case_id, kernel, kern_inst, total/avg/
+    med/min/max/std in ns. Ranges gdnbench did not make are dropped."""
+    df = read_stats_csv(path)
+    rng, name = _col(df, "NVTX Range", "Range"), _col(df, "Kernel Name", "Name")
+    inst = _col(df, "Kern Inst", "Instances", "Inst")
+    cols = {"total_ns": _col(df, "Total Time"), "avg_ns": _col(df, "Avg"), "med_ns": _col(df, "Med"),
+            "min_ns": _col(df, "Min"), "max_ns": _col(df, "Max"), "std_ns": _col(df, "StdDev", "Std")}
+    out = []
+    for _, r in df.iterrows():
+        key = range_key(r[rng])
+        if key is None:
+            continue
+        rec = {"phase": key[0], "backend": key[1], "case_id": key[2], "kernel": str(r[name]),
+               "kern_inst": int(r[inst])}
+        rec.update({k: float(r[c]) for k, c in cols.items()})
+        out.append(rec)
+    return pd.DataFrame(out, columns=["phase", "backend", "case_id", "kernel", "kern_inst", *cols])
+
+
+def read_nvtx_gpu_proj_sum(path: Path) -> pd.DataFrame:
+    """nvtx_gpu_proj_sum -> per range: projected GPU time (ns) and the range's own time (ns)."""
+    df = read_stats_csv(path)
+    rng = _col(df, "Range", "NVTX Range")
+    proj = _col(df, "Total Proj Time", "Projected", "Proj")
+    out = []
+    for _, r in df.iterrows():
+        key = range_key(r[rng])
+        if key:
+            out.append({"phase": key[0], "backend": key[1], "case_id": key[2], "proj_ns": float(r[proj])})
+    return pd.DataFrame(out, columns=["phase", "backend", "case_id", "proj_ns"])
+
+
+# ---- kernels.csv, the join, the consistency report -------------------------------------------------
+
+def kernels_table(kern: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """kernels.csv: per (range, kernel), count per launch and per-instance duration statistics (µs).
+
+    Launches in a range = n_samples x launches_per_sample of the matching row (the range wraps the
+    sampled replays only). Kernels the events timer launches itself are marked ``timer_kernel``.
+    """
+    launches = rows.assign(launches=rows.n_samples.astype(float) * rows.launches_per_sample.astype(float))[
+        ["case_id", "backend", "launches", "timing_mode"]]
+    k = kern.merge(launches, on=["case_id", "backend"], how="left")
+    k["per_launch"] = k.kern_inst / k.launches
+    k["timer_kernel"] = [bool(TIMER_KERNELS.search(n)) and m == "events" for n, m in zip(k.kernel, k.timing_mode)]
+    for c in ("total", "avg", "med", "min", "max", "std"):
+        k[f"{c}_us"] = k[f"{c}_ns"] / 1e3
+    return k[["phase", "backend", "case_id", "kernel", "kern_inst", "launches", "per_launch", "timer_kernel",
+              "total_us", "avg_us", "med_us", "min_us", "max_us", "std_us"]]
+
+
+def short_kernel(name: str, width: int = 60) -> str:
+    """A readable kernel name: the function name without template arguments or parameters."""
+    base = re.sub(r"<.*", "", re.sub(r"\(.*", "", name)).strip()
+    base = base.split()[-1] if base.split() else name
+    return base[:width]
+
+
+def join_rows(rows: pd.DataFrame, kernels: pd.DataFrame, proj: pd.DataFrame | None = None) -> pd.DataFrame:
+    """rows + nsys columns: kernel names, kernels per launch, GPU kernel µs per launch, ratio to the timer."""
+    k = kernels[~kernels.timer_kernel]
+    g = k.groupby(["case_id", "backend"])
+    agg = pd.DataFrame({
+        "nsys_kernels": g.kernel.agg(lambda s: "; ".join(sorted({short_kernel(n) for n in s}))),
+        "nsys_kernels_per_launch": g.per_launch.sum(),
+        "nsys_kernel_us": g.total_us.sum() / g.launches.first(),
+    }).reset_index()
+    out = rows.merge(agg, on=["case_id", "backend"], how="left")
+    if proj is not None and len(proj):
+        p = proj.merge(rows[["case_id", "backend", "n_samples", "launches_per_sample"]], on=["case_id", "backend"])
+        p["nsys_gpu_span_us"] = p.proj_ns / 1e3 / (p.n_samples.astype(float) * p.launches_per_sample.astype(float))
+        out = out.merge(p[["case_id", "backend", "nsys_gpu_span_us"]], on=["case_id", "backend"], how="left")
+    out["nsys_vs_timer"] = out.nsys_kernel_us / out.median_us
+    return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    case_id: str
+    backend: str
+    timer_us: float
+    kernel_us: float
+    reason: str
+
+    @property
+    def diff_pct(self) -> float:
+        return 100 * (self.timer_us - self.kernel_us) / self.timer_us
+
+
+def explain(row: pd.Series, kernels: pd.DataFrame) -> str:
+    """Likely reason the timer and the kernel time disagree for one row."""
+    timer, kern = float(row.median_us), float(row.nsys_kernel_us)
+    mine = kernels[(kernels.case_id == row.case_id) & (kernels.backend == row.backend) & ~kernels.timer_kernel]
+    per_launch = float(row.nsys_kernels_per_launch)
+    helpers = sorted({short_kernel(n, 40) for n in mine.kernel if HELPER_KERNELS.search(n)})
+    parts = []
+    if timer > kern:
+        gap = timer - kern
+        parts.append(f"{gap:.2f} µs per launch is not kernel time: gaps between the {per_launch:.3g} kernels of a "
+                     f"launch (~{gap / max(per_launch, 1):.2f} µs each: launch latency between graph nodes, "
+                     "or the GPU waiting for the host)")
+    else:
+        parts.append("kernel time exceeds the timer's latency: kernels overlap (several streams) or tracing "
+                     "stretched kernel durations")
+    if helpers:
+        parts.append(f"helper kernels inside the backend call: {', '.join(helpers[:4])}")
+    return "; ".join(parts)
+
+
+def consistency(joined: pd.DataFrame, kernels: pd.DataFrame) -> tuple[list[Finding], int, int]:
+    """Rows whose timer latency and nsys kernel time differ by > 5% and > 1 µs: (findings, checked, unmatched)."""
+    ok = joined[(joined.status == "ok") & joined.median_us.notna()]
+    matched = ok[ok.nsys_kernel_us.notna()]
+    findings = []
+    for _, r in matched.iterrows():
+        diff = abs(float(r.median_us) - float(r.nsys_kernel_us))
+        if diff > TOL_REL * float(r.median_us) and diff > TOL_ABS_US:
+            findings.append(Finding(r.case_id, r.backend, float(r.median_us), float(r.nsys_kernel_us), explain(r, kernels)))
+    return findings, len(matched), len(ok) - len(matched)
+
+
+def consistency_markdown(findings: list[Finding], checked: int, unmatched: int, joined: pd.DataFrame) -> str:
+    ok = joined[joined.nsys_vs_timer.notna()]
+    big = ok[ok.median_us >= 10]
+    lines = ["# Timer vs Nsight Systems kernel time", "",
+             f"Per launch: the timer's median latency vs the sum of GPU kernel durations nsys attributes to the "
+             f"row's NVTX range, divided by the launches in it. Flagged when they differ by more than "
+             f"{TOL_REL:.0%} and {TOL_ABS_US:g} µs.", "",
+             f"- rows compared: {checked} ({unmatched} timed rows had no kernels in the trace)",
+             f"- within tolerance: {checked - len(findings)}; flagged: {len(findings)}"]
+    if len(big):
+        within = ((big.nsys_vs_timer - 1).abs() <= TOL_REL).sum()
+        lines.append(f"- rows >= 10 µs within {TOL_REL:.0%}: {within} of {len(big)} "
+                     f"(kernel/timer ratio {big.nsys_vs_timer.min():.3f} .. {big.nsys_vs_timer.max():.3f})")
+    lines += ["", "| backend | case | timer µs | nsys kernel µs | timer - kernel | likely reason |",
+              "|---|---|---:|---:|---:|---|"]
+    for f in sorted(findings, key=lambda f: -abs(f.diff_pct)):
+        lines.append(f"| {f.backend} | {f.case_id} | {f.timer_us:.2f} | {f.kernel_us:.2f} | {f.diff_pct:+.1f}% | "
+                     f"{f.reason} |")
+    if not findings:
+        lines.append("| | (none) | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def analyse(directory: Path, prefix: Path) -> dict[str, Path]:
+    """Build kernels.csv, rows_nsys.csv and consistency.md in ``directory`` from ``prefix_<report>.csv``."""
+    from gdnbench.analysis import load_results
+
+    kern_csv = Path(f"{prefix}_nvtx_kern_sum.csv")
+    if not kern_csv.exists():
+        raise TraceError(f"{kern_csv} missing: nsys stats wrote no NVTX->kernel summary")
+    rows = load_results([directory / "rows.csv"])
+    kernels = kernels_table(read_nvtx_kern_sum(kern_csv), rows)
+    proj_csv = Path(f"{prefix}_nvtx_gpu_proj_sum.csv")
+    proj = read_nvtx_gpu_proj_sum(proj_csv) if proj_csv.exists() else None
+    joined = join_rows(rows, kernels, proj)
+    findings, checked, unmatched = consistency(joined, kernels)
+    out = {"kernels": directory / "kernels.csv", "rows": directory / "rows_nsys.csv",
+           "report": directory / "consistency.md"}
+    kernels.to_csv(out["kernels"], index=False, float_format="%.6g")
+    joined.drop(columns=["results_dir", "gpu_label", "heads"], errors="ignore").to_csv(out["rows"], index=False,
+                                                                                      float_format="%.6g")
+    out["report"].write_text(consistency_markdown(findings, checked, unmatched, joined))
+    return out
+
+
+# ---- running ----------------------------------------------------------------------------------------
+
+def child_sweep_args(config: Path, out_dir: Path, cases: Sequence[str], backends: Sequence[str],
+                     timing: str | None) -> list[str]:
+    args = [sys.executable, "-m", "gdnbench", "sweep", str(config), "--out", str(out_dir), "--no-progress"]
+    for c in cases:
+        args += ["--case", c]
+    for b in backends:
+        args += ["--backend", b]
+    if timing:
+        args += ["--timing", timing]
+    return args
+
+
+def run_nsys_trace(config: Path, out_dir: Path, name: str, cases: Sequence[str], backends: Sequence[str],
+                   nsys: str | None = None, timing: str | None = None) -> dict[str, Path]:
+    tool = find_nsys(nsys)
+    traces = out_dir / "traces"
+    traces.mkdir(parents=True, exist_ok=True)
+    report = traces / name
+    child = child_sweep_args(config, out_dir, cases, backends, timing)
+    proc = subprocess.run(profile_command(tool, report, child))
+    rep = report.with_suffix(".nsys-rep")
+    if not rep.exists():
+        raise TraceError(f"nsys wrote no report (exit {proc.returncode}); see the output above")
+    stats = subprocess.run(stats_command(tool, rep, traces / name), capture_output=True, text=True)
+    if stats.returncode != 0:
+        raise TraceError(f"nsys stats failed (exit {stats.returncode}): "
+                         f"{(stats.stderr or stats.stdout).strip().splitlines()[-1:]}")
+    out = analyse(out_dir, traces / name)
+    out["nsys-rep"] = rep
+    out["child_exit"] = Path(str(proc.returncode))
+    return out
+
+
+def run_torch_trace(config: Path, out_dir: Path, name: str, cases: Sequence[str], backends: Sequence[str],
+                    timing: str | None = None) -> dict[str, Path]:
+    """The same sweep in this process under torch.profiler; the ranges are record_function scopes."""
+    import torch
+
+    from gdnbench.config import load_sweep
+    from gdnbench.runner import RunOptions, run_sweep
+
+    traces = out_dir / "traces"
+    traces.mkdir(parents=True, exist_ok=True)
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    opts = RunOptions(out_dir=out_dir, backends=list(backends) or None, case_ids=list(cases) or None,
+                      timing_mode=timing, progress=False)
+    with torch.profiler.profile(activities=acts) as prof:
+        run_sweep(load_sweep(config), opts)
+    chrome = traces / f"{name}.torch-trace.json"
+    prof.export_chrome_trace(str(chrome))
+    table = traces / f"{name}.torch-kernels.txt"
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    table.write_text(prof.key_averages().table(sort_by=sort, row_limit=60))
+    return {"chrome": chrome, "table": table}

@@ -1,0 +1,124 @@
+"""trace.py: parsing stored `nsys stats` CSVs, kernels.csv, the join onto rows, the consistency
+report; the CLI without nsys; the PyTorch-profiler fallback on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gdnbench.cli import app
+from gdnbench.rows import Row, RowWriter
+from gdnbench.trace import (analyse, consistency, join_rows, kernels_table, profile_command, range_key,
+                            read_nvtx_gpu_proj_sum, read_nvtx_kern_sum, short_kernel)
+
+FIX = Path(__file__).parent / "fixtures" / "nsys"
+IDS = {"b32": "decode-b32-h16x32-d128x128-klast-bf16-bf16-scattered-s0-aaaa0001",
+       "b1": "decode-b1-h16x32-d128x128-klast-f32-bf16-scattered-s0-aaaa0002",
+       "b512": "decode-b512-h16x32-d128x128-klast-f32-bf16-scattered-s0-aaaa0003"}
+
+
+def test_range_key_with_and_without_domain():
+    assert range_key("gdnbench:decode|torch|c1") == ("decode", "torch", "c1")
+    assert range_key(":decode|torch|c1") == ("decode", "torch", "c1")
+    assert range_key("decode|torch|c1") == ("decode", "torch", "c1")
+    assert range_key(":some other range") is None
+
+
+def test_read_nvtx_kern_sum():
+    k = read_nvtx_kern_sum(FIX / "decode_nvtx_kern_sum.csv")
+    assert set(k.backend) == {"flashinfer", "torch", "fla"} and len(k) == 9  # foreign range dropped
+    fi = k[(k.backend == "flashinfer") & (k.case_id == IDS["b32"])].iloc[0]
+    assert fi.kern_inst == 900 and fi.total_ns == 26_550_000.0 and fi.med_ns == 29480.0
+
+
+def rows_frame(tmp_path: Path) -> pd.DataFrame:
+    from gdnbench.analysis import load_results
+
+    w = RowWriter(tmp_path)
+    # graph mode: 10 samples x 90 launches = 900 launches in each range
+    for backend, med in (("flashinfer", 29.6), ("torch", 52.0), ("fla", 80.0)):
+        w.write(Row(case_id=IDS["b32"], backend=backend, phase="decode", status="ok", check="pass", median_us=med,
+                    n_samples=10, launches_per_sample=90, timing_mode="graph"))
+    w.write(Row(case_id=IDS["b1"], backend="flashinfer", phase="decode", status="ok", check="pass", median_us=4.9,
+                n_samples=100, launches_per_sample=101, timing_mode="graph"))
+    w.write(Row(case_id=IDS["b512"], backend="flashinfer", phase="decode", status="ok", check="pass", median_us=741.0,
+                n_samples=10, launches_per_sample=1, timing_mode="events"))
+    w.write(Row(case_id="decode-untraced", backend="torch", phase="decode", status="ok", check="pass", median_us=5.0,
+                n_samples=10, launches_per_sample=4, timing_mode="graph"))
+    return load_results([tmp_path / "rows.csv"])
+
+
+def test_kernels_table_and_join(tmp_path):
+    rows = rows_frame(tmp_path)
+    kernels = kernels_table(read_nvtx_kern_sum(FIX / "decode_nvtx_kern_sum.csv"), rows)
+    torch_k = kernels[(kernels.backend == "torch")]
+    assert sorted(torch_k.per_launch) == [1.0, 2.0]  # 1800 and 900 instances over 900 launches
+    timer_k = kernels[kernels.timer_kernel]
+    assert set(timer_k.case_id) == {IDS["b512"]} and len(timer_k) == 2  # flush fill + host-cover sleep
+    proj = read_nvtx_gpu_proj_sum(FIX / "decode_nvtx_gpu_proj_sum.csv")
+    j = join_rows(rows, kernels, proj).set_index(["case_id", "backend"])
+    assert j.loc[(IDS["b32"], "flashinfer")].nsys_kernel_us == pytest.approx(29.5)
+    assert j.loc[(IDS["b32"], "torch")].nsys_kernel_us == pytest.approx((10.8e6 + 9.6e6) / 900 / 1e3)
+    assert j.loc[(IDS["b32"], "torch")].nsys_kernels_per_launch == pytest.approx(3.0)
+    assert j.loc[(IDS["b512"], "flashinfer")].nsys_kernel_us == pytest.approx(740.0)  # timer kernels excluded
+    assert j.loc[(IDS["b32"], "flashinfer")].nsys_gpu_span_us == pytest.approx(26.7e6 / 900 / 1e3)
+    assert pd.isna(j.loc[("decode-untraced", "torch")].nsys_kernel_us)
+    assert "index_select_kernel" in j.loc[(IDS["b32"], "torch")].nsys_kernels
+
+
+def test_consistency_flags_with_reasons(tmp_path):
+    rows = rows_frame(tmp_path)
+    kernels = kernels_table(read_nvtx_kern_sum(FIX / "decode_nvtx_kern_sum.csv"), rows)
+    findings, checked, unmatched = consistency(join_rows(rows, kernels), kernels)
+    assert checked == 5 and unmatched == 1
+    flagged = {(f.backend, f.case_id): f for f in findings}
+    # flashinfer b32 (29.6 vs 29.5) and b512 (741 vs 740) agree; b1 differs by 0.9 µs (< 1 µs): not flagged
+    assert set(flagged) == {("torch", IDS["b32"]), ("fla", IDS["b32"])}
+    torch_reason = flagged[("torch", IDS["b32"])].reason
+    assert "not kernel time" in torch_reason and "helper kernels" in torch_reason and "index_select_kernel" in torch_reason
+
+
+def test_analyse_writes_outputs(tmp_path):
+    rows_frame(tmp_path)
+    prefix = tmp_path / "traces" / "decode"
+    prefix.parent.mkdir()
+    for report in ("nvtx_kern_sum", "nvtx_gpu_proj_sum"):
+        (Path(f"{prefix}_{report}.csv")).write_text((FIX / f"decode_{report}.csv").read_text())
+    out = analyse(tmp_path, prefix)
+    assert pd.read_csv(out["kernels"]).shape[0] == 9
+    assert "nsys_kernel_us" in pd.read_csv(out["rows"]).columns
+    md = out["report"].read_text()
+    assert "flagged: 2" in md and "| torch |" in md
+
+
+def test_short_kernel():
+    assert short_kernel("void at::native::index_select_kernel<float, long>(...)") == "at::native::index_select_kernel"
+    assert short_kernel("fused_recurrent_gated_delta_rule_fwd_kernel") == "fused_recurrent_gated_delta_rule_fwd_kernel"
+
+
+def test_profile_command_records_only_the_measured_part():
+    cmd = profile_command("nsys", Path("r/traces/x"), ["python", "-m", "gdnbench", "sweep", "c.yaml"])
+    for flag in ("--trace=cuda,nvtx", "--cuda-graph-trace=node", "--capture-range=cudaProfilerApi",
+                 "--capture-range-end=stop"):
+        assert flag in cmd
+    assert cmd[-5:] == ["python", "-m", "gdnbench", "sweep", "c.yaml"]
+
+
+def test_trace_without_nsys_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    r = CliRunner().invoke(app, ["trace", "smoke-cpu", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "nsys (Nsight Systems) not found" in r.stderr and "--profiler torch" in r.stderr
+
+
+def test_torch_profiler_fallback_on_cpu(tmp_path, write_yaml):
+    cfg = write_yaml("phase: decode\nbackends: [torch]\naxes: {batch: [2], heads: [[1, 2]], head_dim_k: [8], "
+                     "head_dim_v: [8]}\ntiming: {min_samples: 3, min_time_s: 0.0, max_time_s: 0.05}\n")
+    r = CliRunner().invoke(app, ["trace", str(cfg), "--profiler", "torch", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    trace = json.loads((tmp_path / "t" / "traces" / "cfg.torch-trace.json").read_text())
+    names = {e.get("name", "") for e in trace["traceEvents"]}
+    assert any(n.startswith("decode|torch|decode-b2-") for n in names)  # the measured range is in the trace
