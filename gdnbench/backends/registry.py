@@ -12,5 +12,6 @@ BACKENDS: dict[str, str] = {
     "flashinfer": "gdnbench.backends.flashinfer:BACKEND",
     "fla": "gdnbench.backends.fla:POOLED",
     "fla_kernel": "gdnbench.backends.fla:KERNEL_ONLY",
+    "triton": "gdnbench.backends.triton_gdn:BACKEND",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)

@@ -1,0 +1,218 @@
+"""``triton``: gdnbench's own Triton kernels for GDN decode (T = 1) and MTP verify (T = 2..8).
+
+Design. Decode is memory-bound: each (row, value head) reads its K x V state once and writes it once,
+with ~6 flops per element, so the kernel is built to move the state at copy bandwidth and nothing
+else. One program owns a tile of BV state rows of one (row, value head): ``H[v0:v0+BV, 0:K]`` in the
+K-last view (``H = S^T``, a contiguous BV*K block of a K-last pool; for a V-last pool the same tile is
+read with V as the fast axis). The whole tile lives in registers in fp32 for the whole call:
+
+* loads issued up front: slot index, q/k (the row's k-head: GQA ``h = hv // (HV / HK)``), v, a, b,
+  then the state tile (the only large load; 64-bit offsets, since slot * HV * K * V overflows int32);
+* gating in fp32 (``g = -exp(A_log) * softplus(a + dt_bias)``, threshold 20; ``beta = sigmoid(b)``),
+  q/k L2 norm with eps inside the sqrt, scale folded into q: both norms are in-program reductions
+  over K, recomputed by every V tile of a head (K bytes from L2, far cheaper than an extra pass);
+* per token: ``H *= exp(g)``; ``u = beta * (v - H k)``; ``H += u k^T``; ``o = H q`` -- two reductions
+  over K per tile, no shared state between programs, no atomics;
+* MTP keeps H in registers across the T tokens, stores the per-step state to the intermediate
+  buffer when asked, and writes the pool once at the end (or not: verify without write-back). The
+  parent-token tree reloads the state of step ``parent[t]`` from the intermediate buffer when the
+  parent is not the previous token (a barrier first: other threads of the program wrote it).
+
+Padding (slot -1): masked loads and stores, so the pool is never touched; the output row is zero.
+The tile (BV rows, warps) is chosen per case from the number of programs the GPU needs to hide
+memory latency: small batches split V finely (many small tiles fill 132 SMs), large batches use
+bigger tiles (fewer, longer programs, better row-streaming). The choice is in the ``kernel`` column.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+
+from gdnbench.backends.base import Backend, Padding, Target, current_target, missing_module, triton_interpreted
+from gdnbench.cases import Case
+from gdnbench.inputs import Inputs
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def gdn_recurrent_kernel(
+        q, k, v, a, b, A_log, dt_bias, slots, parents, pool, inter, out, scale, HK, HV,
+        T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+        BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
+        TREE: tl.constexpr,
+    ):
+        pid_nh = tl.program_id(0)
+        pid_v = tl.program_id(1)
+        n = (pid_nh // HV).to(tl.int64)
+        hv = pid_nh % HV
+        h = hv // (HV // HK)
+        offs_v = pid_v * BV + tl.arange(0, BV)
+        offs_k = tl.arange(0, K)
+        if K_LAST:  # H[v, k] at v * K + k: a contiguous BV x K block
+            offs_s = offs_v[:, None] * K + offs_k[None, :]
+        else:       # S[k, v] at k * V + v, read as the same [BV, K] tile of H = S^T
+            offs_s = offs_k[None, :] * V + offs_v[:, None]
+        slot = tl.load(slots + n).to(tl.int64)
+        neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
+        dtb = tl.load(dt_bias + hv).to(tl.float32)
+        state = pool + (slot * HV + hv) * (K * V)
+        # Broadcast the slot before comparing: a [BV, K] mask that is all false for a padded row
+        # (a scalar-bool mask is not accepted by Triton's interpreter).
+        mask_s = (tl.zeros([BV, K], dtype=tl.int64) + slot) >= 0
+        valid_v = (tl.zeros([BV], dtype=tl.int64) + slot) >= 0
+        H = tl.load(state + offs_s, mask=mask_s, other=0.0).to(tl.float32)
+        for t in tl.static_range(T):
+            tok = n * T + t
+            if TREE:
+                if t > 0:
+                    p = tl.load(parents + tok)
+                    if p != t - 1:
+                        tl.debug_barrier()
+                        H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s, mask=mask_s,
+                                    other=0.0).to(tl.float32)
+            qv = tl.load(q + (tok * HK + h) * K + offs_k).to(tl.float32)
+            kv = tl.load(k + (tok * HK + h) * K + offs_k).to(tl.float32)
+            vv = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
+            av = tl.load(a + tok * HV + hv).to(tl.float32)
+            bv = tl.load(b + tok * HV + hv).to(tl.float32)
+            qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
+            kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
+            x = av + dtb
+            g = neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+            beta = 1.0 / (1.0 + tl.exp(-bv))
+            H = H * tl.exp(g)
+            u = beta * (vv - tl.sum(H * kv[None, :], axis=1))
+            H = H + u[:, None] * kv[None, :]
+            o = tl.sum(H * qv[None, :], axis=1)
+            o = tl.where(valid_v, o, 0.0)
+            tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
+            if INTERMEDIATE:
+                tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty), mask=mask_s)
+        if WRITE_BACK:
+            tl.store(state + offs_s, H.to(pool.dtype.element_ty), mask=mask_s)
+
+    return gdn_recurrent_kernel
+
+
+TILES_FILE = Path(__file__).with_name("triton_tiles.json")
+
+
+@functools.lru_cache(maxsize=1)
+def tuned_tiles() -> list[dict]:
+    """Tile choices measured by scripts/tune_triton.py (empty when none were committed)."""
+    try:
+        return json.loads(TILES_FILE.read_text())["entries"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def tile(case: Case) -> tuple[int, int]:
+    """(BV, num_warps): V rows per program and warps per program.
+
+    From the tuned table when it has an entry for this layout, state dtype, head dims and token
+    class (decode / MTP): the entry with the largest ``pairs_min`` <= batch * hv. Otherwise a
+    heuristic: enough programs to hide DRAM latency (aim for >= ~2048 on a 132-SM GPU) with tiles
+    large enough to stream whole state rows; V-last tiles stay >= 32 rows (K-row segments >= 64 B).
+    """
+    pairs = case.batch * case.hv
+    fits = [e for e in tuned_tiles()
+            if (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"])
+            == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
+            and e["pairs_min"] <= pairs]
+    if fits:
+        best = max(fits, key=lambda e: e["pairs_min"])
+        return int(best["bv"]), int(best["warps"])
+    return heuristic_tile(case)
+
+
+def heuristic_tile(case: Case) -> tuple[int, int]:
+    V, K = case.head_dim_v, case.head_dim_k
+    pairs = case.batch * case.hv
+    bv = V
+    floor = 32 if case.layout == "v_last" else 8
+    while bv > floor and pairs * (V // bv) < 2048:
+        bv //= 2
+    bv = max(min(bv, V), min(floor, V))
+    elems = bv * K
+    warps = 1 if elems <= 512 else 2 if elems <= 1024 else 4 if elems <= 4096 else 8
+    return bv, warps
+
+
+class TritonGDN(Backend):
+    name = "triton"
+    summary = "gdnbench's own Triton kernels: decode and MTP verify, pooled state, fused gating"
+    dist = "triton"
+
+    def __init__(self, tile_override: tuple[int, int] | None = None) -> None:
+        self.tile_override = tile_override  # (BV, warps): used by scripts/tune_triton.py only
+
+    def tile(self, case: Case) -> tuple[int, int]:
+        return self.tile_override or tile(case)
+
+    @property
+    def version(self) -> str:
+        from gdnbench import __version__
+        from gdnbench.backends.base import package_version
+
+        return f"gdnbench {__version__} (triton {package_version('triton') or 'not installed'})"
+
+    def availability(self, target: Target | None = None) -> str | None:
+        target = target or current_target()
+        if target == current_target():
+            missing = missing_module("triton", "triton")
+            if missing:
+                return missing
+        if target.device != "cuda" and not triton_interpreted():
+            return "needs a CUDA GPU (or TRITON_INTERPRET=1 on a CPU)"
+        return None
+
+    def supports(self, case: Case, target: Target | None = None) -> str | None:
+        reason = self.availability(target)
+        if reason:
+            return reason
+        if case.phase == "prefill":
+            return "gdnbench's Triton kernels cover decode and MTP; prefill runs on fla / FlashInfer"
+        for name, d in (("K", case.head_dim_k), ("V", case.head_dim_v)):
+            if d & (d - 1) or not 16 <= d <= 256:
+                return f"head dim {name}={d}: the kernel tiles powers of two from 16 to 256"
+        return None
+
+    def kernel(self, case: Case) -> str:
+        bv, warps = self.tile(case)
+        mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
+        return f"gdn_recurrent_kernel [{mode}, {case.layout.replace('_', '-')}, BV={bv}, warps={warps}]"
+
+    def padding(self, case: Case) -> Padding:
+        return Padding.ZERO
+
+    def build(self, case: Case, inputs: Inputs):
+        kern = _kernel()
+        x = inputs
+        bv, warps = self.tile(case)
+        if case.head_dim_v % bv:
+            raise ValueError(f"tile BV={bv} does not divide V={case.head_dim_v}")
+        out = torch.empty(case.batch, case.tokens, case.hv, case.head_dim_v, dtype=x.v.dtype, device=x.device)
+        inter = x.inter if case.intermediate else x.pool  # placeholder pointer when unused (never touched)
+        parents = x.parents if case.tree else x.slots
+        grid = (case.batch * case.hv, case.head_dim_v // bv)
+        meta = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
+                    K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate,
+                    TREE=case.tree, num_warps=warps)
+
+        def launch():
+            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
+                       case.hk, case.hv, **meta)
+            return out
+
+        return launch
+
+
+BACKEND = TritonGDN()

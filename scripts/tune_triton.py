@@ -1,0 +1,103 @@
+"""Measure gdnbench's Triton GDN kernel over tile choices (BV rows x warps) on this GPU, and write the
+fastest per (layout, state dtype, head dims, decode/MTP, batch * hv) to
+gdnbench/backends/triton_tiles.json, which the ``triton`` backend reads. Every candidate first passes
+the correctness gate. Usage (GPU host): PYTHONPATH=$PWD python3 scripts/tune_triton.py [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gdnbench.backends.triton_gdn import TILES_FILE, TritonGDN
+from gdnbench.cases import Case
+from gdnbench.check import run_gate
+from gdnbench.config import Timing
+from gdnbench.inputs import make_inputs
+from gdnbench.reference import reference
+from gdnbench.timer import time_gpu
+
+CFG = Timing(warmup=2, min_samples=5, max_samples=200, min_time_s=0.02, max_time_s=0.15, target_rel_noise=0.01)
+
+
+def case(batch, hk=16, hv=32, layout="k_last", sd="bfloat16", tokens=1) -> Case:
+    return Case(phase="mtp" if tokens > 1 else "decode", batch=batch, hk=hk, hv=hv, head_dim_k=128, head_dim_v=128,
+                layout=layout, state_dtype=sd, dtype="bfloat16", tokens=tokens, seq_lens="", pool="scattered",
+                write_back=True, intermediate=False, tree=False, seed=7)
+
+
+def candidates(case: Case) -> list[tuple[int, int]]:
+    """Tiles with 16..64 state elements per thread (K = 128)."""
+    out = []
+    for bv in (8, 16, 32, 64, 128):
+        if case.layout == "v_last" and bv < 16:
+            continue
+        for w in (1, 2, 4, 8):
+            per_thread = bv * case.head_dim_k // (32 * w)
+            if 16 <= per_thread <= 64:
+                out.append((bv, w))
+    return out
+
+
+def plan() -> list[Case]:
+    batches = (1, 4, 16, 32, 64, 128, 256, 512)
+    cases = [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in batches]
+    cases += [case(b, hk=4, hv=8) for b in batches]
+    cases += [case(b, layout="v_last", sd=sd) for sd in ("bfloat16", "float32") for b in (1, 16, 64, 512)]
+    cases += [case(b, sd=sd, tokens=4) for sd in ("bfloat16", "float32") for b in (1, 16, 64, 256)]
+    return cases
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("."))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, best = [], {}
+    t0 = time.time()
+    for c in plan():
+        x = make_inputs(c, "cuda")
+        e = reference(x)
+        results = []
+        for t in candidates(c):
+            b = TritonGDN(tile_override=t)
+            g = run_gate(c, b, x, e)
+            if not g.check.ok:
+                rows.append((c.id, *t, "", f"FAILED: {g.check.message}"))
+                continue
+            us = time_gpu("graph", c, b, CFG).stats.median
+            results.append((us, t))
+            rows.append((c.id, *t, f"{us:.3f}", ""))
+        if results:
+            us, t = min(results)
+            key = (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
+            if key not in best or us < best[key][0]:
+                best[key] = (us, t)
+            print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]}  {us:9.2f} us  "
+                  f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
+        del x, e
+        torch.cuda.empty_cache()
+    entries = [{"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4],
+                "pairs_min": k[5], "bv": t[0], "warps": t[1], "median_us": round(us, 3)}
+               for k, (us, t) in sorted(best.items())]
+    table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(),
+             "note": "fastest tile per measured case (graph timer, scattered pool); lookups take the entry with "
+                     "the largest pairs_min <= batch * hv", "entries": entries}
+    TILES_FILE.write_text(json.dumps(table, indent=1) + "\n")
+    (args.out / "triton_tiles.json").write_text(TILES_FILE.read_text())
+    with (args.out / "tune_triton.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case_id", "bv", "warps", "median_us", "note"])
+        w.writerows(rows)
+    print(f"wrote {TILES_FILE} ({len(entries)} entries) in {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
