@@ -88,6 +88,19 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def triton_availability(target: Target | None, module: str, dist: str) -> str | None:
+    """Why a Triton-based backend cannot run on ``target``: its library missing here, or no GPU and
+    no TRITON_INTERPRET=1 (Triton kernels run on a CPU only under the interpreter)."""
+    target = target or current_target()
+    if target == current_target():
+        missing = missing_module(module, dist)
+        if missing:
+            return missing
+    if target.device != "cuda" and not triton_interpreted():
+        return "needs a CUDA GPU (or TRITON_INTERPRET=1 on a CPU)"
+    return None
+
+
 class Backend:
     """Base class with the shared plumbing; subclasses set the class attributes and override
     ``supports``, ``build`` and, where they differ, ``kernel`` and ``padding``."""

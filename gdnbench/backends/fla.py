@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from gdnbench.backends.base import Backend, Output, Padding, Target, current_target, missing_module, triton_interpreted
+from gdnbench.backends.base import Backend, Output, Padding, Target, current_target, triton_availability
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -49,14 +49,7 @@ class Fla(Backend):
                         "fla-core Triton kernel alone on a contiguous state (final state returned)")
 
     def availability(self, target: Target | None = None) -> str | None:
-        target = target or current_target()
-        if target == current_target():
-            missing = missing_module("fla", "fla-core")
-            if missing:
-                return missing
-        if target.device != "cuda" and not triton_interpreted():
-            return "needs a CUDA GPU (or TRITON_INTERPRET=1 on a CPU)"
-        return None
+        return triton_availability(target, "fla", "fla-core")
 
     def supports(self, case: Case, target: Target | None = None) -> str | None:
         target = target or current_target()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from gdnbench.backends.base import Backend, Padding, Target, current_target, missing_module, triton_interpreted
+from gdnbench.backends.base import Backend, Padding, Target, triton_availability
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -165,14 +165,7 @@ class TritonGDN(Backend):
         return f"gdnbench {__version__} (triton {package_version('triton') or 'not installed'})"
 
     def availability(self, target: Target | None = None) -> str | None:
-        target = target or current_target()
-        if target == current_target():
-            missing = missing_module("triton", "triton")
-            if missing:
-                return missing
-        if target.device != "cuda" and not triton_interpreted():
-            return "needs a CUDA GPU (or TRITON_INTERPRET=1 on a CPU)"
-        return None
+        return triton_availability(target, "triton", "triton")
 
     def supports(self, case: Case, target: Target | None = None) -> str | None:
         reason = self.availability(target)
