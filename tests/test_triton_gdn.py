@@ -89,3 +89,29 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
     assert tile(tiny_case(batch=64, **qwen)) == (64, 4)
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state_dtype,layout,tokens", [("bfloat16", "k_last", 1), ("float32", "v_last", 1),
+                                                      ("bfloat16", "k_last", 4)])
+def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens):
+    """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
+    to local memory -- what decode at the bandwidth roofline needs."""
+    import dataclasses
+    import json
+    import os
+    import subprocess
+    import sys
+
+    case = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype=state_dtype, layout=layout,
+                     tokens=tokens, phase="mtp" if tokens > 1 else "decode")
+    code = ("import json, sys; from gdnbench.cases import Case; from gdnbench.backends.triton_gdn import aot_report; "
+            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])))))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case))], capture_output=True,
+                         text=True, env=env, check=True).stdout
+    rep = json.loads(out.strip().splitlines()[-1])
+    assert rep["ld_v4"] >= 4 and rep["st_v4"] >= 4, rep
+    assert not rep["ptx_local"], rep
+    if "local" in rep:
+        assert rep["local"] == 0 and rep["stack"] == 0, rep

@@ -18,7 +18,8 @@ read with V as the fast axis). The whole tile lives in registers in fp32 for the
   parent-token tree reloads the state of step ``parent[t]`` from the intermediate buffer when the
   parent is not the previous token (a barrier first: other threads of the program wrote it).
 
-Padding (slot -1): masked loads and stores, so the pool is never touched; the output row is zero.
+Padding (slot -1): a scalar branch skips the state entirely (the pool is never touched) and writes a
+zero output row; keeping masks out of the body keeps every load and store 16-byte vectorised.
 The tile (BV rows, warps) is chosen per case from the number of programs the GPU needs to hide
 memory latency: small batches split V finely (many small tiles fill 132 SMs), large batches use
 bigger tiles (fewer, longer programs, better row-streaming). The choice is in the ``kernel`` column.
@@ -61,43 +62,41 @@ def _kernel():
         else:       # S[k, v] at k * V + v, read as the same [BV, K] tile of H = S^T
             offs_s = offs_k[None, :] * V + offs_v[:, None]
         slot = tl.load(slots + n).to(tl.int64)
-        neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
-        dtb = tl.load(dt_bias + hv).to(tl.float32)
-        state = pool + (slot * HV + hv) * (K * V)
-        # Broadcast the slot before comparing: a [BV, K] mask that is all false for a padded row
-        # (a scalar-bool mask is not accepted by Triton's interpreter).
-        mask_s = (tl.zeros([BV, K], dtype=tl.int64) + slot) >= 0
-        valid_v = (tl.zeros([BV], dtype=tl.int64) + slot) >= 0
-        H = tl.load(state + offs_s, mask=mask_s, other=0.0).to(tl.float32)
-        for t in tl.static_range(T):
-            tok = n * T + t
-            if TREE:
-                if t > 0:
-                    p = tl.load(parents + tok)
-                    if p != t - 1:
-                        tl.debug_barrier()
-                        H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s, mask=mask_s,
-                                    other=0.0).to(tl.float32)
-            qv = tl.load(q + (tok * HK + h) * K + offs_k).to(tl.float32)
-            kv = tl.load(k + (tok * HK + h) * K + offs_k).to(tl.float32)
-            vv = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
-            av = tl.load(a + tok * HV + hv).to(tl.float32)
-            bv = tl.load(b + tok * HV + hv).to(tl.float32)
-            qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
-            kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
-            x = av + dtb
-            g = neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
-            beta = 1.0 / (1.0 + tl.exp(-bv))
-            H = H * tl.exp(g)
-            u = beta * (vv - tl.sum(H * kv[None, :], axis=1))
-            H = H + u[:, None] * kv[None, :]
-            o = tl.sum(H * qv[None, :], axis=1)
-            o = tl.where(valid_v, o, 0.0)
-            tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
-            if INTERMEDIATE:
-                tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty), mask=mask_s)
-        if WRITE_BACK:
-            tl.store(state + offs_s, H.to(pool.dtype.element_ty), mask=mask_s)
+        if slot >= 0:  # a scalar branch: the body's loads and stores stay unmasked and vectorised
+            neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
+            dtb = tl.load(dt_bias + hv).to(tl.float32)
+            state = pool + (slot * HV + hv) * (K * V)
+            H = tl.load(state + offs_s).to(tl.float32)
+            for t in tl.static_range(T):
+                tok = n * T + t
+                if TREE:
+                    if t > 0:
+                        p = tl.load(parents + tok)
+                        if p != t - 1:  # not the previous token: reload the parent's state
+                            tl.debug_barrier()
+                            H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s).to(tl.float32)
+                qv = tl.load(q + (tok * HK + h) * K + offs_k).to(tl.float32)
+                kv = tl.load(k + (tok * HK + h) * K + offs_k).to(tl.float32)
+                vv = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
+                av = tl.load(a + tok * HV + hv).to(tl.float32)
+                bv = tl.load(b + tok * HV + hv).to(tl.float32)
+                qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
+                kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
+                x = av + dtb
+                g = neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+                beta = 1.0 / (1.0 + tl.exp(-bv))
+                H = H * tl.exp(g)
+                u = beta * (vv - tl.sum(H * kv[None, :], axis=1))
+                H = H + u[:, None] * kv[None, :]
+                o = tl.sum(H * qv[None, :], axis=1)
+                tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
+                if INTERMEDIATE:
+                    tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty))
+            if WRITE_BACK:
+                tl.store(state + offs_s, H.to(pool.dtype.element_ty))
+        else:  # padded row (slot -1): zero output, nothing else touched
+            for t in tl.static_range(T):
+                tl.store(out + ((n * T + t) * HV + hv) * V + offs_v, tl.zeros([BV], dtype=out.dtype.element_ty))
 
     return gdn_recurrent_kernel
 
@@ -144,6 +143,57 @@ def heuristic_tile(case: Case) -> tuple[int, int]:
     elems = bv * K
     warps = 1 if elems <= 512 else 2 if elems <= 1024 else 4 if elems <= 4096 else 8
     return bv, warps
+
+
+_TT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def aot_compile(case: Case, sm: int = 90, tile_: tuple[int, int] | None = None):
+    """Compile the kernel for ``case`` for an SM generation without a GPU (Triton's own LLVM and
+    ptxas), with the 16-byte pointer alignment Triton's JIT specialises on at launch. Returns the
+    CompiledKernel (``.asm["ptx"]``, ``.asm["cubin"]``, ``.metadata``): lets tests and kernel work
+    check vectorisation, registers and spills offline."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    bv, warps = tile_ or tile(case)
+    dt, st = _TT[case.dtype], _TT[case.state_dtype]
+    sig = {"q": f"*{dt}", "k": f"*{dt}", "v": f"*{dt}", "a": f"*{dt}", "b": f"*{dt}", "A_log": "*fp32",
+           "dt_bias": "*fp32", "slots": "*i32", "parents": "*i32", "pool": f"*{st}", "inter": f"*{st}",
+           "out": f"*{dt}", "scale": "fp32", "HK": "i32", "HV": "i32"}
+    consts = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv, K_LAST=case.layout == "k_last",
+                  WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree)
+    sig.update({name: "constexpr" for name in consts})
+    attrs = {(i,): [["tt.divisibility", 16]] for i in range(12)}  # the 12 pointer arguments
+    src = ASTSource(fn=_kernel(), signature=sig, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps})
+
+
+def aot_report(case: Case, sm: int = 90, tile_: tuple[int, int] | None = None) -> dict:
+    """Offline compile summary: 16-byte vector loads/stores, local-memory use, registers (via the
+    cuobjdump Triton ships). Run in a process without TRITON_INTERPRET (the interpreter replaces
+    Triton's standard library at import)."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+
+    ck = aot_compile(case, sm, tile_)
+    ptx = ck.asm["ptx"]
+    rep = {"ld_v4": len(re.findall(r"ld\.global[^;\n]*\.v4", ptx)), "st_v4": len(re.findall(r"st\.global[^;\n]*\.v4", ptx)),
+           "ptx_local": ".local" in ptx, "shared_bytes": ck.metadata.shared}
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if tool.exists():
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(ck.asm["cubin"])
+            f.flush()
+            out = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True).stdout
+        m = re.search(r"REG:(\d+).*?STACK:(\d+).*?LOCAL:(\d+)", out)
+        if m:
+            rep.update(registers=int(m.group(1)), stack=int(m.group(2)), local=int(m.group(3)))
+    return rep
 
 
 class TritonGDN(Backend):
