@@ -4,7 +4,8 @@
 #   A: tune the triton tiles (writes gdnbench/backends/triton_tiles.json), then the decode roofline run
 #   B: the MTP roofline run, and triton rows added to the committed decode / MTP runs (--resume)
 #   C: prefill re-measured with the events timer, an nsys trace of trace-decode, GPU tests for the
-#      triton backend and the events timer, and a compute-sanitizer check of triton on padded pools
+#      triton backend and the events timer, compute-sanitizer on triton / cute padded pools, and the
+#      cute kernel's disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
 step=${1:?usage: gpu_run.sh A|B|C}
@@ -30,8 +31,12 @@ case $step in
     run 200 $G sweep prefill --out "results/${DAY}_h100-sm90_prefill" > "$OUT/prefill.log" 2>&1
     run 180 $G trace trace-decode --out "results/${DAY}_h100-sm90_trace-decode" > "$OUT/trace.log" 2>&1
     tail -25 "$OUT/trace.log"
-    run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton tests/test_timer.py 2>&1 | tail -6
-    run 90 $G check gpu-smoke --sanitize -b triton -c decode-b4 --out "results/${DAY}_h100-sm90_sanitize-triton" 2>&1 | tail -4
+    run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton or cute" tests/test_timer.py 2>&1 | tail -6
+    run 90 $G check gpu-smoke --sanitize -b triton -b cute -c decode-b4 --out "results/${DAY}_h100-sm90_sanitize-triton" 2>&1 | tail -4
+    # the cute kernel's disk cache: a second process must load, not recompile (compare first_call_ms)
+    for i in 1 2; do run 60 $G check gpu-smoke -b cute -c decode-b33-h16x32-d128x128-klast-bf16-bf16-scattered \
+        --out "/tmp/cute-cache-$i" > /dev/null 2>&1; python3 -c "import csv; print('cute first call, process $i:', \
+        [r['first_call_ms'] for r in csv.DictReader(open('/tmp/cute-cache-$i/rows.csv'))])"; done
     tar czf "$OUT/C.tgz" --exclude='*.sqlite' results/*_prefill results/*_trace-decode results/*_sanitize-triton ;;
 esac
 ls -la "$OUT"

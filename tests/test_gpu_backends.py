@@ -13,7 +13,7 @@ from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
 
 pytestmark = pytest.mark.gpu
-BACKENDS = ["torch", "flashinfer", "fla", "fla_kernel", "triton"]
+BACKENDS = ["torch", "flashinfer", "fla", "fla_kernel", "triton", "cute"]
 
 
 def qwen(**kw) -> Case:

@@ -13,5 +13,6 @@ BACKENDS: dict[str, str] = {
     "fla": "gdnbench.backends.fla:POOLED",
     "fla_kernel": "gdnbench.backends.fla:KERNEL_ONLY",
     "triton": "gdnbench.backends.triton_gdn:BACKEND",
+    "cute": "gdnbench.backends.cute:BACKEND",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)

@@ -1,0 +1,210 @@
+"""``cute``: gdnbench's own CuTe DSL GDN decode kernel (T = 1, K-last state).
+
+Design (kernel in ``_cute_kernels.py``). Decode moves each (row, value head)'s V x K state once in
+and once out, so the kernel is organised around 16-byte global accesses and registers:
+
+* a CTA of 128 threads owns BV consecutive state rows ``H[v0:v0+BV, :]`` of one (row, value head);
+  the V dimension is split across CTAs, so a batch of 1 still launches HV * V / BV CTAs;
+* a row's K elements are spread over LANES = K / VEC lanes with VEC = 16 bytes of state per lane
+  (8 bf16 or 4 fp32; 16 lanes per bf16 row, 32 per fp32 row), so both reductions over K (H k and
+  H q) are an in-thread partial sum plus a butterfly of warp shuffles -- no shared memory;
+* each group of LANES threads owns R = BV / GROUPS rows, the CTA's groups reading consecutive rows;
+  all R row loads are issued before the first is used (R independent 16-byte loads per thread);
+* q, k (GQA: the value head's k-head), v, the gates and the slot index are loaded together; the
+  state load is the only one that waits on the slot (a 64-bit slot offset: slot * HV * V * K
+  overflows int32 for large pools). Gating and L2 norms are computed in fp32 by every thread;
+* a padded row (slot -1) writes a zero output and never touches the pool.
+
+Compiled once per shape family (state dtype, input dtype, heads, K, V, BV) for this GPU's arch, with
+the batch and pool size dynamic, through TVM-FFI (the launch takes torch tensors directly), and
+exported to an object file under ``$GDNBENCH_CACHE`` (default ``~/.cache/gdnbench``) keyed by the
+CuTe DSL version and this kernel's source, so a second process loads it instead of recompiling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from gdnbench.backends.base import Backend, Padding, Target, current_target, missing_module, package_version
+from gdnbench.cases import Case
+from gdnbench.inputs import Inputs
+
+NUM_THREADS = 128
+_DTYPE_NAMES = {"bfloat16": "BFloat16", "float16": "Float16", "float32": "Float32"}
+_ELEM = {"bfloat16": 2, "float16": 2, "float32": 4}
+_compiled: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def vec(case: Case) -> int:
+    """State elements per 16-byte access."""
+    return 16 // _ELEM[case.state_dtype]
+
+
+MAX_ROWS_PER_GROUP = 8  # 8 rows x 16 B per thread: ~70-100 registers, 4+ CTAs per SM, no spills
+
+
+def tile(case: Case) -> int:
+    """BV: state rows per CTA. At most 8 rows per lane group (registers), halved until the launch has
+    about 2048 CTAs (enough to keep 132 SMs' memory pipes full), never below one row per group."""
+    lanes = case.head_dim_k // vec(case)
+    groups = NUM_THREADS // lanes
+    bv = min(case.head_dim_v, groups * MAX_ROWS_PER_GROUP)
+    while bv > groups and case.batch * case.hv * (case.head_dim_v // bv) < 2048:
+        bv //= 2
+    return max(bv, groups)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GDNBENCH_CACHE", Path.home() / ".cache" / "gdnbench")) / "cute"
+
+
+def _source_hash() -> str:
+    src = Path(__file__).with_name("_cute_kernels.py").read_bytes()
+    return hashlib.sha256(src).hexdigest()[:16]
+
+
+class CuteGDN(Backend):
+    name = "cute"
+    summary = "gdnbench's own CuTe DSL decode kernel (K-last, bf16/fp32 state, pooled)"
+    dist = "nvidia-cutlass-dsl"
+
+    def availability(self, target: Target | None = None) -> str | None:
+        target = target or current_target()
+        if target == current_target():
+            missing = missing_module("cutlass", "nvidia-cutlass-dsl")
+            if missing:
+                return missing
+        if target.device != "cuda" or (target.sm or 0) < 90:
+            return f"needs a CUDA GPU of SM90 or newer; this machine is {target.label}"
+        return None
+
+    def supports(self, case: Case, target: Target | None = None) -> str | None:
+        reason = self.availability(target)
+        if reason:
+            return reason
+        if case.phase != "decode":
+            return "the cute kernel covers decode (T = 1); MTP verify and prefill are not implemented"
+        if not case.write_back:
+            return "the cute kernel always writes the updated state back to the pool"
+        if case.layout != "k_last":
+            return "the cute kernel reads K-last state [.., V, K] (K contiguous for 16-byte row loads)"
+        if case.dtype not in ("bfloat16", "float16"):
+            return f"q/k/v must be bf16 or fp16, not {case.dtype}"
+        lanes = case.head_dim_k // vec(case)
+        if case.head_dim_k % vec(case) or lanes & (lanes - 1) or not 2 <= lanes <= 32:
+            return (f"K={case.head_dim_k} with {case.state_dtype} state needs 2..32 lanes of 16 bytes per row "
+                    f"(bf16: K = 16..256, fp32: K = 8..128, powers of two)")
+        bv = tile(case)
+        if case.head_dim_v % bv:
+            return f"V={case.head_dim_v} is not a multiple of the {bv}-row tile"
+        return None
+
+    def kernel(self, case: Case) -> str:
+        return f"gdn_decode_klast_kernel [BV={tile(case)}, {NUM_THREADS} threads, {vec(case)} x 16B lanes]"
+
+    def padding(self, case: Case) -> Padding:
+        return Padding.ZERO
+
+    def build(self, case: Case, inputs: Inputs):
+        import cuda.bindings.driver as cuda
+
+        fn = compiled_kernel(case, inputs.device)
+        x = inputs
+        out = torch.empty(case.batch, 1, case.hv, case.head_dim_v, dtype=x.v.dtype, device=x.device)
+        args = (x.pool, x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, out)
+        for t in args:
+            if not t.is_contiguous():
+                raise ValueError("the cute kernel takes contiguous tensors")
+
+        def launch():
+            fn(*args, cuda.CUstream(torch.cuda.current_stream().cuda_stream))
+            return out
+
+        return launch
+
+
+def _arch(device: torch.device) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm_{major}{minor}{'a' if major >= 9 else ''}"
+
+
+def compiled_kernel(case: Case, device: torch.device):
+    """The TVM-FFI callable for this case's shape family: from this process, the disk cache, or a
+    fresh compile (which is then exported to the disk cache)."""
+    arch = _arch(device)
+    key = (arch, case.state_dtype, case.dtype, case.hk, case.hv, case.head_dim_k, case.head_dim_v, tile(case))
+    with _lock:
+        if key in _compiled:
+            return _compiled[key]
+        name = "gdn_decode_klast_" + "_".join(str(p) for p in key).replace(".", "")
+        meta = {"cutlass_dsl": package_version("nvidia-cutlass-dsl"), "source": _source_hash(), "key": list(key)}
+        path = cache_dir() / arch / f"{name}.o"
+        meta_path = path.with_suffix(".json")
+        fn = None
+        if path.exists() and meta_path.exists():
+            try:
+                if json.loads(meta_path.read_text()) == meta:
+                    fn = _load(path, name)
+            except Exception:
+                fn = None  # a stale or unreadable artifact: recompile below
+        if fn is None:
+            compiled = _compile(case, arch)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".o.tmp{os.getpid()}")
+                compiled.export_to_c(str(tmp), function_name=name)
+                os.replace(tmp, path)
+                meta_path.write_text(json.dumps(meta))
+                fn = _load(path, name)
+            except Exception:
+                fn = compiled  # persisting is best effort; the in-process kernel still runs
+        _compiled[key] = fn
+        return fn
+
+
+def _load(path: Path, name: str):
+    import cutlass.cute as cute
+
+    return getattr(cute.runtime.load_module(str(path), enable_tvm_ffi=True), name)
+
+
+def fake_args(case: Case):
+    """Fake tensors (row-major, 16-byte aligned, batch and pool size dynamic) for cute.compile."""
+    import cutlass
+    import cutlass.cute as cute
+    from cutlass.cute.runtime import make_fake_compact_tensor
+
+    def fake(dtype: str, shape):
+        return make_fake_compact_tensor(getattr(cutlass, _DTYPE_NAMES[dtype]) if dtype in _DTYPE_NAMES else dtype,
+                                        shape, stride_order=tuple(range(len(shape) - 1, -1, -1)), assumed_align=16)
+
+    B, P = cute.sym_int(), cute.sym_int()
+    dt, K, V, HK, HV = case.dtype, case.head_dim_k, case.head_dim_v, case.hk, case.hv
+    return (fake(case.state_dtype, (P, HV, V, K)), fake(dt, (B, 1, HK, K)), fake(dt, (B, 1, HK, K)),
+            fake(dt, (B, 1, HV, V)), fake(dt, (B, 1, HV)), fake(dt, (B, 1, HV)), fake("float32", (HV,)),
+            fake("float32", (HV,)), fake(cutlass.Int32, (B,)), fake(dt, (B, 1, HV, V)))
+
+
+def _compile(case: Case, arch: str, keep_artifacts: bool = False):
+    """cute.compile for ``arch`` (works without a GPU for offline checks)."""
+    import cutlass.cute as cute
+    from cutlass.cute.runtime import make_fake_stream
+
+    from gdnbench.backends._cute_kernels import gdn_decode_klast
+
+    options = [cute.GPUArch(arch), cute.EnableTVMFFI(True), cute.OptLevel(3)]
+    if keep_artifacts:
+        options += [cute.KeepPTX(True), cute.KeepCUBIN(True)]
+    return cute.compile[tuple(options)](
+        gdn_decode_klast, *fake_args(case), case.head_dim_k ** -0.5, case.hk, case.hv, case.head_dim_k,
+        case.head_dim_v, tile(case), vec(case), make_fake_stream())
+
+
+BACKEND = CuteGDN()
