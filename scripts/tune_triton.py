@@ -46,10 +46,10 @@ def candidates(case: Case) -> list[tuple[int, int]]:
 
 
 def plan() -> list[Case]:
-    batches = (1, 4, 16, 32, 64, 128, 256, 512)
+    """K-last classes the roofline targets cover (V-last keeps the heuristic tile)."""
+    batches = (1, 4, 16, 64, 256, 512)
     cases = [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in batches]
     cases += [case(b, hk=4, hv=8) for b in batches]
-    cases += [case(b, layout="v_last", sd=sd) for sd in ("bfloat16", "float32") for b in (1, 16, 64, 512)]
     cases += [case(b, sd=sd, tokens=4) for sd in ("bfloat16", "float32") for b in (1, 16, 64, 256)]
     return cases
 
