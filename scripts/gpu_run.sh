@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU-host work in three calls that each fit the 10-minute limit, run back to back on one warm host
-# (the first one right after staging the bundle's last part; the tile table written by A stays in the
-# host's checkout only if the next call comes at once -- it is also in A.tgz):
+# (the first one right after staging the bundle's last part). Each call gets a fresh copy of the local
+# checkout, so before B extract A.tgz locally (tar xzf .../A.tgz): it carries the tuned tile table.
 #   A: tune the triton tiles (writes gdnbench/backends/triton_tiles.json); GPU tests of triton and cute
 #   B: the decode and MTP roofline runs (triton, cute, flashinfer, fla)
 #   C: prefill re-measured with the events timer, an nsys trace of trace-decode, GPU tests for the
