@@ -92,7 +92,7 @@ def best_backends(df: pd.DataFrame) -> pd.DataFrame:
     runner-up. Only cases with at least two valid backends count."""
     v = valid(df)
     records = []
-    for (gpu, case_id), g in v.groupby(["gpu_label", "case_id"]):
+    for (gpu, _case_id), g in v.groupby(["gpu_label", "case_id"]):
         if len(g) < 2:
             continue
         g = g.sort_values("median_us")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import operator
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -231,6 +232,13 @@ def parse_where(expr: str) -> ast.Expression:
     return tree
 
 
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+_COMPARISONS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+                ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
+                ast.NotIn: lambda a, b: a not in b}
+
+
 def eval_where(tree: ast.Expression, env: dict[str, Any]) -> bool:
     """Evaluate a parsed ``where`` expression against a case's fields (no ``eval``)."""
 
@@ -250,19 +258,12 @@ def eval_where(tree: ast.Expression, env: dict[str, Any]) -> bool:
             v = ev(node.operand)
             return (not v) if isinstance(node.op, ast.Not) else -v
         if isinstance(node, ast.BinOp):
-            lhs, rhs = ev(node.left), ev(node.right)
-            ops = {ast.Add: lambda: lhs + rhs, ast.Sub: lambda: lhs - rhs, ast.Mult: lambda: lhs * rhs,
-                   ast.Div: lambda: lhs / rhs, ast.FloorDiv: lambda: lhs // rhs, ast.Mod: lambda: lhs % rhs}
-            return ops[type(node.op)]()
+            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
         if isinstance(node, ast.Compare):
             left = ev(node.left)
             for op, comp in zip(node.ops, node.comparators):
                 right = ev(comp)
-                ok = {ast.Eq: lambda: left == right, ast.NotEq: lambda: left != right,
-                      ast.Lt: lambda: left < right, ast.LtE: lambda: left <= right,
-                      ast.Gt: lambda: left > right, ast.GtE: lambda: left >= right,
-                      ast.In: lambda: left in right, ast.NotIn: lambda: left not in right}[type(op)]()
-                if not ok:
+                if not _COMPARISONS[type(op)](left, right):
                     return False
                 left = right
             return True

@@ -312,13 +312,13 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
                     row.status = "ok"
                 emit(row, [], advance)
         if gated and measure is not None:
-            with _profiler_range(target):  # exactly the measured work, for nsys --capture-range=cudaProfilerApi
+            with ProfilerRange(target):  # exactly the measured work, for nsys --capture-range=cudaProfilerApi
                 for row, case, backend in gated:
                     emit(row, time_row(row, case, backend, measure, peak), advance)
     return summary
 
 
-class _profiler_range:
+class ProfilerRange:
     """cudaProfilerStart/Stop around the measured part of a sweep (``nsys --capture-range=cudaProfilerApi``)."""
 
     def __init__(self, target: Target) -> None:

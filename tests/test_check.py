@@ -12,7 +12,7 @@ from gdnbench.backends.base import Output, Padding
 from gdnbench.backends.torch_eager import TorchEager
 from gdnbench.check import run_gate
 from gdnbench.inputs import make_inputs
-from gdnbench.reference import from_canonical, reference
+from gdnbench.reference import reference
 
 
 def gate(case, backend):
@@ -127,7 +127,6 @@ def test_returned_state_checked_and_pool_must_stay():
 
         def build(self, c, x):
             inner = super().build(dataclasses.replace(c, write_back=False), x)
-            rows = torch.tensor(x.slot_list).long()
 
             def run():
                 out = inner()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
+from pydantic import ValidationError
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -43,7 +44,7 @@ def test_heads_presets_and_pairs_resolve():
 
 def test_frozen():
     s = parse_sweep(VALID)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         s.phase = "mtp"  # type: ignore[misc]
 
 

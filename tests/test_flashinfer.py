@@ -3,8 +3,6 @@ answers for SM90 / SM100 as FlashInfer 0.7.2 documents (the kernels themselves r
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from conftest import tiny_case
 
