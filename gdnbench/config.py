@@ -44,15 +44,6 @@ TP_SIZES = (1, 2, 4, 8)
 PRESET_HELP = f"{', '.join(MODEL_HEADS)}, each optionally with /tp1, /tp2, /tp4 or /tp8"
 
 
-def preset_names() -> list[str]:
-    """Every accepted heads preset: ``<model>`` (= TP1) and ``<model>/tp<N>``."""
-    names = []
-    for model in MODEL_HEADS:
-        names.append(model)
-        names.extend(f"{model}/tp{tp}" for tp in TP_SIZES)
-    return names
-
-
 def resolve_preset(name: str) -> tuple[int, int]:
     """``"qwen3-next-80b/tp4"`` -> (hk, hv) = (4, 8). Raises ValueError for an unknown preset."""
     model, _, tp_part = name.partition("/")
