@@ -178,7 +178,7 @@ def list_backends(matrix: bool = typer.Option(False, "--matrix", help="capabilit
     for col in ("backend", "version", "available here", "what it is"):
         table.add_column(col)
     for b in all_backends():
-        reason = b.availability(t) if hasattr(b, "availability") else None
+        reason = b.availability(t)
         table.add_row(b.name, b.version, "[green]yes[/]" if not reason else f"[dim]no: {reason}[/]", b.summary)
     out.print(table)
 

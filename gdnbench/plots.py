@@ -75,8 +75,7 @@ def facet(data: pd.DataFrame, failed: pd.DataFrame, *, x: str, y: str, row: str,
     style = style or (lambda k: _style(*k))
     label = label or (lambda k: _label(*k))
     gpus = sorted(set(data.gpu_label) | set(failed.gpu_label))
-    rows = sorted(set(data[row]) | set(failed[row]), key=lambda v: (isinstance(v, str), v if not isinstance(v, str)
-                                                                    else v))
+    rows = sorted(set(data[row]) | set(failed[row]))  # one type per facet column: numbers sort numerically
     xticks = sorted(set(data[x]) | set(failed[x])) if not xcat else None
     fig, axes = plt.subplots(len(rows), len(gpus), figsize=(5.2 * len(gpus) + 3.2, 3.3 * len(rows) + 0.8),
                              squeeze=False, sharex=True, sharey="row")
