@@ -83,6 +83,12 @@ def main() -> int:
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         del x, e
         torch.cuda.empty_cache()
+        write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
+    print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")
+    return 0
+
+
+def write(best: dict, rows: list, out: Path) -> None:
     entries = [{"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4],
                 "pairs_min": k[5], "bv": t[0], "warps": t[1], "median_us": round(us, 3)}
                for k, (us, t) in sorted(best.items())]
@@ -90,13 +96,11 @@ def main() -> int:
              "note": "fastest tile per measured case (graph timer, scattered pool); lookups take the entry with "
                      "the largest pairs_min <= batch * hv", "entries": entries}
     TILES_FILE.write_text(json.dumps(table, indent=1) + "\n")
-    (args.out / "triton_tiles.json").write_text(TILES_FILE.read_text())
-    with (args.out / "tune_triton.csv").open("w", newline="") as f:
+    (out / "triton_tiles.json").write_text(TILES_FILE.read_text())
+    with (out / "tune_triton.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case_id", "bv", "warps", "median_us", "note"])
         w.writerows(rows)
-    print(f"wrote {TILES_FILE} ({len(entries)} entries) in {time.time() - t0:.0f}s")
-    return 0
 
 
 if __name__ == "__main__":
