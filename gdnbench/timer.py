@@ -141,6 +141,9 @@ def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str
                   launches_per_sample=len(fns), extra={"input_sets": len(fns), **monitor.summary()})
 
 
+PROBE_SLEEP_CYCLES = 20_000_000  # ~10 ms at 2 GHz: longer than any launch's enqueue worth hiding
+
+
 def sleep_cycles(host_seconds: float, clock_mhz: float, margin: float = 2.0) -> int:
     """GPU sleep (in SM cycles) that outlasts ``margin`` x the host's time to enqueue one launch."""
     return int(host_seconds * margin * clock_mhz * 1e6) + 1000
@@ -152,8 +155,9 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
 
     Before the start event a sleep kernel holds the GPU for longer than the host takes to enqueue
     the launch (nvbench's blocking-kernel idea), so Python and driver overhead of the call is not in
-    the measured time unless it exceeds the sleep; what is measured is the launch's GPU work,
-    including gaps between its kernels on the GPU.
+    the measured time; what is measured is the launch's GPU work, including gaps between its kernels.
+    A call that synchronises with the GPU (or takes > ~10 ms to enqueue) cannot be covered: it is
+    timed without the sleep, host time included, and ``extra["host_covered"]`` says so.
     """
     import torch
 
@@ -168,20 +172,25 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
         for _ in range(max(cfg.warmup, 1)):
             fn()
         stream.synchronize()
-        host = []
-        for _ in range(3):  # host time to enqueue one launch (GPU already busy, so enqueue-only)
-            torch.cuda._sleep(50_000_000)
+        # Host time to enqueue one launch, with the GPU held by a sleep. If the sleep is over when the
+        # call returns, the call waited for the GPU (a host sync inside the backend) or took longer
+        # than the sleep: no sleep can hide that, so none is used and the host time stays measured.
+        host, covered = [], True
+        for _ in range(3):
+            torch.cuda._sleep(PROBE_SLEEP_CYCLES)
             t0 = time.perf_counter()
             fn()
             host.append(time.perf_counter() - t0)
+            covered &= not stream.query()
             stream.synchronize()
         monitor.sample()
         clock = monitor.samples[-1][0] if monitor.samples else 1980.0
-        cycles = sleep_cycles(max(host), clock)
+        cycles = sleep_cycles(max(host), clock) if covered else 0
 
         def before() -> None:
             flush.zero_()
-            torch.cuda._sleep(cycles)
+            if cycles:
+                torch.cuda._sleep(cycles)
 
         with nvtx_range(name):
             samples, converged = _sample_events(fn, cfg, 1, monitor, before=before)

@@ -105,3 +105,23 @@ def test_events_timer_hides_host_overhead():
 
     t = time_events(slow_host, TimingConfig(min_samples=5, max_time_s=1.0))
     assert t.stats.median < 100 and t.extra["host_enqueue_us"] > 1500
+    assert t.extra["host_covered"]
+
+
+@pytest.mark.gpu
+def test_events_timer_keeps_host_time_of_a_syncing_launch():
+    """A launch that waits for the GPU cannot be covered by a sleep: no sleep, host time measured."""
+    import time as _time
+
+    from gdnbench.timer import time_events
+
+    x = torch.ones(1024, device="cuda")
+
+    def syncing():
+        x.add_(1)
+        torch.cuda.current_stream().synchronize()
+        _time.sleep(0.001)
+        x.add_(1)
+
+    t = time_events(syncing, TimingConfig(min_samples=5, max_time_s=1.0))
+    assert not t.extra["host_covered"] and t.stats.median > 900

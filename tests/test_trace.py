@@ -95,6 +95,42 @@ def test_analyse_writes_outputs(tmp_path):
     assert "flagged: 2" in md and "| torch |" in md
 
 
+def test_analyse_checks_the_untraced_timer_against_the_traced_kernels(tmp_path):
+    """The timer's figure comes from the untraced run; launch counts and kernels from the traced one."""
+    traced = tmp_path / "traced"
+    rows_frame(traced)  # the traced run: FlashInfer b32 29.6 µs over 900 launches
+    w = RowWriter(tmp_path)  # the untraced run: different sample counts, FlashInfer b32 at 31.5 µs
+    for backend, med in (("flashinfer", 31.5), ("torch", 50.0), ("fla", 78.0)):
+        w.write(Row(case_id=IDS["b32"], backend=backend, phase="decode", status="ok", check="pass", median_us=med,
+                    n_samples=50, launches_per_sample=90, timing_mode="graph"))
+    prefix = tmp_path / "traces" / "decode"
+    prefix.parent.mkdir()
+    for report in ("nvtx_kern_sum", "nvtx_gpu_proj_sum"):
+        (Path(f"{prefix}_{report}.csv")).write_text((FIX / f"decode_{report}.csv").read_text())
+    out = analyse(tmp_path, prefix, traced)
+    j = pd.read_csv(out["rows"]).set_index(["case_id", "backend"])
+    fi = j.loc[(IDS["b32"], "flashinfer")]
+    assert fi.median_us == 31.5 and fi.traced_median_us == 29.6
+    assert fi.nsys_kernel_us == pytest.approx(29.5)  # 900 traced launches, not 50 x 90
+    assert fi.nsys_vs_timer == pytest.approx(29.5 / 31.5)
+    md = out["report"].read_text()
+    assert "| flashinfer | " + IDS["b32"] in md and "tracing overhead" in md
+    assert "one kernel per launch" in md
+
+
+def test_the_backends_own_kernel_is_not_called_a_helper(tmp_path):
+    """A main kernel whose name happens to contain 'copy' (CuTe: ...TiledCopy...) is not a helper."""
+    from gdnbench.trace import explain
+
+    kernels = pd.DataFrame({"case_id": ["c", "c"], "backend": ["fi", "fi"], "timer_kernel": [False, False],
+                            "kernel": ["kernel_cutlass_gdn_decode_TiledCopy_f32", "at::native::fill_kernel"],
+                            "total_us": [900.0, 10.0]})
+    row = pd.Series({"case_id": "c", "backend": "fi", "median_us": 33.0, "nsys_kernel_us": 30.0,
+                     "nsys_kernels_per_launch": 2.0})
+    reason = explain(row, kernels)
+    assert "fill_kernel" in reason and "TiledCopy" not in reason
+
+
 def test_short_kernel():
     assert short_kernel("void at::native::index_select_kernel<float, long>(...)") == "at::native::index_select_kernel"
     assert short_kernel("fused_recurrent_gated_delta_rule_fwd_kernel") == "fused_recurrent_gated_delta_rule_fwd_kernel"

@@ -59,6 +59,28 @@ def test_tile_override_and_gqa_groups():
         assert r.ok, (t, r.message)
 
 
+@run_here
+@pytest.mark.parametrize("layout", ["k_last", "v_last"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("progs", [1, 3, 100])
+def test_persistent_kernel(layout, state_dtype, progs):
+    """The persistent kernel (programs walk the tiles, prefetching the next one) on a padded pool:
+    one program for every tile, several tiles per program, and more programs than tiles."""
+    case = tiny_case(batch=5, hk=1, hv=2, head_dim_k=16, head_dim_v=32, layout=layout, state_dtype=state_dtype,
+                     pool="padded")
+    r = gate(case, TritonGDN(tile_override=(16, 1, progs)))
+    assert r.ok, r.message
+
+
+@run_here
+@pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True)])
+def test_persistent_kernel_mtp(write_back, intermediate):
+    case = tiny_case(phase="mtp", tokens=3, batch=3, pool="padded", write_back=write_back, intermediate=intermediate,
+                     state_dtype="bfloat16", hk=1, hv=2, head_dim_k=16, head_dim_v=16)
+    r = gate(case, TritonGDN(tile_override=(8, 1, 2)))
+    assert r.ok, r.message
+
+
 def test_supports_and_kernel_column():
     t = Target("cuda", 90, "sm90")
     assert BACKEND.supports(tiny_case(), t) is None
@@ -67,13 +89,15 @@ def test_supports_and_kernel_column():
     assert BACKEND.padding(tiny_case()) == Padding.ZERO
     assert BACKEND.kernel(tiny_case(phase="mtp", tokens=4, tree=True, intermediate=True, write_back=False)).startswith(
         "gdn_recurrent_kernel [mtp T=4 tree, k-last, BV=")
+    assert TritonGDN(tile_override=(16, 2, 8)).kernel(tiny_case()) == (
+        "gdn_persistent_kernel [decode, k-last, BV=16, warps=2, 8 programs/SM]")
 
 
 def test_heuristic_tile_fills_the_gpu():
     big = tiny_case(batch=512, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
     small = tiny_case(batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
     assert heuristic_tile(big)[0] > heuristic_tile(small)[0]
-    bv, _ = heuristic_tile(small)
+    bv = heuristic_tile(small).bv
     assert 32 * (128 // bv) >= 256  # B = 1 still splits V into many programs
     assert heuristic_tile(tiny_case(layout="v_last", batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128))[0] >= 32
 
@@ -82,19 +106,26 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
     entries = [{"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": False,
                 "pairs_min": 1, "bv": 16, "warps": 2},
                {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": False,
-                "pairs_min": 1024, "bv": 64, "warps": 4}]
+                "pairs_min": 1024, "bv": 64, "warps": 4, "progs_per_sm": 8},
+               {"layout": "k_last", "state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
+                "pairs_min": 1, "bv": 32, "warps": 4, "progs_per_sm": 4}]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == (16, 2)
-    assert tile(tiny_case(batch=64, **qwen)) == (64, 4)
+    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0)  # an entry without a grid size: one program per tile
+    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8)
+    mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
+    assert tile(tiny_case(**mtp)) == (32, 4, 4)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0)  # no tree: grid kernel
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("state_dtype,layout,tokens", [("bfloat16", "k_last", 1), ("float32", "v_last", 1),
-                                                      ("bfloat16", "k_last", 4)])
-def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens):
+@pytest.mark.parametrize("state_dtype,layout,tokens,tile_", [("bfloat16", "k_last", 1, None), ("float32", "v_last", 1, None),
+                                                             ("bfloat16", "k_last", 4, None),
+                                                             ("bfloat16", "k_last", 1, (16, 2, 8)),
+                                                             ("float32", "k_last", 4, (32, 4, 4))])
+def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_):
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
     to local memory -- what decode at the bandwidth roofline needs."""
     import dataclasses
@@ -106,10 +137,10 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
     case = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype=state_dtype, layout=layout,
                      tokens=tokens, phase="mtp" if tokens > 1 else "decode")
     code = ("import json, sys; from gdnbench.cases import Case; from gdnbench.backends.triton_gdn import aot_report; "
-            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])))))")
+            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])), tile_=json.loads(sys.argv[2]))))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case))], capture_output=True,
-                         text=True, env=env, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), json.dumps(tile_)],
+                         capture_output=True, text=True, env=env, check=True).stdout
     rep = json.loads(out.strip().splitlines()[-1])
     assert rep["ld_v4"] >= 4 and rep["st_v4"] >= 4, rep
     assert not rep["ptx_local"], rep

@@ -73,3 +73,123 @@ def gdn_recurrent_kernel(
     else:  # padded row (slot -1): zero output, nothing else touched
         for t in tl.static_range(T):
             tl.store(out + ((n * T + t) * HV + hv) * V + offs_v, tl.zeros([BV], dtype=out.dtype.element_ty))
+
+
+@triton.jit
+def tile_coords(tile, HV, HK, NV: tl.constexpr):
+    """Tile index -> (V block, row, value head, key head). Tiles of one head are consecutive."""
+    i_v = tile % NV
+    pair = tile // NV
+    hv = pair % HV
+    return i_v, (pair // HV).to(tl.int64), hv, hv // (HV // HK)
+
+
+@triton.jit
+def state_offsets(i_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
+    offs_v = i_v * BV + tl.arange(0, BV)
+    offs_k = tl.arange(0, K)
+    if K_LAST:
+        return offs_v[:, None] * K + offs_k[None, :]
+    else:
+        return offs_k[None, :] * V + offs_v[:, None]
+
+
+@triton.jit
+def load_tile(q, k, v, a, b, A_log, dt_bias, pool, tile, slot, n_tiles, HK, HV, K: tl.constexpr, V: tl.constexpr,
+              BV: tl.constexpr, T: tl.constexpr, K_LAST: tl.constexpr):
+    """One tile's state (as stored: zero for a padded row or past the last tile) and its first
+    token's raw inputs (past the last tile: tile 0's, never used). The state mask is a broadcast
+    scalar, so its loads stay 16-byte vectors."""
+    NV: tl.constexpr = V // BV
+    live = tile < n_tiles
+    i_v, n, hv, h = tile_coords(tl.where(live, tile, 0), HV, HK, NV)
+    has_state = live & (slot >= 0)
+    base = (tl.where(has_state, slot, 0) * HV + hv) * (K * V)
+    H = tl.load(pool + base + state_offsets(i_v, K, V, BV, K_LAST),
+                mask=tl.full([BV, K], 1, tl.int1) & has_state, other=0.0)
+    offs_k = tl.arange(0, K)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    tok = n * T
+    qv = tl.load(q + (tok * HK + h) * K + offs_k)
+    kv = tl.load(k + (tok * HK + h) * K + offs_k)
+    vv = tl.load(v + (tok * HV + hv) * V + offs_v)
+    av = tl.load(a + tok * HV + hv)
+    bv = tl.load(b + tok * HV + hv)
+    alog = tl.load(A_log + hv)
+    dtb = tl.load(dt_bias + hv)
+    return H, qv, kv, vv, av, bv, alog, dtb
+
+
+@triton.jit
+def slot_of(slots, tile, n_tiles, HV, HK, NV: tl.constexpr):
+    """Pool slot of a tile's row (-1 past the last tile)."""
+    live = tile < n_tiles
+    _, n, _, _ = tile_coords(tl.where(live, tile, 0), HV, HK, NV)
+    return tl.where(live, tl.load(slots + n).to(tl.int64), -1)
+
+
+@triton.jit
+def gates(qv, kv, av, bv, alog, dtb, scale):
+    """fp32 q (L2-normalised, scaled), k (L2-normalised), decay g and beta from raw inputs."""
+    qv = qv.to(tl.float32)
+    kv = kv.to(tl.float32)
+    qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
+    kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
+    x = av.to(tl.float32) + dtb.to(tl.float32)
+    g = -tl.exp(alog.to(tl.float32)) * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+    beta = 1.0 / (1.0 + tl.exp(-bv.to(tl.float32)))
+    return qv, kv, g, beta
+
+
+@triton.jit
+def gdn_persistent_kernel(
+    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK, HV, n_tiles,
+    T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
+):
+    """Persistent variant: a fixed grid of programs walks the tiles (tile, tile + grid, ...) and loads
+    the next tile's state and first-token inputs before working on the current one (software
+    double-buffering in registers), with the slot index read one more tile ahead, so a program always
+    has a state load in flight while it computes and stores (no parent-token tree)."""
+    NV: tl.constexpr = V // BV
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    slot = slot_of(slots, pid, n_tiles, HV, HK, NV)
+    slot_next = slot_of(slots, pid + step, n_tiles, HV, HK, NV)
+    Hs, qv, kv, vv, av, bv, alog, dtb = load_tile(q, k, v, a, b, A_log, dt_bias, pool, pid, slot, n_tiles, HK, HV,
+                                                  K, V, BV, T, K_LAST)
+    offs_k = tl.arange(0, K)
+    for tile in range(pid, n_tiles, step):
+        # prefetch: the next tile (its slot is already here) and the slot of the one after it
+        nxt = tile + step
+        Hs_n, qv_n, kv_n, vv_n, av_n, bv_n, alog_n, dtb_n = load_tile(
+            q, k, v, a, b, A_log, dt_bias, pool, nxt, slot_next, n_tiles, HK, HV, K, V, BV, T, K_LAST)
+        slot_after = slot_of(slots, nxt + step, n_tiles, HV, HK, NV)
+        # the current tile
+        i_v, n, hv, h = tile_coords(tile, HV, HK, NV)
+        valid = slot >= 0
+        offs_v = i_v * BV + tl.arange(0, BV)
+        offs_s = state_offsets(i_v, K, V, BV, K_LAST)
+        H = Hs.to(tl.float32)
+        for t in tl.static_range(T):
+            tok = n * T + t
+            if t == 0:
+                qf, kf, g, beta = gates(qv, kv, av, bv, alog, dtb, scale)
+                vf = vv.to(tl.float32)
+            else:
+                qf, kf, g, beta = gates(tl.load(q + (tok * HK + h) * K + offs_k), tl.load(k + (tok * HK + h) * K + offs_k),
+                                        tl.load(a + tok * HV + hv), tl.load(b + tok * HV + hv), alog, dtb, scale)
+                vf = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
+            H = H * tl.exp(g)
+            u = beta * (vf - tl.sum(H * kf[None, :], axis=1))
+            H = H + u[:, None] * kf[None, :]
+            o = tl.sum(H * qf[None, :], axis=1)
+            tl.store(out + (tok * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
+            if INTERMEDIATE:
+                tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty),
+                         mask=tl.full([BV, K], 1, tl.int1) & valid)
+        if WRITE_BACK:
+            tl.store(pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V) + offs_s, H.to(pool.dtype.element_ty),
+                     mask=tl.full([BV, K], 1, tl.int1) & valid)
+        Hs, qv, kv, vv, av, bv, alog, dtb = Hs_n, qv_n, kv_n, vv_n, av_n, bv_n, alog_n, dtb_n
+        slot, slot_next = slot_next, slot_after

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -48,6 +49,21 @@ def _kernel():
     return gdn_recurrent_kernel
 
 
+@functools.lru_cache(maxsize=1)
+def _persistent_kernel():
+    from gdnbench.backends._triton_kernels import gdn_persistent_kernel
+
+    return gdn_persistent_kernel
+
+
+class Tile(NamedTuple):
+    """BV state rows per tile, warps per program, and programs per SM for the persistent kernel
+    (0: the one-program-per-tile kernel)."""
+    bv: int
+    warps: int
+    progs_per_sm: int = 0
+
+
 TILES_FILE = Path(__file__).with_name("triton_tiles.json")
 
 
@@ -60,8 +76,8 @@ def tuned_tiles() -> list[dict]:
         return []
 
 
-def tile(case: Case) -> tuple[int, int]:
-    """(BV, num_warps): V rows per program and warps per program.
+def tile(case: Case) -> Tile:
+    """(BV, num_warps, programs per SM): V rows per tile, warps per program, persistent grid size.
 
     From the tuned table when it has an entry for this layout, state dtype, head dims and token
     class (decode / MTP): the entry with the largest ``pairs_min`` <= batch * hv. Otherwise a
@@ -75,11 +91,12 @@ def tile(case: Case) -> tuple[int, int]:
             and e["pairs_min"] <= pairs]
     if fits:
         best = max(fits, key=lambda e: e["pairs_min"])
-        return int(best["bv"]), int(best["warps"])
+        t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)))
+        return t._replace(progs_per_sm=0) if case.tree else t  # the persistent kernel has no tree
     return heuristic_tile(case)
 
 
-def heuristic_tile(case: Case) -> tuple[int, int]:
+def heuristic_tile(case: Case) -> Tile:
     V, K = case.head_dim_v, case.head_dim_k
     pairs = case.batch * case.hv
     bv = V
@@ -89,13 +106,13 @@ def heuristic_tile(case: Case) -> tuple[int, int]:
     bv = max(min(bv, V), min(floor, V))
     elems = bv * K
     warps = 1 if elems <= 512 else 2 if elems <= 1024 else 4 if elems <= 4096 else 8
-    return bv, warps
+    return Tile(bv, warps)
 
 
 _TT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
-def aot_compile(case: Case, sm: int = 90, tile_: tuple[int, int] | None = None):
+def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     """Compile the kernel for ``case`` for an SM generation without a GPU (Triton's own LLVM and
     ptxas), with the 16-byte pointer alignment Triton's JIT specialises on at launch. Returns the
     CompiledKernel (``.asm["ptx"]``, ``.asm["cubin"]``, ``.metadata``): lets tests and kernel work
@@ -104,20 +121,26 @@ def aot_compile(case: Case, sm: int = 90, tile_: tuple[int, int] | None = None):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    bv, warps = tile_ or tile(case)
+    bv, warps, progs = Tile(*(tile_ or tile(case)))
     dt, st = _TT[case.dtype], _TT[case.state_dtype]
     sig = {"q": f"*{dt}", "k": f"*{dt}", "v": f"*{dt}", "a": f"*{dt}", "b": f"*{dt}", "A_log": "*fp32",
            "dt_bias": "*fp32", "slots": "*i32", "parents": "*i32", "pool": f"*{st}", "inter": f"*{st}",
            "out": f"*{dt}", "scale": "fp32", "HK": "i32", "HV": "i32"}
     consts = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv, K_LAST=case.layout == "k_last",
                   WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree)
+    fn = _kernel()
+    if progs:
+        del sig["parents"], consts["TREE"]
+        sig["n_tiles"] = "i32"
+        fn = _persistent_kernel()
     sig.update({name: "constexpr" for name in consts})
-    attrs = {(i,): [["tt.divisibility", 16]] for i in range(12)}  # the 12 pointer arguments
-    src = ASTSource(fn=_kernel(), signature=sig, constexprs=consts, attrs=attrs)
+    n_ptr = sum(str(t).startswith("*") for t in sig.values())
+    attrs = {(i,): [["tt.divisibility", 16]] for i in range(n_ptr)}  # the pointer arguments come first
+    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps})
 
 
-def aot_report(case: Case, sm: int = 90, tile_: tuple[int, int] | None = None) -> dict:
+def aot_report(case: Case, sm: int = 90, tile_: Tile | None = None) -> dict:
     """Offline compile summary: 16-byte vector loads/stores, local-memory use, registers (via the
     cuobjdump Triton ships). Run in a process without TRITON_INTERPRET (the interpreter replaces
     Triton's standard library at import)."""
@@ -148,10 +171,10 @@ class TritonGDN(Backend):
     summary = "gdnbench's own Triton kernels: decode and MTP verify, pooled state, fused gating"
     dist = "triton"
 
-    def __init__(self, tile_override: tuple[int, int] | None = None) -> None:
-        self.tile_override = tile_override  # (BV, warps): used by scripts/tune_triton.py only
+    def __init__(self, tile_override: tuple[int, ...] | None = None) -> None:
+        self.tile_override = Tile(*tile_override) if tile_override else None  # scripts/tune_triton.py, tests
 
-    def tile(self, case: Case) -> tuple[int, int]:
+    def tile(self, case: Case) -> Tile:
         return self.tile_override or tile(case)
 
     @property
@@ -176,33 +199,54 @@ class TritonGDN(Backend):
         return None
 
     def kernel(self, case: Case) -> str:
-        bv, warps = self.tile(case)
+        bv, warps, progs = self.tile(case)
         mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
-        return f"gdn_recurrent_kernel [{mode}, {case.layout.replace('_', '-')}, BV={bv}, warps={warps}]"
+        name, grid = ("gdn_persistent_kernel", f", {progs} programs/SM") if progs else ("gdn_recurrent_kernel", "")
+        return f"{name} [{mode}, {case.layout.replace('_', '-')}, BV={bv}, warps={warps}{grid}]"
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
 
     def build(self, case: Case, inputs: Inputs):
-        kern = _kernel()
         x = inputs
-        bv, warps = self.tile(case)
+        bv, warps, progs = self.tile(case)
         if case.head_dim_v % bv:
             raise ValueError(f"tile BV={bv} does not divide V={case.head_dim_v}")
+        if progs and case.tree:
+            raise ValueError("the persistent kernel has no parent-token tree")
         out = torch.empty(case.batch, case.tokens, case.hv, case.head_dim_v, dtype=x.v.dtype, device=x.device)
         inter = x.inter if case.intermediate else x.pool  # placeholder pointer when unused (never touched)
-        parents = x.parents if case.tree else x.slots
-        grid = (case.batch * case.hv, case.head_dim_v // bv)
         meta = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                     K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate,
-                    TREE=case.tree, num_warps=warps)
+                    num_warps=warps)
+        n_tiles = case.batch * case.hv * (case.head_dim_v // bv)
+        if progs:
+            kern = _persistent_kernel()
+            grid = (min(n_tiles, progs * sm_count(x.device)),)
+
+            def launch():
+                kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, inter, out, x.scale,
+                           case.hk, case.hv, n_tiles, **meta)
+                return out
+
+            return launch
+        kern = _kernel()
+        parents = x.parents if case.tree else x.slots
+        grid = (case.batch * case.hv, case.head_dim_v // bv)
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
-                       case.hk, case.hv, **meta)
+                       case.hk, case.hv, TREE=case.tree, **meta)
             return out
 
         return launch
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of the GPU (1 on the CPU interpreter, so persistent programs loop)."""
+    if torch.device(device).type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 BACKEND = TritonGDN()
