@@ -8,9 +8,11 @@
 #   C: `make trace` (nsys) of trace-decode, then prefill re-measured with the events timer
 #   D: gate check of triton and cute on gpu-smoke, compute-sanitizer on their padded pools, the cute
 #      kernel's disk cache across two processes
+#   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
+#      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D}
+step=${1:?usage: gpu_run.sh A|B|C|D|E}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -54,5 +56,21 @@ case $step in
       python3 -c "import csv; print('cute first call, process $i:', \
         [r['first_call_ms'] for r in csv.DictReader(open('/tmp/cute-cache-$i/rows.csv'))])" | tee -a "$OUT/cute-cache.txt"; done
     tar czf "$OUT/D.tgz" --exclude='*.sqlite' results/*_sanitize-own /tmp/smoke ;;
+  E)
+    P="python3 scripts/profile_kernel.py"
+    for spec in "--tile 32,2,4 --batch 256 --pool padded" "--tile 16,1,16 --batch 64 --pool padded" \
+        "--tile 16,1,8 --batch 64 --tokens 4 --pool padded" "--tile 8,1,8 --batch 48 --hk 4 --hv 8 --pool padded"; do
+      run 60 $P $spec 2>&1 | grep -E "gate|Error" | tee -a "$OUT/persistent-gate.txt"; done
+    NCU="ncu --profile-from-start off --csv --page details --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis"
+    for spec in "triton --batch 64" "flashinfer --batch 64" "cute --batch 64" "triton --batch 64 --hk 4 --hv 8" \
+        "flashinfer --batch 64 --hk 4 --hv 8" "triton --batch 64 --tokens 4" "flashinfer --batch 64 --tokens 4"; do
+      echo "### $spec" >> "$OUT/ncu.csv"; run 60 $NCU $P --backend $spec >> "$OUT/ncu.csv" 2>> "$OUT/ncu.err"; done
+    grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"" "$OUT/ncu.csv" | cut -c1-200 | head -40
+    for i in 1 2; do run 60 env GDNBENCH_CACHE=/tmp/cute-cache-test $G check gpu-smoke -b cute --no-progress \
+        -c decode-b33-h16x32-d128x128-klast-bf16-bf16-scattered --out "/tmp/cute-cache-$i" > /dev/null 2>&1
+      python3 -c "import csv; print('cute first call, process $i:', \
+        [r['first_call_ms'] for r in csv.DictReader(open('/tmp/cute-cache-$i/rows.csv'))])" | tee -a "$OUT/cute-cache.txt"
+      ls -la --time-style=full-iso /tmp/cute-cache-test/cute/*/ | tee -a "$OUT/cute-cache.txt"; done ;;
 esac
 ls -la "$OUT"
