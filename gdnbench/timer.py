@@ -197,7 +197,7 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
         monitor.sample()
     stream.synchronize()
     return Timing(mode="events", samples_us=samples, stats=summarize(samples), converged=converged,
-                  launches_per_sample=1, extra={"input_sets": 1, "host_enqueue_us": max(host) * 1e6,
+                  launches_per_sample=1, extra={"input_sets": 1, "host_enqueue_us": max(host) * 1e6, "host_covered": covered,
                                                 **monitor.summary()})
 
 
