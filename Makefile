@@ -34,8 +34,10 @@ smoke: venv
 plan check: venv
 	$(PY) -m gdnbench $@ $(or $(CONFIG),decode) $(ARGS)
 
-# Figures for every committed run (or RESULTS="dir1 dir2"), written to results/plots/.
-RESULTS ?= $(filter-out results/plots,$(wildcard results/*_*))
+# Figures for every committed run (or RESULTS="dir1 dir2"), written to results/plots/; a run with an
+# EXCLUDED_FROM_PLOTS file (superseded, or a duplicate of cases another run holds) is left out.
+RUNS := $(patsubst %/rows.csv,%,$(wildcard results/*_*/rows.csv))
+RESULTS ?= $(foreach d,$(RUNS),$(if $(wildcard $(d)/EXCLUDED_FROM_PLOTS),,$(d)))
 plots: venv
 	$(PY) -m gdnbench plot $(RESULTS) -o results/plots $(ARGS)
 
