@@ -36,10 +36,11 @@ winner per case class to ``triton_tiles.json``; the choice is in the ``kernel`` 
 Measured on the H100 (results/2026-11-21_h100-sm90_*): the persistent kernel wins from B = 256 (bf16
 B = 512: 388 µs vs 428 for the best one-program-per-tile tile), the per-tile kernel below. At B = 64
 every decode kernel measured (this one, FlashInfer's, the cute one) runs at ~70% of DRAM peak under
-ncu with 28-43% occupancy: a one- or two-wave launch whose tiles each wait on a slot load, then a
-state load, then store -- latency, not bandwidth, sets the time. MTP (T = 4) is issue-bound here
-(66% SM throughput, 128 registers per thread limit occupancy to 25%): the per-token reductions over
-K run as warp shuffles across 16 lanes per state row.
+ncu with 28-43% occupancy (FlashInfer's launch is under two waves, this kernel's ~9 waves of one-warp
+CTAs): tiles each wait on a slot load, then a state load, then store, and at this size latency, not
+bandwidth, sets the time. MTP (T = 4) is near issue-bound here (66% SM throughput, 5.4 cycles per
+issued instruction; 128 registers per thread cap occupancy at 25%); the per-token reductions over K
+(warp shuffles) are the likely cost, not yet measured per instruction.
 """
 
 from __future__ import annotations
