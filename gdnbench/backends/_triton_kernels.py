@@ -5,20 +5,46 @@ import triton.language as tl
 
 
 @triton.jit
+def gates(qv, kv, av, bv, neg_A, dtb, scale):
+    """fp32 q (L2-normalised, scaled), k (L2-normalised), decay g and beta from raw inputs;
+    ``neg_A = -exp(A_log)`` and ``dtb`` fp32."""
+    qv = qv.to(tl.float32)
+    kv = kv.to(tl.float32)
+    qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
+    kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
+    x = av.to(tl.float32) + dtb
+    g = neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+    beta = 1.0 / (1.0 + tl.exp(-bv.to(tl.float32)))
+    return qv, kv, g, beta
+
+
+@triton.jit
 def token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, offs_v, K: tl.constexpr,
                  V: tl.constexpr):
     """One token's q, k (L2-normalised, q scaled), v and gates (g, beta), all fp32."""
-    qv = tl.load(q + (tok * HK + h) * K + offs_k).to(tl.float32)
-    kv = tl.load(k + (tok * HK + h) * K + offs_k).to(tl.float32)
+    qv, kv, g, beta = gates(tl.load(q + (tok * HK + h) * K + offs_k), tl.load(k + (tok * HK + h) * K + offs_k),
+                            tl.load(a + tok * HV + hv), tl.load(b + tok * HV + hv), neg_A, dtb, scale)
     vv = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
-    av = tl.load(a + tok * HV + hv).to(tl.float32)
-    bv = tl.load(b + tok * HV + hv).to(tl.float32)
-    qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
-    kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
-    x = av + dtb
-    g = neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
-    beta = 1.0 / (1.0 + tl.exp(-bv))
     return qv, kv, vv, g, beta
+
+
+@triton.jit
+def tile_coords(tile, HV, HK, NV: tl.constexpr):
+    """Tile index -> (V block, row, value head, key head). Tiles of one head are consecutive."""
+    i_v = tile % NV
+    pair = tile // NV
+    hv = pair % HV
+    return i_v, (pair // HV).to(tl.int64), hv, hv // (HV // HK)
+
+
+@triton.jit
+def state_offsets(i_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
+    offs_v = i_v * BV + tl.arange(0, BV)
+    offs_k = tl.arange(0, K)
+    if K_LAST:  # H[v, k] at v * K + k: a contiguous BV x K block
+        return offs_v[:, None] * K + offs_k[None, :]
+    else:       # S[k, v] at k * V + v, read as the same [BV, K] tile of H = S^T
+        return offs_k[None, :] * V + offs_v[:, None]
 
 
 @triton.jit
@@ -35,10 +61,7 @@ def gdn_recurrent_kernel(
     h = hv // (HV // HK)
     offs_v = pid_v * BV + tl.arange(0, BV)
     offs_k = tl.arange(0, K)
-    if K_LAST:  # H[v, k] at v * K + k: a contiguous BV x K block
-        offs_s = offs_v[:, None] * K + offs_k[None, :]
-    else:       # S[k, v] at k * V + v, read as the same [BV, K] tile of H = S^T
-        offs_s = offs_k[None, :] * V + offs_v[:, None]
+    offs_s = state_offsets(pid_v, K, V, BV, K_LAST)
     slot = tl.load(slots + n).to(tl.int64)
     neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
     dtb = tl.load(dt_bias + hv).to(tl.float32)
@@ -76,25 +99,6 @@ def gdn_recurrent_kernel(
 
 
 @triton.jit
-def tile_coords(tile, HV, HK, NV: tl.constexpr):
-    """Tile index -> (V block, row, value head, key head). Tiles of one head are consecutive."""
-    i_v = tile % NV
-    pair = tile // NV
-    hv = pair % HV
-    return i_v, (pair // HV).to(tl.int64), hv, hv // (HV // HK)
-
-
-@triton.jit
-def state_offsets(i_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
-    offs_v = i_v * BV + tl.arange(0, BV)
-    offs_k = tl.arange(0, K)
-    if K_LAST:
-        return offs_v[:, None] * K + offs_k[None, :]
-    else:
-        return offs_k[None, :] * V + offs_v[:, None]
-
-
-@triton.jit
 def load_tile(q, k, v, a, b, A_log, dt_bias, pool, tile, slot, n_tiles, HK, HV, K: tl.constexpr, V: tl.constexpr,
               BV: tl.constexpr, T: tl.constexpr, K_LAST: tl.constexpr):
     """One tile's state (as stored: zero for a padded row or past the last tile) and its first
@@ -129,19 +133,6 @@ def slot_of(slots, tile, n_tiles, HV, HK, NV: tl.constexpr):
 
 
 @triton.jit
-def gates(qv, kv, av, bv, alog, dtb, scale):
-    """fp32 q (L2-normalised, scaled), k (L2-normalised), decay g and beta from raw inputs."""
-    qv = qv.to(tl.float32)
-    kv = kv.to(tl.float32)
-    qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
-    kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
-    x = av.to(tl.float32) + dtb.to(tl.float32)
-    g = -tl.exp(alog.to(tl.float32)) * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
-    beta = 1.0 / (1.0 + tl.exp(-bv.to(tl.float32)))
-    return qv, kv, g, beta
-
-
-@triton.jit
 def gdn_persistent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK, HV, n_tiles,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -171,15 +162,16 @@ def gdn_persistent_kernel(
         offs_v = i_v * BV + tl.arange(0, BV)
         offs_s = state_offsets(i_v, K, V, BV, K_LAST)
         H = Hs.to(tl.float32)
+        neg_A = -tl.exp(alog.to(tl.float32))
+        dtb_f = dtb.to(tl.float32)
         for t in tl.static_range(T):
             tok = n * T + t
             if t == 0:
-                qf, kf, g, beta = gates(qv, kv, av, bv, alog, dtb, scale)
+                qf, kf, g, beta = gates(qv, kv, av, bv, neg_A, dtb_f, scale)
                 vf = vv.to(tl.float32)
             else:
-                qf, kf, g, beta = gates(tl.load(q + (tok * HK + h) * K + offs_k), tl.load(k + (tok * HK + h) * K + offs_k),
-                                        tl.load(a + tok * HV + hv), tl.load(b + tok * HV + hv), alog, dtb, scale)
-                vf = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
+                qf, kf, vf, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb_f, scale, offs_k,
+                                                   offs_v, K, V)
             H = H * tl.exp(g)
             u = beta * (vf - tl.sum(H * kf[None, :], axis=1))
             H = H + u[:, None] * kf[None, :]
