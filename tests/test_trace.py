@@ -158,3 +158,58 @@ def test_torch_profiler_fallback_on_cpu(tmp_path, write_yaml):
     trace = json.loads((tmp_path / "t" / "traces" / "cfg.torch-trace.json").read_text())
     names = {e.get("name", "") for e in trace["traceEvents"]}
     assert any(n.startswith("decode|torch|decode-b2-") for n in names)  # the measured range is in the trace
+
+
+FAKE_NSYS = '''#!{python}
+"""Stand-in for nsys: `profile ... -o REPORT CHILD...` runs the child and writes REPORT.nsys-rep;
+`stats ... --output PREFIX REPORT` writes an NVTX->kernel summary with one 2 µs kernel per launch of
+every timed row of the traced run (rows.csv in <out>/traced)."""
+import csv, subprocess, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(" ".join(args) + "\\n")
+if args[0] == "profile":
+    i = args.index("-o")
+    rc = subprocess.run(args[i + 2:]).returncode
+    Path(args[i + 1] + ".nsys-rep").write_text("fake")
+    sys.exit(rc)
+prefix, report = Path(args[args.index("--output") + 1]), Path(args[-1])
+rows = list(csv.DictReader(open(report.parent.parent / "traced" / "rows.csv")))
+with open(f"{{prefix}}_nvtx_kern_sum.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["NVTX Range", "Style", "PID", "TID", "NVTX Inst", "Kern Inst", "Total Time (ns)", "Avg (ns)",
+                "Med (ns)", "Min (ns)", "Max (ns)", "StdDev (ns)", "Kernel Name"])
+    for r in rows:
+        if r["status"] == "ok":
+            n = int(float(r["n_samples"]) * float(r["launches_per_sample"]))
+            w.writerow([f"gdnbench:{{r['phase']}}|{{r['backend']}}|{{r['case_id']}}", "PushPop", 1, 1, 1, n,
+                        2000.0 * n, 2000, 2000, 2000, 2000, 0, "fake_kernel"])
+'''
+
+
+def test_trace_times_untraced_then_traced_and_joins(tmp_path, write_yaml):
+    """`gdnbench trace` runs the selection plainly (the timer's rows), then under nsys into traced/,
+    and joins the traced kernel times onto the untraced rows (a stand-in nsys, on the CPU)."""
+    import stat
+    import sys
+
+    log = tmp_path / "nsys.log"
+    nsys = tmp_path / "nsys"
+    nsys.write_text(FAKE_NSYS.format(python=sys.executable, log=str(log)))
+    nsys.chmod(nsys.stat().st_mode | stat.S_IEXEC)
+    cfg = write_yaml("phase: decode\nbackends: [torch]\naxes: {batch: [2], heads: [[1, 2]], head_dim_k: [8], "
+                     "head_dim_v: [8]}\ntiming: {min_samples: 3, min_time_s: 0.0, max_time_s: 0.05}\n")
+    out = tmp_path / "t"
+    r = CliRunner().invoke(app, ["trace", str(cfg), "--nsys", str(nsys), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("profile --trace=cuda,nvtx --cuda-graph-trace=node --capture-range=cudaProfilerApi")
+    assert f"--out {out / 'traced'}" in calls[0] and calls[1].startswith("stats")
+    assert (out / "rows.csv").exists() and (out / "traced" / "rows.csv").exists()
+    j = pd.read_csv(out / "rows_nsys.csv")
+    untraced = pd.read_csv(out / "rows.csv").median_us.iloc[0]
+    traced = pd.read_csv(out / "traced" / "rows.csv").median_us.iloc[0]
+    assert j.median_us.iloc[0] == pytest.approx(untraced) and j.traced_median_us.iloc[0] == pytest.approx(traced)
+    assert j.nsys_kernel_us.iloc[0] == pytest.approx(2.0) and j.nsys_kernels.iloc[0] == "fake_kernel"
+    assert "rows compared: 1" in (out / "consistency.md").read_text()
