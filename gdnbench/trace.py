@@ -304,6 +304,8 @@ def child_sweep_args(config: Path, out_dir: Path, cases: Sequence[str], backends
 def run_nsys_trace(config: Path, out_dir: Path, name: str, cases: Sequence[str], backends: Sequence[str],
                    nsys: str | None = None, timing: str | None = None) -> dict[str, Path]:
     tool = find_nsys(nsys)
+    if (out_dir / "rows.csv").exists():  # the two child sweeps would refuse it, and old rows would be joined
+        raise TraceError(f"{out_dir} already holds rows.csv: give another --out")
     traces = out_dir / "traces"
     traces.mkdir(parents=True, exist_ok=True)
     report = traces / name

@@ -213,3 +213,8 @@ def test_trace_times_untraced_then_traced_and_joins(tmp_path, write_yaml):
     assert j.median_us.iloc[0] == pytest.approx(untraced) and j.traced_median_us.iloc[0] == pytest.approx(traced)
     assert j.nsys_kernel_us.iloc[0] == pytest.approx(2.0) and j.nsys_kernels.iloc[0] == "fake_kernel"
     assert "rows compared: 1" in (out / "consistency.md").read_text()
+    # a second trace into the same directory is refused in one line, and the first one's files stay
+    before = (out / "rows_nsys.csv").read_text()
+    r = CliRunner().invoke(app, ["trace", str(cfg), "--nsys", str(nsys), "--out", str(out)])
+    assert r.exit_code == 2 and "already holds rows.csv" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (out / "rows_nsys.csv").read_text() == before
