@@ -26,7 +26,8 @@ from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
 from gdnbench.analysis import latest, load_results, provenance, summary_markdown, valid  # noqa: E402
 
-COLORS = {"torch": "#7f7f7f", "flashinfer": "#1f77b4", "fla": "#2ca02c", "fla_kernel": "#17becf",
+COLORS = {"torch": "#7f7f7f", "flashinfer": "#1f77b4", "flashinfer_kernel": "#aec7e8", "fla": "#2ca02c",
+          "fla_kernel": "#17becf",
           "triton": "#d62728", "cute": "#9467bd"}
 POOL_MARKER = {"scattered": "o", "contiguous": "s", "padded": "^"}
 LAYOUT_LINE = {"k_last": "-", "v_last": "--"}

@@ -8,11 +8,14 @@
 #   C: `make trace` (nsys) of trace-decode, then prefill re-measured with the events timer
 #   D: gate check of triton and cute on gpu-smoke, compute-sanitizer on their padded pools, the cute
 #      kernel's disk cache across two processes
+#   F: prefill: GPU tests of both FlashInfer prefill variants, scripts/prefill_probe.py (the same call
+#      timed several ways), an nsys trace of FlashInfer's TP1 prefill rows (which kernels each call runs)
+#   G: the prefill config re-measured with flashinfer, flashinfer_kernel, fla and fla_kernel
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -23,6 +26,22 @@ G="python3 -m gdnbench"
 DAY=$(date +%F)
 run() { local t=$1; shift; echo "=== $* ($(date +%T))"; timeout "$t" "$@"; echo "=== exit $? ($(date +%T))"; }
 case $step in
+  F)
+    run 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "prefill and flashinfer" \
+      > "$OUT/gpu-tests-prefill.log" 2>&1; tail -3 "$OUT/gpu-tests-prefill.log"
+    run 200 python3 scripts/prefill_probe.py > "$OUT/prefill_probe.md" 2> "$OUT/prefill_probe.err"
+    cat "$OUT/prefill_probe.md"; tail -3 "$OUT/prefill_probe.err"
+    T="results/${DAY}_h100-sm90_trace-prefill"; rm -rf "$T"
+    run 170 $G trace prefill -b flashinfer -b flashinfer_kernel -c prefill-b1-h16x32 -c prefill-b4-h16x32 \
+      -c prefill-b16-h16x32 -c prefill-b64-h16x32 --out "$T" > "$OUT/trace-prefill.log" 2>&1
+    tail -3 "$OUT/trace-prefill.log"; sed -n '1,14p' "$T/consistency.md"
+    tar czf "$OUT/F.tgz" --exclude='*.sqlite' --exclude='*.nsys-rep' "$T" ;;
+  G)
+    R="results/${DAY}_h100-sm90_prefill-kernel"; rm -rf "$R"
+    run 420 $G sweep prefill -b flashinfer -b flashinfer_kernel -b fla -b fla_kernel --no-progress --out "$R" \
+      > "$OUT/prefill.log" 2>&1
+    tail -3 "$OUT/prefill.log"; grep -E "^(failed|error)" "$OUT/prefill.log" | cut -c1-300 | head -4
+    tar czf "$OUT/G.tgz" "$R" ;;
   A)
     run 240 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
     tail -28 "$OUT/tune.log"; cp "$TILES" "$KEEP/" 2>/dev/null

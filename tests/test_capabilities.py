@@ -27,6 +27,6 @@ def test_print_matrix():
     console = Console(record=True, width=250)
     print_matrix(console)
     text = console.export_text()
-    for name in ("torch", "flashinfer", "fla", "fla_kernel"):
+    for name in ("torch", "flashinfer", "flashinfer_kernel", "fla", "fla_kernel"):
         assert f" {name} " in text
     assert "sm100 (documented)" in text

@@ -9,6 +9,7 @@ from conftest import tiny_case
 import gdnbench.backends.base as base
 from gdnbench.backends.base import Padding, Target
 from gdnbench.backends.flashinfer import BACKEND as FI
+from gdnbench.backends.flashinfer import KERNEL_ONLY as FIK
 
 SM90, SM100, CPU = Target("cuda", 90, "sm90"), Target("cuda", 100, "sm100"), Target("cpu")
 
@@ -40,6 +41,26 @@ def test_supports(case, target, expected):
         assert got is None
     else:
         assert got is not None and expected in got
+
+
+@pytest.mark.parametrize("case,expected", [
+    (qwen(phase="prefill", batch=2, tokens=128, seq_lens="64*2", pool="contiguous"), None),
+    (qwen(phase="prefill", batch=2, tokens=128, seq_lens="64*2", pool="scattered"), "contiguous [N, ...] state"),
+    (qwen(phase="prefill", batch=2, tokens=128, seq_lens="64*2", pool="padded"), "contiguous [N, ...] state"),
+    (qwen(), "prefill variant"),
+    (qwen(phase="mtp", tokens=4), "prefill variant"),
+    (tiny_case(phase="prefill", batch=2, tokens=8, seq_lens="4*2", pool="contiguous"), "tile K = V = 128"),
+])
+def test_kernel_only_variant_supports(case, expected):
+    got = FIK.supports(case, SM90)
+    assert got is None if expected is None else (got is not None and expected in got)
+
+
+def test_kernel_only_variant_names_what_it_leaves_out():
+    case = qwen(phase="prefill", batch=1, tokens=64, seq_lens="64", pool="contiguous")
+    assert FIK.name == "flashinfer_kernel" and FI.name == "flashinfer"
+    assert "kernel only: pre-normalised q/k, precomputed gates" in FIK.kernel(case)
+    assert "torch gates + normalize_qk" in FI.kernel(case)
 
 
 def test_kernel_and_padding_per_entry_point():

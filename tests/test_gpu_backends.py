@@ -13,7 +13,7 @@ from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
 
 pytestmark = pytest.mark.gpu
-BACKENDS = ["torch", "flashinfer", "fla", "fla_kernel", "triton", "cute"]
+BACKENDS = ["torch", "flashinfer", "flashinfer_kernel", "fla", "fla_kernel", "triton", "cute"]
 
 
 def qwen(**kw) -> Case:
@@ -31,8 +31,10 @@ CASES += [qwen(phase="mtp", tokens=t, state_dtype=sd, pool=pool, write_back=wb, 
           for t in (2, 4) for sd in ("bfloat16", "float32") for pool in ("contiguous", "padded")
           for wb, inter in ((True, False), (False, True)) for b in (3, 40)]
 CASES += [qwen(phase="mtp", tokens=4, intermediate=True, write_back=False, tree=True)]
-CASES += [qwen(phase="prefill", batch=n, tokens=sum(lens), seq_lens="+".join(map(str, lens)), state_dtype=sd)
-          for n, lens in ((1, (300,)), (3, (64, 129, 7))) for sd in ("float32", "bfloat16")]
+CASES += [qwen(phase="prefill", batch=n, tokens=sum(lens), seq_lens="+".join(map(str, lens)), state_dtype=sd,
+               pool=pool)
+          for n, lens in ((1, (300,)), (3, (64, 129, 7))) for sd in ("float32", "bfloat16")
+          for pool in ("scattered", "contiguous")]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

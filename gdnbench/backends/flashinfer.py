@@ -1,4 +1,4 @@
-"""``flashinfer``: FlashInfer 0.7.2's GDN entry points (CuTe DSL kernels on SM90).
+"""``flashinfer`` and ``flashinfer_kernel``: FlashInfer 0.7.2's GDN entry points (CuTe DSL on SM90).
 
 Which entry point runs is a function of the case, recorded in the ``kernel`` column:
 
@@ -10,7 +10,15 @@ Which entry point runs is a function of the case, recorded in the ``kernel`` col
   ``disable_state_update``); fp32: ``gated_delta_rule_mtp``;
 * prefill, K-last: ``chunk_gated_delta_rule`` (varlen; state pool through ``state_indices``; output
   state always passed; gates computed by torch first, since this kernel takes alpha = exp(g) and
-  post-sigmoid beta, and that gate kernel is part of the timed call).
+  post-sigmoid beta, and that gate kernel is part of the timed call; ``use_qk_l2norm_in_kernel=True``,
+  which FlashInfer runs as a separate ``normalize_qk`` kernel before the chunk kernel).
+
+``flashinfer_kernel`` (prefill only) times the chunk kernel alone, as FlashInfer's own benchmark and
+h100-baseline.md do: q/k L2-normalised (rounded back to the input dtype, as ``normalize_qk`` does) and
+gates computed once in ``build``, a contiguous ``[N, hv, V, K]`` state without ``state_indices``. The
+difference between the two rows is what the gate math, the separate L2-norm pass and the pool
+indirection cost a serving engine. The decode and MTP entry points fuse all of that, so they have no
+kernel-only variant.
 
 Support is data (``ENTRY_POINTS``), from FlashInfer's documented constraints (reference notes,
 flashinfer-gdn.md), so SM100 rows plan correctly on an SM90 machine.
@@ -25,7 +33,7 @@ import torch
 from gdnbench.backends.base import Backend, Padding, Target, current_target, missing_module
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
-from gdnbench.reference import gates
+from gdnbench.reference import gates, l2norm
 
 ANY_SM90_PLUS = frozenset({90, 100, 103, 110, 120, 121})
 
@@ -65,9 +73,14 @@ def _why_absent(case: Case) -> str:
 
 
 class FlashInfer(Backend):
-    name = "flashinfer"
-    summary = "FlashInfer 0.7.2 GDN entry points (decode pretranspose / decode / mtp / chunk prefill)"
     dist = "flashinfer-python"
+
+    def __init__(self, kernel_only: bool = False) -> None:
+        self.kernel_only = kernel_only
+        self.name = "flashinfer_kernel" if kernel_only else "flashinfer"
+        self.summary = ("FlashInfer 0.7.2 chunk prefill kernel alone (pre-normalised q/k, precomputed gates, "
+                        "contiguous state)" if kernel_only else
+                        "FlashInfer 0.7.2 GDN entry points (decode pretranspose / decode / mtp / chunk prefill)")
 
     def entry(self, case: Case) -> EntryPoint | None:
         return ENTRY_POINTS.get((case.phase, case.layout, case.state_dtype))
@@ -88,6 +101,9 @@ class FlashInfer(Backend):
         reason = self.availability(target)
         if reason:
             return reason
+        if self.kernel_only and case.phase != "prefill":
+            return ("kernel-only is a prefill variant: the decode and MTP entry points fuse gating and q/k "
+                    "L2 norm (see 'flashinfer')")
         ep = self.entry(case)
         if ep is None:
             return _why_absent(case)
@@ -97,6 +113,8 @@ class FlashInfer(Backend):
             return f"FlashInfer GDN takes fp16/bf16 q/k/v, not {case.dtype}"
         if (case.head_dim_k, case.head_dim_v) != (128, 128):
             return f"FlashInfer's GDN kernels tile K = V = 128 (got K={case.head_dim_k}, V={case.head_dim_v})"
+        if self.kernel_only and case.pool != "contiguous":
+            return "the kernel alone runs on a contiguous [N, ...] state (no state_indices); see 'flashinfer'"
         if case.pool not in ep.pools:
             if case.pool == "padded" and case.phase == "prefill":
                 return "chunk_gated_delta_rule has no padding: state_indices must be unique and in range"
@@ -113,8 +131,10 @@ class FlashInfer(Backend):
         ep = self.entry(case)
         if ep is None:
             return ""
+        if case.phase == "prefill" and self.kernel_only:
+            return f"{ep.name} [{_cp_mode(case)}, kernel only: pre-normalised q/k, precomputed gates]"
         if case.phase == "prefill":
-            return f"{ep.name} [{_cp_mode(case)}] + torch gates"
+            return f"{ep.name} [{_cp_mode(case)}] + torch gates + normalize_qk"
         return ep.name
 
     def padding(self, case: Case) -> Padding:
@@ -123,7 +143,7 @@ class FlashInfer(Backend):
 
     def build(self, case: Case, inputs: Inputs):
         if case.phase == "prefill":
-            return _build_prefill(case, inputs)
+            return (_build_prefill_kernel if self.kernel_only else _build_prefill)(case, inputs)
         import flashinfer.gdn_decode as fgd
 
         _assert_cute_available(fgd)
@@ -203,4 +223,29 @@ def _build_prefill(case: Case, x: Inputs):
     return launch
 
 
+def _build_prefill_kernel(case: Case, x: Inputs):
+    """The chunk kernel alone: everything it does not do itself is prepared here, outside the timing."""
+    from flashinfer.gdn_prefill import chunk_gated_delta_rule
+
+    L, hv, V = case.tokens, case.hv, case.head_dim_v
+    q, k, v, a, b = x.q[0], x.k[0], x.v[0], x.a[0], x.b[0]
+    qn, kn = (l2norm(t.float()).to(t.dtype).contiguous() for t in (q, k))  # normalize_qk's bf16 rounding
+    g, beta = gates(a, b, x.A_log, x.dt_bias, torch.float32)
+    alpha = torch.exp(g).contiguous()
+    first = x.slot_list[0]
+    state = x.pool[first: first + case.batch]  # contiguous pool: consecutive slots, a [N, hv, V, K] view
+    assert state.is_contiguous() and list(x.slot_list) == list(range(first, first + case.batch))
+    out_state = state if case.write_back else torch.empty_like(state)  # in place, as FlashInfer allows
+    out = torch.empty(L, hv, V, dtype=torch.bfloat16, device=x.device)
+    max_len = max(case.lens)
+
+    def launch_kernel():
+        chunk_gated_delta_rule(qn, kn, v, g=alpha, beta=beta, scale=x.scale, initial_state=state,
+                               output_final_state=True, cu_seqlens=x.cu_seqlens, use_qk_l2norm_in_kernel=False,
+                               output=out, output_state=out_state, backend="flashinfer", max_seqlen=max_len)
+        return out
+    return launch_kernel
+
+
 BACKEND = FlashInfer()
+KERNEL_ONLY = FlashInfer(kernel_only=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 BACKENDS: dict[str, str] = {
     "torch": "gdnbench.backends.torch_eager:BACKEND",
     "flashinfer": "gdnbench.backends.flashinfer:BACKEND",
+    "flashinfer_kernel": "gdnbench.backends.flashinfer:KERNEL_ONLY",
     "fla": "gdnbench.backends.fla:POOLED",
     "fla_kernel": "gdnbench.backends.fla:KERNEL_ONLY",
     "triton": "gdnbench.backends.triton_gdn:BACKEND",
