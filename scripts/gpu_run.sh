@@ -11,11 +11,14 @@
 #   F: prefill: GPU tests of both FlashInfer prefill variants, scripts/prefill_probe.py (the same call
 #      timed several ways), an nsys trace of FlashInfer's TP1 prefill rows (which kernels each call runs)
 #   G: the prefill config re-measured with flashinfer, flashinfer_kernel, fla and fla_kernel
+#   H: the chunk-form MTP kernel: its gate at tiny shapes (real bf16 dots), MTP tile tuning (chunk
+#      candidates included; decode entries kept), GPU tests of the triton backend, the MTP roofline,
+#      and Nsight Compute on the chosen MTP kernel at B = 64
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -42,6 +45,21 @@ case $step in
       > "$OUT/prefill.log" 2>&1
     tail -3 "$OUT/prefill.log"; grep -E "^(failed|error)" "$OUT/prefill.log" | cut -c1-300 | head -4
     tar czf "$OUT/G.tgz" "$R" ;;
+  H)
+    run 120 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k chunk > "$OUT/chunk-tests.log" 2>&1
+    tail -3 "$OUT/chunk-tests.log"
+    run 300 python3 scripts/tune_triton.py --only mtp --out "$OUT" > "$OUT/tune-mtp.log" 2>&1
+    tail -12 "$OUT/tune-mtp.log"; cp "$TILES" "$KEEP/" 2>/dev/null
+    rm -rf "results/${DAY}_h100-sm90_roofline-mtp"
+    run 200 $G sweep roofline-mtp --no-progress --out "results/${DAY}_h100-sm90_roofline-mtp" > "$OUT/roofline-mtp.log" 2>&1
+    tail -2 "$OUT/roofline-mtp.log"; grep -E "^(failed|error)" "$OUT/roofline-mtp.log" | cut -c1-300 | head -4
+    tar czf "$OUT/H.tgz" results/*_roofline-mtp $TILES "$OUT/tune_triton.csv"
+    run 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and mtp" \
+      > "$OUT/gpu-tests.log" 2>&1; tail -3 "$OUT/gpu-tests.log"
+    NCU="ncu --profile-from-start off --csv --page details --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats"
+    run 60 $NCU python3 scripts/profile_kernel.py --backend triton --batch 64 --tokens 4 > "$OUT/ncu-mtp.csv" 2>&1
+    grep -E "DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput" "$OUT/ncu-mtp.csv" | cut -c1-200 ;;
   A)
     run 240 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
     tail -28 "$OUT/tune.log"; cp "$TILES" "$KEEP/" 2>/dev/null

@@ -81,6 +81,44 @@ def test_persistent_kernel_mtp(write_back, intermediate):
     assert r.ok, r.message
 
 
+@run_here
+@pytest.mark.parametrize("tokens", [2, 3, 8])
+@pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("state_dtype,layout", [("float32", "k_last"), ("bfloat16", "k_last"), ("bfloat16", "v_last")])
+def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout):
+    """The chunk-form MTP kernel (forward substitution around the initial state, tensor-core dots) on a
+    padded pool with GQA, T = 2, 3 (padded to the 16-wide token operand) and 8 (the largest)."""
+    case = tiny_case(phase="mtp", tokens=tokens, batch=3, pool="padded", write_back=write_back,
+                     intermediate=intermediate, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=16,
+                     head_dim_v=32)
+    r = gate(case, TritonGDN(tile_override=(16, 1, 0, 1)))
+    assert r.ok, r.message
+
+
+def test_chunk_kernel_limits():
+    mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
+    assert tg.chunk_reason(tiny_case(**mtp), 16) is None
+    assert "BV >= 16" in tg.chunk_reason(tiny_case(**mtp), 8)
+    assert "T = 2..8" in tg.chunk_reason(tiny_case(**{**mtp, "tokens": 1, "phase": "decode"}), 16)
+    assert "tree" in tg.chunk_reason(tiny_case(**mtp, tree=True, intermediate=True, write_back=False), 16)
+    assert TritonGDN(tile_override=(32, 4, 0, 1)).kernel(tiny_case(**mtp)) == (
+        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=32, warps=4]")
+    with pytest.raises(ValueError, match="tree"):
+        TritonGDN(tile_override=(32, 4, 0, 1)).build(tiny_case(**mtp, tree=True, intermediate=True, write_back=False),
+                                                     None)
+
+
+def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
+    entries = [{"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
+                "pairs_min": 1, "bv": 16, "warps": 1},
+               {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
+                "pairs_min": 64, "bv": 32, "warps": 4, "chunk": 1}]
+    monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
+    mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
+    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0)
+
+
 def test_supports_and_kernel_column():
     t = Target("cuda", 90, "sm90")
     assert BACKEND.supports(tiny_case(), t) is None
@@ -111,11 +149,11 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
                 "pairs_min": 1, "bv": 32, "warps": 4, "progs_per_sm": 4}]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0)  # an entry without a grid size: one program per tile
-    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8)
+    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0)  # an entry without a grid size: one program per tile
+    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0)
     mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 4)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0)  # no tree: grid kernel
+    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0)  # no tree: grid kernel
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 
@@ -124,7 +162,8 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
 @pytest.mark.parametrize("state_dtype,layout,tokens,tile_", [("bfloat16", "k_last", 1, None), ("float32", "v_last", 1, None),
                                                              ("bfloat16", "k_last", 4, None),
                                                              ("bfloat16", "k_last", 1, (16, 2, 8)),
-                                                             ("float32", "k_last", 4, (32, 4, 4))])
+                                                             ("float32", "k_last", 4, (32, 4, 4)),
+                                                             ("bfloat16", "k_last", 4, (32, 4, 0, 1))])
 def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_):
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
     to local memory -- what decode at the bandwidth roofline needs."""

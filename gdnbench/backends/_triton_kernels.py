@@ -185,3 +185,115 @@ def gdn_persistent_kernel(
                      mask=tl.full([BV, K], 1, tl.int1) & valid)
         Hs, qv, kv, vv, av, bv, alog, dtb = Hs_n, qv_n, kv_n, vv_n, av_n, bv_n, alog_n, dtb_n
         slot, slot_next = slot_next, slot_after
+
+
+@triton.jit
+def split(x, BF16: tl.constexpr):
+    """fp32 x as a (hi, lo) pair of bf16 dot operands, x ~ hi + lo to ~2^-16. Without BF16 (the CPU
+    interpreter, whose bf16 tl.dot is wrong) the pair is (x, 0) in fp32."""
+    if BF16:
+        hi = x.to(tl.bfloat16)
+        return hi, (x - hi.to(tl.float32)).to(tl.bfloat16)
+    else:
+        return x, x * 0.0
+
+
+@triton.jit
+def split_dot(a_hi, a_lo, b_hi, b_lo, acc):
+    """acc + a @ b for fp32 a, b given as bf16 hi + lo pairs (the lo * lo term, ~2^-18, dropped)."""
+    acc = tl.dot(a_hi, b_hi, acc)
+    acc = tl.dot(a_hi, b_lo, acc)
+    return tl.dot(a_lo, b_hi, acc)
+
+
+@triton.jit
+def gdn_mtp_chunk_kernel(
+    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK, HV,
+    T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
+    DOT_BF16: tl.constexpr,
+):
+    """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
+    H0 so its K-long products run on tensor cores instead of per-token reductions over K.
+
+    With cumulative decays ``gc_t = g_1 + .. + g_t``, ``D[s, t] = exp(gc_t - gc_s)`` (s <= t):
+    ``H_t = exp(gc_t) H0 + sum_{s<=t} D[s,t] u_s k_s^T``, so
+    ``u_t = beta_t (v_t - exp(gc_t) H0 k_t - sum_{s<t} D[s,t] (k_s.k_t) u_s)`` (forward substitution)
+    and ``o_t = exp(gc_t) H0 q_t + sum_{s<=t} D[s,t] (k_s.q_t) u_s``. One dot gives H0 k_t and
+    H0 q_t for every t, one the token Gram matrix, one per stored state the rank-T update. Tokens
+    sit in a 16-wide operand (rows 0..7 k_t, rows 8..15 q_t, zero past T) because tensor-core dots
+    need 16 on every side. Dots run on bf16 tensor cores with fp32 operands split as hi + lo bf16
+    pairs (a bf16 state is exact in one; products hi*hi + hi*lo + lo*hi, ~2^-16 relative): about
+    half the registers of tf32x3 for the same accuracy class.
+    """
+    pid_nh = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    n = (pid_nh // HV).to(tl.int64)
+    hv = pid_nh % HV
+    h = hv // (HV // HK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    offs_k = tl.arange(0, K)
+    offs_s = state_offsets(pid_v, K, V, BV, K_LAST)
+    slot = tl.load(slots + n).to(tl.int64)
+    # the 16-row token operand: row r < 8 is k of token r, row r >= 8 is q of token r - 8
+    r = tl.arange(0, 16)
+    t_r = r % 8
+    live_r = t_r < T
+    rows = (n * T + t_r) * HK + h
+    ptr = rows[:, None] * K + offs_k[None, :]
+    kq = (tl.load(k + ptr, mask=(live_r & (r < 8))[:, None], other=0.0).to(tl.float32)
+          + tl.load(q + ptr, mask=(live_r & (r >= 8))[:, None], other=0.0).to(tl.float32))
+    inv = 1.0 / tl.sqrt(tl.sum(kq * kq, axis=1) + 1e-6)
+    kq = kq * (inv * tl.where(r < 8, 1.0, scale))[:, None]
+    # per-token gates on the same 16-wide axis (zero past T: no decay, no update)
+    j = tl.arange(0, 16)
+    live_j = j < T
+    av = tl.load(a + (n * T + j) * HV + hv, mask=live_j, other=0.0).to(tl.float32)
+    bv = tl.load(b + (n * T + j) * HV + hv, mask=live_j, other=0.0).to(tl.float32)
+    x = av + tl.load(dt_bias + hv).to(tl.float32)
+    g = -tl.exp(tl.load(A_log + hv).to(tl.float32)) * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+    g = tl.where(live_j, g, 0.0)
+    beta = tl.where(live_j, 1.0 / (1.0 + tl.exp(-bv)), 0.0)
+    gc = tl.cumsum(g, axis=0)
+    kq_hi, kq_lo = split(kq, DOT_BF16)
+    if slot >= 0:
+        state = pool + (slot * HV + hv) * (K * V)
+        Hs = tl.load(state + offs_s)  # kept as stored (bf16: half the registers), widened where used
+        if DOT_BF16 and pool.dtype.element_ty == tl.bfloat16:  # exact in one bf16 operand
+            PQ = tl.dot(Hs, tl.trans(kq_hi)) + tl.dot(Hs, tl.trans(kq_lo))  # [BV, 16]: H0 k_t | H0 q_t
+        else:
+            H_hi, H_lo = split(Hs.to(tl.float32), DOT_BF16)
+            PQ = split_dot(H_hi, H_lo, tl.trans(kq_hi), tl.trans(kq_lo), tl.zeros([BV, 16], dtype=tl.float32))
+        G = split_dot(kq_hi, kq_lo, tl.trans(kq_hi), tl.trans(kq_lo), tl.zeros([16, 16], dtype=tl.float32))
+        s_i = tl.arange(0, 16)[:, None]
+        t_i = tl.arange(0, 16)[None, :]
+        gc_col = tl.sum(tl.where(s_i == t_i % 8, gc[:, None], 0.0), axis=0)  # column c: gc of token c mod 8
+        # D[s, c] = exp(gc_t - gc_s) with t = c mod 8 (the k | q column halves), for s <= t; else zero
+        D = tl.where(s_i <= t_i % 8, tl.exp(gc_col[None, :] - gc[:, None]), 0.0)
+        DG = D * G
+        U = tl.zeros([BV, 16], dtype=tl.float32)
+        cols = tl.arange(0, 16)[None, :]
+        for t in tl.static_range(T):
+            tok = n * T + t
+            c_t = tl.exp(tl.sum(tl.where(j == t, gc, 0.0), axis=0))
+            beta_t = tl.sum(tl.where(j == t, beta, 0.0), axis=0)
+            p_t = tl.sum(tl.where(cols == t, PQ, 0.0), axis=1)
+            r_t = tl.sum(tl.where(cols == t + 8, PQ, 0.0), axis=1)
+            w_k = tl.sum(tl.where((t_i == t) & (s_i < t), DG, 0.0), axis=1)      # [16] over s
+            w_q = tl.sum(tl.where(t_i == t + 8, DG, 0.0), axis=1)                # s <= t already in D
+            v_t = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
+            u_t = beta_t * (v_t - c_t * p_t - tl.sum(U * w_k[None, :], axis=1))
+            U = tl.where(cols == t, u_t[:, None], U)
+            o_t = c_t * r_t + tl.sum(U * w_q[None, :], axis=1)
+            tl.store(out + (tok * HV + hv) * V + offs_v, o_t.to(out.dtype.element_ty))
+            if INTERMEDIATE or t == T - 1:
+                d_t = tl.sum(tl.where(t_i == t, D, 0.0), axis=1)                 # D[s, t], zero for s > t
+                W_hi, W_lo = split(U * d_t[None, :], DOT_BF16)
+                H_t = split_dot(W_hi, W_lo, kq_hi, kq_lo, c_t * Hs.to(tl.float32))
+                if INTERMEDIATE:
+                    tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H_t.to(inter.dtype.element_ty))
+                if WRITE_BACK and t == T - 1:
+                    tl.store(state + offs_s, H_t.to(pool.dtype.element_ty))
+    else:  # padded row (slot -1): zero output, nothing else touched
+        for t in tl.static_range(T):
+            tl.store(out + ((n * T + t) * HV + hv) * V + offs_v, tl.zeros([BV], dtype=out.dtype.element_ty))

@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import torch
 
-from gdnbench.backends.base import Backend, Padding, Target, triton_availability
+from gdnbench.backends.base import Backend, Padding, Target, triton_availability, triton_interpreted
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -72,12 +72,31 @@ def _persistent_kernel():
     return gdn_persistent_kernel
 
 
+@functools.lru_cache(maxsize=1)
+def _chunk_kernel():
+    from gdnbench.backends._triton_kernels import gdn_mtp_chunk_kernel
+
+    return gdn_mtp_chunk_kernel
+
+
 class Tile(NamedTuple):
-    """BV state rows per tile, warps per program, and programs per SM for the persistent kernel
-    (0: the one-program-per-tile kernel)."""
+    """BV state rows per tile, warps per program, programs per SM for the persistent kernel (0: one
+    program per tile), and ``chunk`` = 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8)."""
     bv: int
     warps: int
     progs_per_sm: int = 0
+    chunk: int = 0
+
+
+def chunk_reason(case: Case, bv: int) -> str | None:
+    """Why the chunk-form MTP kernel cannot run this case (None: it can)."""
+    if not 2 <= case.tokens <= 8:
+        return f"the chunk-form kernel takes T = 2..8 (T={case.tokens})"
+    if case.tree:
+        return "the chunk-form kernel has no parent-token tree"
+    if bv < 16 or case.head_dim_k < 16:
+        return f"tensor-core dots need BV >= 16 and K >= 16 (BV={bv}, K={case.head_dim_k})"
+    return None
 
 
 TILES_FILE = Path(__file__).with_name("triton_tiles.json")
@@ -104,10 +123,10 @@ def tile(case: Case) -> Tile:
     fits = [e for e in tuned_tiles()
             if (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"])
             == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
-            and e["pairs_min"] <= pairs]
+            and e["pairs_min"] <= pairs and not (e.get("chunk") and chunk_reason(case, int(e["bv"])))]
     if fits:
         best = max(fits, key=lambda e: e["pairs_min"])
-        t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)))
+        t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)), int(best.get("chunk", 0)))
         return t._replace(progs_per_sm=0) if case.tree else t  # the persistent kernel has no tree
     return heuristic_tile(case)
 
@@ -137,7 +156,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    bv, warps, progs = Tile(*(tile_ or tile(case)))
+    bv, warps, progs, chunk = Tile(*(tile_ or tile(case)))
     dt, st = _TT[case.dtype], _TT[case.state_dtype]
     sig = {"q": f"*{dt}", "k": f"*{dt}", "v": f"*{dt}", "a": f"*{dt}", "b": f"*{dt}", "A_log": "*fp32",
            "dt_bias": "*fp32", "slots": "*i32", "parents": "*i32", "pool": f"*{st}", "inter": f"*{st}",
@@ -149,6 +168,10 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
         del sig["parents"], consts["TREE"]
         sig["n_tiles"] = "i32"
         fn = _persistent_kernel()
+    elif chunk:
+        del sig["parents"], consts["TREE"]
+        consts["DOT_BF16"] = True
+        fn = _chunk_kernel()
     sig.update({name: "constexpr" for name in consts})
     n_ptr = sum(str(t).startswith("*") for t in sig.values())
     attrs = {(i,): [["tt.divisibility", 16]] for i in range(n_ptr)}  # the pointer arguments come first
@@ -215,9 +238,11 @@ class TritonGDN(Backend):
         return None
 
     def kernel(self, case: Case) -> str:
-        bv, warps, progs = self.tile(case)
+        bv, warps, progs, chunk = self.tile(case)
         mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
         name, grid = ("gdn_persistent_kernel", f", {progs} programs/SM") if progs else ("gdn_recurrent_kernel", "")
+        if chunk:
+            name = "gdn_mtp_chunk_kernel"
         return f"{name} [{mode}, {case.layout.replace('_', '-')}, BV={bv}, warps={warps}{grid}]"
 
     def padding(self, case: Case) -> Padding:
@@ -225,11 +250,13 @@ class TritonGDN(Backend):
 
     def build(self, case: Case, inputs: Inputs):
         x = inputs
-        bv, warps, progs = self.tile(case)
+        bv, warps, progs, chunk = self.tile(case)
         if case.head_dim_v % bv:
             raise ValueError(f"tile BV={bv} does not divide V={case.head_dim_v}")
         if progs and case.tree:
             raise ValueError("the persistent kernel has no parent-token tree")
+        if chunk and (progs or chunk_reason(case, bv)):
+            raise ValueError(chunk_reason(case, bv) or "the chunk-form kernel is not persistent")
         out = torch.empty(case.batch, case.tokens, case.hv, case.head_dim_v, dtype=x.v.dtype, device=x.device)
         inter = x.inter if case.intermediate else x.pool  # placeholder pointer when unused (never touched)
         meta = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
@@ -246,9 +273,20 @@ class TritonGDN(Backend):
                 return out
 
             return launch
+        grid = (case.batch * case.hv, case.head_dim_v // bv)
+        if chunk:
+            kern = _chunk_kernel()
+
+            dot_bf16 = not triton_interpreted()  # the interpreter's bf16 tl.dot is wrong: fp32 operands there
+
+            def launch_chunk():
+                kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, inter, out, x.scale,
+                           case.hk, case.hv, DOT_BF16=dot_bf16, **meta)
+                return out
+
+            return launch_chunk
         kern = _kernel()
         parents = x.parents if case.tree else x.slots
-        grid = (case.batch * case.hv, case.head_dim_v // bv)
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
