@@ -61,7 +61,7 @@ case $step in
     run 60 $NCU python3 scripts/profile_kernel.py --backend triton --batch 64 --tokens 4 > "$OUT/ncu-mtp.csv" 2>&1
     grep -E "DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput" "$OUT/ncu-mtp.csv" | cut -c1-200 ;;
   A)
-    run 240 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
+    run 300 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
     tail -28 "$OUT/tune.log"; cp "$TILES" "$KEEP/" 2>/dev/null
     run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/gpu-tests.log" 2>&1
     run 60 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_timer.py >> "$OUT/gpu-tests.log" 2>&1
