@@ -67,6 +67,7 @@ case $step in
     run 60 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_timer.py >> "$OUT/gpu-tests.log" 2>&1
     tail -4 "$OUT/gpu-tests.log" ;;
   B)
+    rm -rf "results/${DAY}_h100-sm90_roofline-decode" "results/${DAY}_h100-sm90_roofline-mtp"
     run 330 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
     run 200 $G sweep roofline-mtp --no-progress --out "results/${DAY}_h100-sm90_roofline-mtp" > "$OUT/roofline-mtp.log" 2>&1
     for f in roofline-decode roofline-mtp; do tail -2 "$OUT/$f.log"; grep -E "^(failed|error)" "$OUT/$f.log" | cut -c1-300 | head -4; done

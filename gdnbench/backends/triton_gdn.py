@@ -14,7 +14,10 @@ read with V as the fast axis). The whole tile lives in registers in fp32 for the
   q/k L2 norm with eps inside the sqrt, scale folded into q: both norms are in-program reductions
   over K, recomputed by every V tile of a head (K bytes from L2, far cheaper than an extra pass);
 * per token: ``H *= exp(g)``; ``u = beta * (v - H k)``; ``H += u k^T``; ``o = H q`` -- two reductions
-  over K per tile, no shared state between programs, no atomics;
+  over K per tile, no shared state between programs, no atomics. For decode (T = 1) both products
+  are taken from the state before the update (``o = e^g (H q) + u (k.q)``), so the two reductions
+  overlap instead of queueing: 1-4% faster at B <= 64 on the H100; for MTP it kept more registers
+  live across the unrolled tokens and was 4-9% slower, so MTP keeps the sequential form;
 * MTP keeps H in registers across the T tokens, stores the per-step state to the intermediate
   buffer when asked, and writes the pool once at the end (or not: verify without write-back). The
   parent-token tree reloads the state of step ``parent[t]`` from the intermediate buffer when the
@@ -32,6 +35,14 @@ a program computes and stores, and no CTA is launched per tile (at B = 512 that 
 CTAs). Padded rows there use broadcast-scalar masks, which keep the accesses 16-byte vectors; it has
 no parent-token tree. ``scripts/tune_triton.py`` times both over their tiles on the GPU and writes the
 winner per case class to ``triton_tiles.json``; the choice is in the ``kernel`` column.
+
+A third kernel, ``gdn_mtp_chunk_kernel``, is MTP in chunk form: the T steps rewritten around the
+initial state (forward substitution over the tokens' Gram matrix), so the K-long products are three
+bf16 tensor-core dots with hi/lo-split operands instead of 2T per-token reductions. It passes the
+gate but loses on the H100 (bf16 T = 4, B = 64: 95 µs at best vs 83 µs for the per-token kernel):
+it needs 128-180 registers and moves the state tile through shared memory several times for the
+dot-operand and accumulator layouts. The tuner keeps it as a candidate (measured, but
+the H100: it was picked for no case of the committed table).
 
 Measured on the H100 (results/2026-11-21_h100-sm90_*): the persistent kernel wins from B = 256 (bf16
 B = 512: 388 µs vs 428 for the best one-program-per-tile tile), the per-tile kernel below. At B = 64
