@@ -40,9 +40,9 @@ A third kernel, ``gdn_mtp_chunk_kernel``, is MTP in chunk form: the T steps rewr
 initial state (forward substitution over the tokens' Gram matrix), so the K-long products are three
 bf16 tensor-core dots with hi/lo-split operands instead of 2T per-token reductions. It passes the
 gate but loses on the H100 (bf16 T = 4, B = 64: 95 µs at best vs 83 µs for the per-token kernel):
-it needs 128-180 registers and moves the state tile through shared memory several times for the
-dot-operand and accumulator layouts. The tuner keeps it as a candidate (measured, but
-the H100: it was picked for no case of the committed table).
+its sm_90 compile needs 128-180 registers and 12-80 KB of shared memory for the conversions
+between the state's load layout and the dot-operand / accumulator layouts (not profiled further). The tuner keeps it as a candidate; on the H100 it was picked
+for no case of the committed table.
 
 Measured on the H100 (results/2026-11-21_h100-sm90_*): the persistent kernel wins from B = 256 (bf16
 B = 512: 388 µs vs 428 for the best one-program-per-tile tile), the per-tile kernel below. At B = 64
