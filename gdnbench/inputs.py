@@ -98,6 +98,14 @@ class Inputs:
     def valid_rows(self) -> list[int]:
         return [i for i, s in enumerate(self.slot_list) if s >= 0]
 
+    def contiguous_state(self) -> torch.Tensor:
+        """The rows' states as one ``[B, hv, ...]`` view of the pool, for APIs without slot indices.
+        Only a contiguous pool has one (its rows use consecutive slots); writes go to the pool."""
+        first = self.slot_list[0]
+        if list(self.slot_list) != list(range(first, first + len(self.slot_list))):
+            raise ValueError(f"pool '{self.case.pool}' has no contiguous [B, ...] view (slots {self.slot_list[:4]}...)")
+        return self.pool[first: first + len(self.slot_list)]
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if isinstance(getattr(self, f.name), torch.Tensor)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import tiny_case
 
@@ -71,3 +72,13 @@ def test_clone_is_deep():
     y = x.clone()
     y.pool.add_(1)
     assert not torch.equal(x.pool, y.pool)
+
+
+def test_contiguous_state_is_a_view_of_the_rows_slots():
+    x = make_inputs(tiny_case(batch=3, pool="contiguous"))
+    view = x.contiguous_state()
+    assert view.shape[0] == 3 and view.data_ptr() == x.pool[x.slot_list[0]].data_ptr()
+    view.add_(1.0)  # writes land in the pool
+    assert torch.equal(x.pool[x.slot_list[1]], view[1])
+    with pytest.raises(ValueError, match="no contiguous"):
+        make_inputs(tiny_case(batch=3, pool="scattered")).contiguous_state()

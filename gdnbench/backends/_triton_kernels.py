@@ -71,21 +71,25 @@ def state_offsets(i_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAS
 
 
 @triton.jit
+def grid_tile(slots, HK, HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
+    """This program's tile in a (B * HV, V / BV) grid: row n (int64), value head, key head, V and K
+    offsets, the state tile's offsets, and the row's slot (int64, -1 = padded)."""
+    pid_nh = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    n = (pid_nh // HV).to(tl.int64)
+    hv = pid_nh % HV
+    return (n, hv, hv // (HV // HK), pid_v * BV + tl.arange(0, BV), tl.arange(0, K),
+            state_offsets(pid_v, K, V, BV, K_LAST), tl.load(slots + n).to(tl.int64))
+
+
+@triton.jit
 def gdn_recurrent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, parents, pool, inter, out, scale, HK, HV,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
     TREE: tl.constexpr,
 ):
-    pid_nh = tl.program_id(0)
-    pid_v = tl.program_id(1)
-    n = (pid_nh // HV).to(tl.int64)
-    hv = pid_nh % HV
-    h = hv // (HV // HK)
-    offs_v = pid_v * BV + tl.arange(0, BV)
-    offs_k = tl.arange(0, K)
-    offs_s = state_offsets(pid_v, K, V, BV, K_LAST)
-    slot = tl.load(slots + n).to(tl.int64)
+    n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, K_LAST)
     neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
     dtb = tl.load(dt_bias + hv).to(tl.float32)
     # The first token's inputs do not depend on the slot: load them alongside it (small-batch latency).
@@ -243,15 +247,7 @@ def gdn_mtp_chunk_kernel(
     pairs (a bf16 state is exact in one; products hi*hi + hi*lo + lo*hi, ~2^-16 relative): about
     half the registers of tf32x3 for the same accuracy class.
     """
-    pid_nh = tl.program_id(0)
-    pid_v = tl.program_id(1)
-    n = (pid_nh // HV).to(tl.int64)
-    hv = pid_nh % HV
-    h = hv // (HV // HK)
-    offs_v = pid_v * BV + tl.arange(0, BV)
-    offs_k = tl.arange(0, K)
-    offs_s = state_offsets(pid_v, K, V, BV, K_LAST)
-    slot = tl.load(slots + n).to(tl.int64)
+    n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, K_LAST)
     # the 16-row token operand: row r < 8 is k of token r, row r >= 8 is q of token r - 8
     r = tl.arange(0, 16)
     t_r = r % 8

@@ -90,9 +90,8 @@ class Fla(Backend):
         kw = dict(scale=x.scale, output_final_state=True, use_qk_l2norm_in_kernel=True, use_beta_sigmoid_in_kernel=True,
                   state_v_first=k_last)
         contiguous_state = None
-        if not self.pooled:  # contiguous pool: rows use consecutive slots, a [B, ...] view of the pool
-            first = x.slot_list[0]
-            contiguous_state = x.pool[first: first + case.batch]
+        if not self.pooled:
+            contiguous_state = x.contiguous_state()
 
         if case.phase == "prefill":
             from fla.ops.utils.index import prepare_chunk_indices

@@ -152,8 +152,7 @@ class FlashInfer(Backend):
         out = torch.zeros(B, T, hv, V, dtype=torch.bfloat16, device=x.device)
         common = dict(A_log=x.A_log, a=x.a, dt_bias=x.dt_bias, b=x.b, scale=x.scale, output=out, use_qk_l2norm=True)
         if case.layout == "v_last":
-            state = x.pool[x.slot_list[0]: x.slot_list[0] + B]  # contiguous pool: a [B, hv, K, V] view
-            assert state.is_contiguous() and list(x.slot_list) == list(range(x.slot_list[0], x.slot_list[0] + B))
+            state = x.contiguous_state()  # [B, hv, K, V]
 
             def launch_v_last():
                 fgd.gated_delta_rule_decode(x.q, x.k, x.v, state, backend="flashinfer", **common)
@@ -232,9 +231,7 @@ def _build_prefill_kernel(case: Case, x: Inputs):
     qn, kn = (l2norm(t.float()).to(t.dtype).contiguous() for t in (q, k))  # normalize_qk's bf16 rounding
     g, beta = gates(a, b, x.A_log, x.dt_bias, torch.float32)
     alpha = torch.exp(g).contiguous()
-    first = x.slot_list[0]
-    state = x.pool[first: first + case.batch]  # contiguous pool: consecutive slots, a [N, hv, V, K] view
-    assert state.is_contiguous() and list(x.slot_list) == list(range(first, first + case.batch))
+    state = x.contiguous_state()  # [N, hv, V, K]
     out_state = state if case.write_back else torch.empty_like(state)  # in place, as FlashInfer allows
     out = torch.empty(L, hv, V, dtype=torch.bfloat16, device=x.device)
     max_len = max(case.lens)
