@@ -14,11 +14,16 @@
 #   H: the chunk-form MTP kernel: its gate at tiny shapes (real bf16 dots), MTP tile tuning (chunk
 #      candidates included; decode entries kept), GPU tests of the triton backend, the MTP roofline,
 #      and Nsight Compute on the chosen MTP kernel at B = 64
+#   I: decode tile tuning with K-chunked register tiles among the candidates (MTP entries kept), and
+#      the triton backend's tests on the GPU at tiny shapes (real compiles of the chunked tiles)
+#   J: MTP tile tuning likewise (decode entries kept), the GPU gate tests of triton and of the backends
+#      that read a contiguous pool view (flashinfer_kernel, FlashInfer V-last, fla_kernel), then
+#      Nsight Compute on the chosen decode and MTP kernels at B = 64 (run B after J for the rooflines)
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -60,6 +65,27 @@ case $step in
       --section LaunchStats --section WarpStateStats"
     run 60 $NCU python3 scripts/profile_kernel.py --backend triton --batch 64 --tokens 4 > "$OUT/ncu-mtp.csv" 2>&1
     grep -E "DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput" "$OUT/ncu-mtp.csv" | cut -c1-200 ;;
+  I)
+    run 540 python3 scripts/tune_triton.py --only decode --out "$OUT" > "$OUT/tune-decode.log" 2>&1
+    tail -20 "$OUT/tune-decode.log"; cp "$TILES" "$KEEP/" 2>/dev/null; cp "$OUT/tune_triton.csv" "$KEEP/tune-decode.csv"
+    tar czf "$OUT/I.tgz" $TILES ;;
+  J)
+    run 400 python3 scripts/tune_triton.py --only mtp --out "$OUT" > "$OUT/tune-mtp.log" 2>&1
+    tail -12 "$OUT/tune-mtp.log"; cp "$TILES" "$KEEP/" 2>/dev/null
+    tar czf "$OUT/J.tgz" $TILES
+    run 60 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "chunked or k_chunk" > "$OUT/tests.log" 2>&1
+    run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton >> "$OUT/tests.log" 2>&1
+    # the paths that read a contiguous pool through Inputs.contiguous_state()
+    run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py \
+      -k "flashinfer_kernel or (flashinfer and vlast) or fla_kernel" >> "$OUT/tests.log" 2>&1
+    grep -E "passed|failed" "$OUT/tests.log"
+    NCU="ncu --profile-from-start off --csv --page details --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section InstructionStats"
+    for spec in "--batch 64" "--batch 64 --tokens 4" "--batch 64 --state-dtype float32"; do
+      echo "### $spec" >> "$OUT/ncu.csv"
+      run 60 $NCU python3 scripts/profile_kernel.py --backend triton $spec >> "$OUT/ncu.csv" 2>> "$OUT/ncu.err"; done
+    grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput|Issue Slots Busy" \
+      "$OUT/ncu.csv" | cut -c1-200 ;;
   A)
     run 300 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
     tail -28 "$OUT/tune.log"; cp "$TILES" "$KEEP/" 2>/dev/null

@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--state-dtype", default="bfloat16")
     ap.add_argument("--tokens", type=int, default=1)
     ap.add_argument("--pool", default="scattered")
-    ap.add_argument("--tile", default=None, help="triton only: BV,warps,programs_per_sm[,chunk]")
+    ap.add_argument("--tile", default=None, help="triton only: BV,warps,programs_per_sm[,chunk[,KC]]")
     a = ap.parse_args()
     case = Case(phase="mtp" if a.tokens > 1 else "decode", batch=a.batch, hk=a.hk, hv=a.hv, head_dim_k=128,
                 head_dim_v=128, layout="k_last", state_dtype=a.state_dtype, dtype="bfloat16", tokens=a.tokens,

@@ -1,5 +1,5 @@
 """Measure gdnbench's Triton GDN kernels over tile choices (BV rows x warps, the grid size of the
-persistent kernel, and for MTP the chunk-form kernel) on this GPU, and write the fastest per (layout,
+persistent kernel, the K chunk KC of the register tile, and for MTP the chunk-form kernel) on this GPU, and write the fastest per (layout,
 state dtype, head dims, decode/MTP, batch * hv) to gdnbench/backends/triton_tiles.json, which the
 ``triton`` backend reads. Every candidate first passes the correctness gate.
 Usage (GPU host): PYTHONPATH=$PWD python3 scripts/tune_triton.py [--out DIR] [--only decode|mtp]
@@ -34,11 +34,14 @@ def case(batch, hk=16, hv=32, layout="k_last", sd="bfloat16", tokens=1) -> Case:
                 write_back=True, intermediate=False, tree=False, seed=7)
 
 
-def candidates(case: Case) -> list[tuple[int, int, int, int]]:
-    """(BV, warps, programs per SM, chunk): one-program-per-tile tiles with 16..64 state elements per
-    thread (K = 128), the persistent kernel at the tiles and grid sizes that keep ~32 KB of state loads
-    in flight per SM without running out of registers (no tree: it has none), and for MTP the
-    chunk-form kernel (tensor-core dots need BV >= 16)."""
+KCS = (0, 64, 32)  # K chunk of the per-token kernels' register tile: whole K, or 2 / 4 chunks at K = 128
+
+
+def candidates(case: Case) -> list[tuple[int, int, int, int, int]]:
+    """(BV, warps, programs per SM, chunk, KC): one-program-per-tile tiles with 16..64 state elements
+    per thread (K = 128), the persistent kernel at the tiles and grid sizes that keep ~32 KB of state
+    loads in flight per SM without running out of registers (no tree: it has none), each at every K
+    chunk in KCS, and for MTP the chunk-form kernel (tensor-core dots need BV >= 16)."""
     out = []
     for bv in (4, 8, 16, 32, 64):
         if case.layout == "v_last" and bv < 16:
@@ -46,16 +49,16 @@ def candidates(case: Case) -> list[tuple[int, int, int, int]]:
         for w in (1, 2, 4, 8):
             per_thread = bv * case.head_dim_k // (32 * w)
             if 16 <= per_thread <= 64 and (bv, w) not in ((64, 8), (32, 8)):
-                out.append((bv, w, 0, 0))
+                out += [(bv, w, 0, 0, kc) for kc in KCS]
     if case.tokens > 1 and chunk_reason(case, 16) is None:
-        out += [(bv, w, 0, 1) for bv, w in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8))]
+        out += [(bv, w, 0, 1, 0) for bv, w in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8))]
     if not case.tree:
         for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4)):
             if case.layout == "v_last" and bv < 16:
                 continue
             for progs in (4, 8, 16):
                 if progs * w <= 32:
-                    out.append((bv, w, progs, 0))
+                    out += [(bv, w, progs, 0, kc) for kc in KCS]
     return out
 
 
@@ -81,8 +84,8 @@ def main() -> int:
     rows, best = [], {}
     if args.only:  # keep the other class's measured entries
         keep = [e for e in tuned_tiles() if e["mtp"] != (args.only == "mtp")]
-        best = {key_of(e): (e["median_us"], (e["bv"], e["warps"], e.get("progs_per_sm", 0), e.get("chunk", 0)))
-                for e in keep}
+        best = {key_of(e): (e["median_us"], (e["bv"], e["warps"], e.get("progs_per_sm", 0), e.get("chunk", 0),
+                                             e.get("kc", 0))) for e in keep}
     t0 = time.time()
     for c in plan(args.only):
         x = make_inputs(c, "cuda")
@@ -102,7 +105,7 @@ def main() -> int:
             key = (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
             if key not in best or us < best[key][0]:
                 best[key] = (us, t)
-            print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]}  {us:9.2f} us  "
+            print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d}  {us:9.2f} us  "
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         del x, e
         torch.cuda.empty_cache()
@@ -113,7 +116,7 @@ def main() -> int:
 
 def write(best: dict, rows: list, out: Path) -> None:
     entries = [{"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4],
-                "pairs_min": k[5], "bv": t[0], "warps": t[1], "progs_per_sm": t[2], "chunk": t[3],
+                "pairs_min": k[5], "bv": t[0], "warps": t[1], "progs_per_sm": t[2], "chunk": t[3], "kc": t[4],
                 "median_us": round(us, 3)}
                for k, (us, t) in sorted(best.items())]
     table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(),
@@ -123,7 +126,7 @@ def write(best: dict, rows: list, out: Path) -> None:
     (out / "triton_tiles.json").write_text(TILES_FILE.read_text())
     with (out / "tune_triton.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case_id", "bv", "warps", "progs_per_sm", "chunk", "median_us", "note"])
+        w.writerow(["case_id", "bv", "warps", "progs_per_sm", "chunk", "kc", "median_us", "note"])
         w.writerows(rows)
 
 

@@ -95,6 +95,39 @@ def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout)
     assert r.ok, r.message
 
 
+@run_here
+@pytest.mark.parametrize("layout", ["k_last", "v_last"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("phase,tokens,progs", [("decode", 1, 0), ("decode", 1, 2), ("mtp", 3, 0), ("mtp", 3, 2)])
+def test_k_chunked_tiles(layout, state_dtype, phase, tokens, progs):
+    """The [BV, K / KC, KC] register tile (reductions over K as in-thread chunk sums plus a short
+    shuffle tree) on both per-token kernels: K = 32 in chunks of 8, GQA, padded pool, MTP with both
+    the intermediate states and write-back."""
+    case = tiny_case(phase=phase, tokens=tokens, batch=3, pool="padded", layout=layout, state_dtype=state_dtype,
+                     hk=1, hv=2, head_dim_k=32, head_dim_v=16, intermediate=tokens > 1)
+    b = TritonGDN(tile_override=(8, 1, progs, 0, 8))
+    assert "KC=8" in b.kernel(case)
+    r = gate(case, b)
+    assert r.ok, r.message
+
+
+@run_here
+def test_k_chunked_tree():
+    case = tiny_case(phase="mtp", tokens=4, batch=3, hk=2, hv=4, head_dim_k=32, head_dim_v=16, intermediate=True,
+                     tree=True, write_back=False)
+    r = gate(case, TritonGDN(tile_override=(16, 1, 0, 0, 16)))
+    assert r.ok, r.message
+
+
+def test_k_chunk_must_divide_k():
+    case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=32, head_dim_v=16)
+    assert TritonGDN(tile_override=(8, 1, 0, 0, 64)).tile(case).k_chunk(case) == 32  # capped at K
+    assert "KC" not in TritonGDN(tile_override=(8, 1, 0, 0, 64)).kernel(case)
+    x = make_inputs(case, "cpu")
+    with pytest.raises(ValueError, match="KC=12"):
+        TritonGDN(tile_override=(8, 1, 0, 0, 12)).build(case, x)
+
+
 def test_chunk_kernel_limits():
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
     assert tg.chunk_reason(tiny_case(**mtp), 16) is None
@@ -115,8 +148,8 @@ def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
                 "pairs_min": 64, "bv": 32, "warps": 4, "chunk": 1}]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0)
+    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0)
 
 
 def test_supports_and_kernel_column():
@@ -146,14 +179,14 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
                {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": False,
                 "pairs_min": 1024, "bv": 64, "warps": 4, "progs_per_sm": 8},
                {"layout": "k_last", "state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
-                "pairs_min": 1, "bv": 32, "warps": 4, "progs_per_sm": 4}]
+                "pairs_min": 1, "bv": 32, "warps": 4, "progs_per_sm": 4, "kc": 32}]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0)  # an entry without a grid size: one program per tile
-    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0)
+    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0)  # an entry without a grid size: one program per tile
+    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0)
     mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0)  # no tree: grid kernel
+    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32)  # the entry's K chunk carries through
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32)  # no tree: grid kernel
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 

@@ -1,17 +1,33 @@
-"""Triton kernels of the ``triton`` backend (design notes in ``triton_gdn.py``). Imported lazily."""
+"""Triton kernels of the ``triton`` backend (design notes in ``triton_gdn.py``). Imported lazily.
+
+The per-token kernels hold a state tile as a 3-D ``[BV, NC, KC]`` register tensor: the tile's BV rows
+(value index) by K = NC * KC columns, cut into NC chunks of KC columns. Triton's coalescing orders
+the axes by contiguity, ties in axis order: threads go over the contiguous KC axis, then over BV (axis
+0), and over NC only when BV and KC leave threads over. A reduction over K is then NC in-thread
+partial sums plus a shuffle tree over only the KC / 8 (bf16) or KC / 4 (fp32) threads of one chunk.
+KC = K is the plain ``[BV, K]`` tile; a smaller KC trades shuffles (the shuffle unit issues at 1/4 of
+the FP32 rate) for registers holding more of each q/k vector per thread. Vectors over K are
+``[NC, KC]``.
+"""
 
 import triton
 import triton.language as tl
 
 
 @triton.jit
+def norm_scale(x):
+    """1 / ||x|| (eps 1e-6 inside the sqrt) of a [NC, KC] fp32 vector."""
+    return 1.0 / tl.sqrt(tl.sum(tl.sum(x * x, axis=1), axis=0) + 1e-6)
+
+
+@triton.jit
 def gates(qv, kv, av, bv, neg_A, dtb, scale):
-    """fp32 q (L2-normalised, scaled), k (L2-normalised), decay g and beta from raw inputs;
-    ``neg_A = -exp(A_log)`` and ``dtb`` fp32."""
+    """fp32 q (L2-normalised, scaled), k (L2-normalised), decay g and beta from raw inputs (q, k
+    [NC, KC]); ``neg_A = -exp(A_log)`` and ``dtb`` fp32."""
     qv = qv.to(tl.float32)
     kv = kv.to(tl.float32)
-    qv = qv * (1.0 / tl.sqrt(tl.sum(qv * qv, axis=0) + 1e-6)) * scale
-    kv = kv * (1.0 / tl.sqrt(tl.sum(kv * kv, axis=0) + 1e-6))
+    qv = qv * (norm_scale(qv) * scale)
+    kv = kv * norm_scale(kv)
     x = av.to(tl.float32) + dtb
     g = neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
     beta = 1.0 / (1.0 + tl.exp(-bv.to(tl.float32)))
@@ -19,9 +35,15 @@ def gates(qv, kv, av, bv, neg_A, dtb, scale):
 
 
 @triton.jit
+def k_offsets(K: tl.constexpr, KC: tl.constexpr):
+    """Offsets of a K-vector as [NC, KC] (NC = K / KC)."""
+    return tl.arange(0, K // KC)[:, None] * KC + tl.arange(0, KC)[None, :]
+
+
+@triton.jit
 def token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, offs_v, K: tl.constexpr,
                  V: tl.constexpr):
-    """One token's q, k (L2-normalised, q scaled), v and gates (g, beta), all fp32."""
+    """One token's q, k ([NC, KC], L2-normalised, q scaled), v [BV] and gates (g, beta), all fp32."""
     qv, kv, g, beta = gates(tl.load(q + (tok * HK + h) * K + offs_k), tl.load(k + (tok * HK + h) * K + offs_k),
                             tl.load(a + tok * HV + hv), tl.load(b + tok * HV + hv), neg_A, dtb, scale)
     vv = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
@@ -29,8 +51,15 @@ def token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, o
 
 
 @triton.jit
+def rowdot(H, x):
+    """H x for a [BV, NC, KC] tile and a [NC, KC] vector: [BV]. The NC partial sums are in-thread
+    adds first, so only one [BV, KC] reduction crosses threads."""
+    return tl.sum(tl.sum(H * x[None, :, :], axis=1), axis=1)
+
+
+@triton.jit
 def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr):
-    """One token on a [BV, K] tile (fp32): returns (new H, output [BV]).
+    """One token on a [BV, NC, KC] tile (fp32): returns (new H, output [BV]).
 
     OVERLAP: both products read the state before the update, ``o = e^g (H q) + u (k.q)`` with
     ``u = beta (v - e^g (H k))``, so the two reductions over K are independent and overlap (one
@@ -39,16 +68,16 @@ def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr):
     unrolled tokens), so the kernels use it for T = 1 only (results/*_triton-tune)."""
     if OVERLAP:
         eg = tl.exp(g)
-        hk = tl.sum(H * kv[None, :], axis=1)
-        hq = tl.sum(H * qv[None, :], axis=1)
+        hk = rowdot(H, kv)
+        hq = rowdot(H, qv)
         u = beta * (vv - eg * hk)
-        o = eg * hq + u * tl.sum(kv * qv, axis=0)
-        return H * eg + u[:, None] * kv[None, :], o
+        o = eg * hq + u * tl.sum(tl.sum(kv * qv, axis=1), axis=0)
+        return H * eg + u[:, None, None] * kv[None, :, :], o
     else:
         H = H * tl.exp(g)
-        u = beta * (vv - tl.sum(H * kv[None, :], axis=1))
-        H = H + u[:, None] * kv[None, :]
-        return H, tl.sum(H * qv[None, :], axis=1)
+        u = beta * (vv - rowdot(H, kv))
+        H = H + u[:, None, None] * kv[None, :, :]
+        return H, rowdot(H, qv)
 
 
 @triton.jit
@@ -61,35 +90,39 @@ def tile_coords(tile, HV, HK, NV: tl.constexpr):
 
 
 @triton.jit
-def state_offsets(i_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
-    offs_v = i_v * BV + tl.arange(0, BV)
-    offs_k = tl.arange(0, K)
+def state_offsets(i_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, KC: tl.constexpr,
+                  K_LAST: tl.constexpr):
+    """Offsets of the tile's state as [BV, NC, KC] (element [r, c, j] is H[v0 + r, c * KC + j])."""
+    offs_v = (i_v * BV + tl.arange(0, BV))[:, None, None]
+    offs_k = k_offsets(K, KC)[None, :, :]
     if K_LAST:  # H[v, k] at v * K + k: a contiguous BV x K block
-        return offs_v[:, None] * K + offs_k[None, :]
-    else:       # S[k, v] at k * V + v, read as the same [BV, K] tile of H = S^T
-        return offs_k[None, :] * V + offs_v[:, None]
+        return offs_v * K + offs_k
+    else:       # S[k, v] at k * V + v, read as the same tile of H = S^T
+        return offs_k * V + offs_v
 
 
 @triton.jit
-def grid_tile(slots, HK, HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
-    """This program's tile in a (B * HV, V / BV) grid: row n (int64), value head, key head, V and K
-    offsets, the state tile's offsets, and the row's slot (int64, -1 = padded)."""
+def grid_tile(slots, HK, HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, KC: tl.constexpr,
+              K_LAST: tl.constexpr):
+    """This program's tile in a (B * HV, V / BV) grid: row n (int64), value head, key head, V offsets
+    [BV], K offsets [NC, KC], the state tile's offsets [BV, NC, KC], and the row's slot (int64, -1 =
+    padded)."""
     pid_nh = tl.program_id(0)
     pid_v = tl.program_id(1)
     n = (pid_nh // HV).to(tl.int64)
     hv = pid_nh % HV
-    return (n, hv, hv // (HV // HK), pid_v * BV + tl.arange(0, BV), tl.arange(0, K),
-            state_offsets(pid_v, K, V, BV, K_LAST), tl.load(slots + n).to(tl.int64))
+    return (n, hv, hv // (HV // HK), pid_v * BV + tl.arange(0, BV), k_offsets(K, KC),
+            state_offsets(pid_v, K, V, BV, KC, K_LAST), tl.load(slots + n).to(tl.int64))
 
 
 @triton.jit
 def gdn_recurrent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, parents, pool, inter, out, scale, HK, HV,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
-    TREE: tl.constexpr,
+    BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, TREE: tl.constexpr,
 ):
-    n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, K_LAST)
+    n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
     neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
     dtb = tl.load(dt_bias + hv).to(tl.float32)
     # The first token's inputs do not depend on the slot: load them alongside it (small-batch latency).
@@ -124,18 +157,19 @@ def gdn_recurrent_kernel(
 
 @triton.jit
 def load_tile(q, k, v, a, b, A_log, dt_bias, pool, tile, slot, n_tiles, HK, HV, K: tl.constexpr, V: tl.constexpr,
-              BV: tl.constexpr, T: tl.constexpr, K_LAST: tl.constexpr):
+              BV: tl.constexpr, KC: tl.constexpr, T: tl.constexpr, K_LAST: tl.constexpr):
     """One tile's state (as stored: zero for a padded row or past the last tile) and its first
     token's raw inputs (past the last tile: tile 0's, never used). The state mask is a broadcast
     scalar, so its loads stay 16-byte vectors."""
     NV: tl.constexpr = V // BV
+    NC: tl.constexpr = K // KC
     live = tile < n_tiles
     i_v, n, hv, h = tile_coords(tl.where(live, tile, 0), HV, HK, NV)
     has_state = live & (slot >= 0)
     base = (tl.where(has_state, slot, 0) * HV + hv) * (K * V)
-    H = tl.load(pool + base + state_offsets(i_v, K, V, BV, K_LAST),
-                mask=tl.full([BV, K], 1, tl.int1) & has_state, other=0.0)
-    offs_k = tl.arange(0, K)
+    H = tl.load(pool + base + state_offsets(i_v, K, V, BV, KC, K_LAST),
+                mask=tl.full([BV, NC, KC], 1, tl.int1) & has_state, other=0.0)
+    offs_k = k_offsets(K, KC)
     offs_v = i_v * BV + tl.arange(0, BV)
     tok = n * T
     qv = tl.load(q + (tok * HK + h) * K + offs_k)
@@ -160,31 +194,33 @@ def slot_of(slots, tile, n_tiles, HV, HK, NV: tl.constexpr):
 def gdn_persistent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK, HV, n_tiles,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
+    BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
+    INTERMEDIATE: tl.constexpr,
 ):
     """Persistent variant: a fixed grid of programs walks the tiles (tile, tile + grid, ...) and loads
     the next tile's state and first-token inputs before working on the current one (software
     double-buffering in registers), with the slot index read one more tile ahead, so a program always
     has a state load in flight while it computes and stores (no parent-token tree)."""
     NV: tl.constexpr = V // BV
+    NC: tl.constexpr = K // KC
     pid = tl.program_id(0)
     step = tl.num_programs(0)
     slot = slot_of(slots, pid, n_tiles, HV, HK, NV)
     slot_next = slot_of(slots, pid + step, n_tiles, HV, HK, NV)
     Hs, qv, kv, vv, av, bv, alog, dtb = load_tile(q, k, v, a, b, A_log, dt_bias, pool, pid, slot, n_tiles, HK, HV,
-                                                  K, V, BV, T, K_LAST)
-    offs_k = tl.arange(0, K)
+                                                  K, V, BV, KC, T, K_LAST)
+    offs_k = k_offsets(K, KC)
     for tile in range(pid, n_tiles, step):
         # prefetch: the next tile (its slot is already here) and the slot of the one after it
         nxt = tile + step
         Hs_n, qv_n, kv_n, vv_n, av_n, bv_n, alog_n, dtb_n = load_tile(
-            q, k, v, a, b, A_log, dt_bias, pool, nxt, slot_next, n_tiles, HK, HV, K, V, BV, T, K_LAST)
+            q, k, v, a, b, A_log, dt_bias, pool, nxt, slot_next, n_tiles, HK, HV, K, V, BV, KC, T, K_LAST)
         slot_after = slot_of(slots, nxt + step, n_tiles, HV, HK, NV)
         # the current tile
         i_v, n, hv, h = tile_coords(tile, HV, HK, NV)
         valid = slot >= 0
         offs_v = i_v * BV + tl.arange(0, BV)
-        offs_s = state_offsets(i_v, K, V, BV, K_LAST)
+        offs_s = state_offsets(i_v, K, V, BV, KC, K_LAST)
         H = Hs.to(tl.float32)
         neg_A = -tl.exp(alog.to(tl.float32))
         dtb_f = dtb.to(tl.float32)
@@ -200,10 +236,10 @@ def gdn_persistent_kernel(
             tl.store(out + (tok * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
             if INTERMEDIATE:
                 tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty),
-                         mask=tl.full([BV, K], 1, tl.int1) & valid)
+                         mask=tl.full([BV, NC, KC], 1, tl.int1) & valid)
         if WRITE_BACK:
             tl.store(pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V) + offs_s, H.to(pool.dtype.element_ty),
-                     mask=tl.full([BV, K], 1, tl.int1) & valid)
+                     mask=tl.full([BV, NC, KC], 1, tl.int1) & valid)
         Hs, qv, kv, vv, av, bv, alog, dtb = Hs_n, qv_n, kv_n, vv_n, av_n, bv_n, alog_n, dtb_n
         slot, slot_next = slot_next, slot_after
 
@@ -247,7 +283,12 @@ def gdn_mtp_chunk_kernel(
     pairs (a bf16 state is exact in one; products hi*hi + hi*lo + lo*hi, ~2^-16 relative): about
     half the registers of tf32x3 for the same accuracy class.
     """
-    n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, K_LAST)
+    n, hv, h, offs_v, _, _, slot = grid_tile(slots, HK, HV, K, V, BV, K, K_LAST)
+    offs_k = tl.arange(0, K)
+    if K_LAST:  # the plain [BV, K] tile (dot operands are 2-D)
+        offs_s = offs_v[:, None] * K + offs_k[None, :]
+    else:
+        offs_s = offs_k[None, :] * V + offs_v[:, None]
     # the 16-row token operand: row r < 8 is k of token r, row r >= 8 is q of token r - 8
     r = tl.arange(0, 16)
     t_r = r % 8

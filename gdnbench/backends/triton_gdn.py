@@ -92,11 +92,17 @@ def _chunk_kernel():
 
 class Tile(NamedTuple):
     """BV state rows per tile, warps per program, programs per SM for the persistent kernel (0: one
-    program per tile), and ``chunk`` = 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8)."""
+    program per tile), ``chunk`` = 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8), and KC,
+    the K columns per register chunk of the per-token kernels' ``[K / KC, BV, KC]`` tile (0: KC = K)."""
     bv: int
     warps: int
     progs_per_sm: int = 0
     chunk: int = 0
+    kc: int = 0
+
+    def k_chunk(self, case: Case) -> int:
+        """KC for this case (K when unset or larger than K)."""
+        return min(self.kc or case.head_dim_k, case.head_dim_k)
 
 
 def chunk_reason(case: Case, bv: int) -> str | None:
@@ -137,7 +143,8 @@ def tile(case: Case) -> Tile:
             and e["pairs_min"] <= pairs and not (e.get("chunk") and chunk_reason(case, int(e["bv"])))]
     if fits:
         best = max(fits, key=lambda e: e["pairs_min"])
-        t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)), int(best.get("chunk", 0)))
+        t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)), int(best.get("chunk", 0)),
+                 int(best.get("kc", 0)))
         return t._replace(progs_per_sm=0) if case.tree else t  # the persistent kernel has no tree
     return heuristic_tile(case)
 
@@ -167,20 +174,21 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    bv, warps, progs, chunk = Tile(*(tile_ or tile(case)))
+    t = Tile(*(tile_ or tile(case)))
+    bv, warps, progs, chunk = t.bv, t.warps, t.progs_per_sm, t.chunk
     dt, st = _TT[case.dtype], _TT[case.state_dtype]
     sig = {"q": f"*{dt}", "k": f"*{dt}", "v": f"*{dt}", "a": f"*{dt}", "b": f"*{dt}", "A_log": "*fp32",
            "dt_bias": "*fp32", "slots": "*i32", "parents": "*i32", "pool": f"*{st}", "inter": f"*{st}",
            "out": f"*{dt}", "scale": "fp32", "HK": "i32", "HV": "i32"}
-    consts = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv, K_LAST=case.layout == "k_last",
-                  WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree)
+    consts = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv, KC=t.k_chunk(case),
+                  K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree)
     fn = _kernel()
     if progs:
         del sig["parents"], consts["TREE"]
         sig["n_tiles"] = "i32"
         fn = _persistent_kernel()
     elif chunk:
-        del sig["parents"], consts["TREE"]
+        del sig["parents"], consts["TREE"], consts["KC"]
         consts["DOT_BF16"] = True
         fn = _chunk_kernel()
     sig.update({name: "constexpr" for name in consts})
@@ -249,19 +257,26 @@ class TritonGDN(Backend):
         return None
 
     def kernel(self, case: Case) -> str:
-        bv, warps, progs, chunk = self.tile(case)
+        t = self.tile(case)
         mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
-        name, grid = ("gdn_persistent_kernel", f", {progs} programs/SM") if progs else ("gdn_recurrent_kernel", "")
-        if chunk:
-            name = "gdn_mtp_chunk_kernel"
-        return f"{name} [{mode}, {case.layout.replace('_', '-')}, BV={bv}, warps={warps}{grid}]"
+        name, grid = (("gdn_persistent_kernel", f", {t.progs_per_sm} programs/SM") if t.progs_per_sm
+                      else ("gdn_recurrent_kernel", ""))
+        kc = t.k_chunk(case)
+        chunks = f", KC={kc}" if kc < case.head_dim_k else ""
+        if t.chunk:
+            name, chunks = "gdn_mtp_chunk_kernel", ""
+        return f"{name} [{mode}, {case.layout.replace('_', '-')}, BV={t.bv}, warps={t.warps}{grid}{chunks}]"
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
 
     def build(self, case: Case, inputs: Inputs):
         x = inputs
-        bv, warps, progs, chunk = self.tile(case)
+        t = self.tile(case)
+        bv, warps, progs, chunk = t.bv, t.warps, t.progs_per_sm, t.chunk
+        kc = t.k_chunk(case)
+        if case.head_dim_k % kc or kc & (kc - 1):
+            raise ValueError(f"K chunk KC={kc} must be a power of two dividing K={case.head_dim_k}")
         if case.head_dim_v % bv:
             raise ValueError(f"tile BV={bv} does not divide V={case.head_dim_v}")
         if progs and case.tree:
@@ -274,6 +289,8 @@ class TritonGDN(Backend):
                     K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate,
                     num_warps=warps)
         n_tiles = case.batch * case.hv * (case.head_dim_v // bv)
+        if not chunk:
+            meta["KC"] = kc
         if progs:
             kern = _persistent_kernel()
             grid = (min(n_tiles, progs * sm_count(x.device)),)
