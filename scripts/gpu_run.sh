@@ -19,17 +19,21 @@
 #   J: MTP tile tuning likewise (decode entries kept), the GPU gate tests of triton and of the backends
 #      that read a contiguous pool view (flashinfer_kernel, FlashInfer V-last, fla_kernel), then
 #      Nsight Compute on the chosen decode and MTP kernels at B = 64 (run B after J for the rooflines)
+#   K: cute tile tuning (BV x NVEC vectors per lane; -> cute_tiles.json, kept for B), the cute backend's
+#      GPU gate tests, Nsight Compute on its B = 64 bf16 and fp32 launches
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
 KEEP=/tmp/gdnbench-keep; mkdir -p "$KEEP"
 TILES=gdnbench/backends/triton_tiles.json
-[ -f "$TILES" ] || { [ -f "$KEEP/triton_tiles.json" ] && cp "$KEEP/triton_tiles.json" "$TILES"; }
+CTILES=gdnbench/backends/cute_tiles.json
+# tables tuned by an earlier call on this host replace the checkout's
+for f in $TILES $CTILES; do [ -f "$KEEP/$(basename $f)" ] && cp "$KEEP/$(basename $f)" "$f"; done
 G="python3 -m gdnbench"
 DAY=$(date +%F)
 run() { local t=$1; shift; echo "=== $* ($(date +%T))"; timeout "$t" "$@"; echo "=== exit $? ($(date +%T))"; }
@@ -86,6 +90,19 @@ case $step in
       run 60 $NCU python3 scripts/profile_kernel.py --backend triton $spec >> "$OUT/ncu.csv" 2>> "$OUT/ncu.err"; done
     grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput|Issue Slots Busy" \
       "$OUT/ncu.csv" | cut -c1-200 ;;
+  K)
+    run 300 python3 scripts/tune_cute.py --out "$OUT" > "$OUT/tune-cute.log" 2>&1
+    tail -18 "$OUT/tune-cute.log"; cp "$CTILES" "$KEEP/" 2>/dev/null
+    tar czf "$OUT/K.tgz" $CTILES
+    run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k cute > "$OUT/tests.log" 2>&1
+    tail -2 "$OUT/tests.log"
+    NCU="ncu --profile-from-start off --csv --page details --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section InstructionStats"
+    for spec in "--batch 64" "--batch 64 --state-dtype float32"; do
+      echo "### $spec" >> "$OUT/ncu-cute.csv"
+      run 60 $NCU python3 scripts/profile_kernel.py --backend cute $spec >> "$OUT/ncu-cute.csv" 2>> "$OUT/ncu.err"; done
+    grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput|Issue Slots Busy" \
+      "$OUT/ncu-cute.csv" | cut -c1-200 ;;
   A)
     run 300 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
     tail -28 "$OUT/tune.log"; cp "$TILES" "$KEEP/" 2>/dev/null
@@ -97,7 +114,7 @@ case $step in
     run 330 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
     run 200 $G sweep roofline-mtp --no-progress --out "results/${DAY}_h100-sm90_roofline-mtp" > "$OUT/roofline-mtp.log" 2>&1
     for f in roofline-decode roofline-mtp; do tail -2 "$OUT/$f.log"; grep -E "^(failed|error)" "$OUT/$f.log" | cut -c1-300 | head -4; done
-    tar czf "$OUT/B.tgz" results/*_roofline-decode results/*_roofline-mtp $TILES ;;
+    tar czf "$OUT/B.tgz" results/*_roofline-decode results/*_roofline-mtp $TILES $CTILES ;;
   C)
     rm -rf "results/${DAY}_h100-sm90_trace-decode"
     run 200 make trace ARGS="--out results/${DAY}_h100-sm90_trace-decode" > "$OUT/trace.log" 2>&1

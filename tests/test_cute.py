@@ -11,7 +11,8 @@ import pytest
 from conftest import tiny_case
 
 from gdnbench.backends.base import Padding, Target
-from gdnbench.backends.cute import BACKEND, MAX_ROWS_PER_GROUP, tile, vec
+import gdnbench.backends.cute as cu
+from gdnbench.backends.cute import BACKEND, MAX_ROWS_PER_GROUP, CuteGDN, CuteTile, tile, tile_reason, vec
 
 SM90 = Target("cuda", 90, "sm90")
 HAS_CUTE = importlib.util.find_spec("cutlass") is not None
@@ -48,19 +49,53 @@ def test_needs_sm90():
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "float32"])
 def test_tile_bounds(batch, state_dtype):
     c = tiny_case(batch=batch, state_dtype=state_dtype, **QWEN)
-    bv = tile(c)
+    bv, nvec = cu.heuristic_tile(c)
     groups = 128 // (128 // vec(c))
-    assert groups <= bv <= groups * MAX_ROWS_PER_GROUP and 128 % bv == 0
-    assert f"BV={bv}" in BACKEND.kernel(c)
+    assert nvec == 1 and groups <= bv <= groups * MAX_ROWS_PER_GROUP and 128 % bv == 0
+    assert tile_reason(c, CuteTile(bv, nvec)) is None
+
+
+@pytest.mark.parametrize("state_dtype,t,expected", [
+    ("bfloat16", CuteTile(64, 1), None),            # 16 lanes x 8 bf16, 8 groups x 8 rows
+    ("bfloat16", CuteTile(32, 2), None),            # 8 lanes x 2 vectors, 16 groups x 2 rows
+    ("float32", CuteTile(16, 4), None),             # 8 lanes x 4 vectors of 4 fp32
+    ("float32", CuteTile(64, 8), None),             # 4 lanes x 8 vectors, 32 groups x 2 rows = 64 elements
+    ("float32", CuteTile(8, 4), "multiple"),        # fewer rows than the CTA's 16 row groups
+    ("bfloat16", CuteTile(128, 2), "64 state elements"),
+    ("bfloat16", CuteTile(64, 16), "lanes"),        # one lane per row
+    ("float32", CuteTile(32, 3), "lanes"),
+])
+def test_tile_rules(state_dtype, t, expected):
+    got = tile_reason(tiny_case(state_dtype=state_dtype, **QWEN), t)
+    assert got is None if expected is None else (got is not None and expected in got)
+
+
+def test_tuned_table_and_override(monkeypatch):
+    entries = [{"state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 32, "bv": 16, "nvec": 4},
+               {"state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 2048, "bv": 64,
+                "nvec": 2},
+               {"state_dtype": "float32", "head_dim_k": 64, "head_dim_v": 64, "pairs_min": 1, "bv": 32, "nvec": 2}]
+    monkeypatch.setattr(cu, "tuned_tiles", lambda: entries)
+    f32 = dict(QWEN, state_dtype="float32")
+    assert tile(tiny_case(batch=1, **f32)) == (16, 4)
+    assert tile(tiny_case(batch=63, **f32)) == (16, 4)
+    assert tile(tiny_case(batch=64, **f32)) == (64, 2)
+    assert tile(tiny_case(batch=64, **dict(QWEN, state_dtype="bfloat16"))) == cu.heuristic_tile(
+        tiny_case(batch=64, **dict(QWEN, state_dtype="bfloat16")))  # no bf16 entries: heuristic
+    c = tiny_case(batch=8, **f32)
+    assert "8 lanes x 4 x 16B per row" in BACKEND.kernel(c) and "BV=16" in BACKEND.kernel(c)
+    assert "BV=32, 128 threads, 16 lanes x 2 x 16B" in CuteGDN(tile_override=(32, 2)).kernel(c)
+    assert "multiple" in CuteGDN(tile_override=(8, 4)).supports(c, SM90)
 
 
 @pytest.mark.skipif(not HAS_CUTE, reason="nvidia-cutlass-dsl not installed")
-@pytest.mark.parametrize("state_dtype", ["bfloat16", "float32"])
-def test_offline_compile_sm90(state_dtype):
+@pytest.mark.parametrize("state_dtype,t", [("bfloat16", None), ("float32", None), ("bfloat16", CuteTile(32, 2)),
+                                           ("float32", CuteTile(32, 4))])
+def test_offline_compile_sm90(state_dtype, t):
     """cute.compile for sm_90a without a GPU: 16-byte loads/stores of the state, no local memory."""
     from gdnbench.backends.cute import _compile
 
-    compiled = _compile(tiny_case(batch=64, state_dtype=state_dtype, **QWEN), "sm_90a", keep_artifacts=True)
+    compiled = _compile(tiny_case(batch=64, state_dtype=state_dtype, **QWEN), "sm_90a", keep_artifacts=True, t=t)
     ptx = str(compiled.artifacts.PTX)
     assert len(re.findall(r"ld\.global\.v4", ptx)) >= 4 and len(re.findall(r"st\.global\.v4", ptx)) >= 4
     assert ".local" not in ptx

@@ -5,17 +5,23 @@ and once out, so the kernel is organised around 16-byte global accesses and regi
 
 * a CTA of 128 threads owns BV consecutive state rows ``H[v0:v0+BV, :]`` of one (row, value head);
   the V dimension is split across CTAs, so a batch of 1 still launches HV * V / BV CTAs;
-* a row's K elements are spread over LANES = K / VEC lanes with VEC = 16 bytes of state per lane
-  (8 bf16 or 4 fp32; 16 lanes per bf16 row, 32 per fp32 row), so both reductions over K (H k and
-  H q) are an in-thread partial sum plus a butterfly of warp shuffles -- no shared memory;
+* a row's K elements are spread over LANES = K / (VEC * NVEC) lanes, each holding NVEC 16-byte
+  vectors of the row (VEC = 8 bf16 or 4 fp32 elements; vector j of a lane at column
+  ``(j * LANES + lane) * VEC``, so each load instruction still covers whole 128-byte lines). Both
+  reductions over K (H k and H q) are an in-thread partial sum plus a butterfly of log2(LANES) warp
+  shuffles -- no shared memory. NVEC = 1 is one vector per lane (16 lanes per bf16 row, 32 per fp32
+  row); a larger NVEC trades registers for fewer shuffles (the shuffle unit issues at a quarter of
+  the FP32 rate, and a fp32 row at NVEC = 1 pays five levels per reduction);
 * each group of LANES threads owns R = BV / GROUPS rows, the CTA's groups reading consecutive rows;
-  all R row loads are issued before the first is used (R independent 16-byte loads per thread);
+  all R x NVEC row loads are issued before the first is used (independent 16-byte loads per thread);
+* the tile (BV, NVEC) comes from ``cute_tiles.json`` when ``scripts/tune_cute.py`` measured this
+  shape class on a GPU (the fastest gated candidate per batch class), else from a heuristic;
 * q, k (GQA: the value head's k-head), v, the gates and the slot index are loaded together; the
   state load is the only one that waits on the slot (a 64-bit slot offset: slot * HV * V * K
   overflows int32 for large pools). Gating and L2 norms are computed in fp32 by every thread;
 * a padded row (slot -1) writes a zero output and never touches the pool.
 
-Compiled once per shape family (state dtype, input dtype, heads, K, V, BV) for this GPU's arch, with
+Compiled once per shape family (state dtype, input dtype, heads, K, V, BV, NVEC) for this GPU's arch, with
 the batch and pool size dynamic, through TVM-FFI (the launch takes torch tensors directly), and
 exported to an object file under ``$GDNBENCH_CACHE`` (default ``~/.cache/gdnbench``) keyed by the
 CuTe DSL version and this kernel's source, so a second process loads it instead of recompiling.
@@ -23,11 +29,13 @@ CuTe DSL version and this kernel's source, so a second process loads it instead 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -47,18 +55,69 @@ def vec(case: Case) -> int:
     return 16 // _ELEM[case.state_dtype]
 
 
-MAX_ROWS_PER_GROUP = 8  # 8 rows x 16 B per thread: ~70-100 registers, 4+ CTAs per SM, no spills
+MAX_ROWS_PER_GROUP = 8  # heuristic tile: 8 rows x 16 B per thread: ~70-100 registers, 4+ CTAs per SM
+MAX_ELEMS_PER_THREAD = 64  # any tile: R rows x NVEC x VEC state elements per thread (fp32 registers)
 
 
-def tile(case: Case) -> int:
-    """BV: state rows per CTA. At most 8 rows per lane group (registers), halved until the launch has
+class CuteTile(NamedTuple):
+    """BV state rows per CTA and NVEC 16-byte vectors per lane per row."""
+    bv: int
+    nvec: int = 1
+
+
+def lanes(case: Case, nvec: int = 1) -> int:
+    """Lanes sharing one state row."""
+    return case.head_dim_k // (vec(case) * nvec)
+
+
+def tile_reason(case: Case, t: CuteTile) -> str | None:
+    """Why the kernel cannot run ``case`` with tile ``t`` (None: it can)."""
+    n = lanes(case, t.nvec)
+    if case.head_dim_k % (vec(case) * t.nvec) or n & (n - 1) or not 2 <= n <= 32:
+        return (f"K={case.head_dim_k} with {case.state_dtype} state and {t.nvec} x 16 B per lane needs 2..32 "
+                f"lanes per row (NVEC = 1: bf16 K = 16..256, fp32 K = 8..128, powers of two)")
+    groups = NUM_THREADS // n
+    if t.bv % groups or case.head_dim_v % t.bv:
+        return f"V={case.head_dim_v} is not a multiple of the {t.bv}-row tile ({groups} row groups per CTA)"
+    if t.bv // groups * vec(case) * t.nvec > MAX_ELEMS_PER_THREAD:
+        return f"BV={t.bv}, NVEC={t.nvec}: over {MAX_ELEMS_PER_THREAD} state elements per thread"
+    return None
+
+
+def heuristic_tile(case: Case) -> CuteTile:
+    """One vector per lane; at most 8 rows per lane group (registers), halved until the launch has
     about 2048 CTAs (enough to keep 132 SMs' memory pipes full), never below one row per group."""
-    lanes = case.head_dim_k // vec(case)
-    groups = NUM_THREADS // lanes
+    groups = NUM_THREADS // lanes(case)
     bv = min(case.head_dim_v, groups * MAX_ROWS_PER_GROUP)
     while bv > groups and case.batch * case.hv * (case.head_dim_v // bv) < 2048:
         bv //= 2
-    return max(bv, groups)
+    return CuteTile(max(bv, groups))
+
+
+TILES_FILE = Path(__file__).with_name("cute_tiles.json")
+
+
+@functools.lru_cache(maxsize=1)
+def tuned_tiles() -> list[dict]:
+    """Tile choices measured by scripts/tune_cute.py (empty when none were committed)."""
+    try:
+        return json.loads(TILES_FILE.read_text())["entries"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def tile(case: Case) -> CuteTile:
+    """The tuned table's entry for this state dtype and head dims with the largest ``pairs_min`` <=
+    batch * hv, if it can run the case; else the heuristic tile."""
+    pairs = case.batch * case.hv
+    fits = [e for e in tuned_tiles()
+            if (e["state_dtype"], e["head_dim_k"], e["head_dim_v"]) == (case.state_dtype, case.head_dim_k,
+                                                                      case.head_dim_v)
+            and e["pairs_min"] <= pairs and tile_reason(case, CuteTile(int(e["bv"]), int(e["nvec"]))) is None]
+    if fits:
+        best = max(fits, key=lambda e: e["pairs_min"])
+        return CuteTile(int(best["bv"]), int(best["nvec"]))
+    return heuristic_tile(case)
 
 
 def cache_dir() -> Path:
@@ -74,6 +133,12 @@ class CuteGDN(Backend):
     name = "cute"
     summary = "gdnbench's own CuTe DSL decode kernel (K-last, bf16/fp32 state, pooled)"
     dist = "nvidia-cutlass-dsl"
+
+    def __init__(self, tile_override: tuple[int, ...] | None = None) -> None:
+        self.tile_override = CuteTile(*tile_override) if tile_override else None  # scripts/tune_cute.py, tests
+
+    def tile(self, case: Case) -> CuteTile:
+        return self.tile_override or tile(case)
 
     def availability(self, target: Target | None = None) -> str | None:
         target = target or current_target()
@@ -97,17 +162,12 @@ class CuteGDN(Backend):
             return "the cute kernel reads K-last state [.., V, K] (K contiguous for 16-byte row loads)"
         if case.dtype not in ("bfloat16", "float16"):
             return f"q/k/v must be bf16 or fp16, not {case.dtype}"
-        lanes = case.head_dim_k // vec(case)
-        if case.head_dim_k % vec(case) or lanes & (lanes - 1) or not 2 <= lanes <= 32:
-            return (f"K={case.head_dim_k} with {case.state_dtype} state needs 2..32 lanes of 16 bytes per row "
-                    f"(bf16: K = 16..256, fp32: K = 8..128, powers of two)")
-        bv = tile(case)
-        if case.head_dim_v % bv:
-            return f"V={case.head_dim_v} is not a multiple of the {bv}-row tile"
-        return None
+        return tile_reason(case, self.tile(case))
 
     def kernel(self, case: Case) -> str:
-        return f"gdn_decode_klast_kernel [BV={tile(case)}, {NUM_THREADS} threads, {vec(case)} x 16B lanes]"
+        t = self.tile(case)
+        return (f"gdn_decode_klast_kernel [BV={t.bv}, {NUM_THREADS} threads, {lanes(case, t.nvec)} lanes x "
+                f"{t.nvec} x 16B per row]")
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
@@ -115,7 +175,11 @@ class CuteGDN(Backend):
     def build(self, case: Case, inputs: Inputs):
         import cuda.bindings.driver as cuda
 
-        fn = compiled_kernel(case, inputs.device)
+        t = self.tile(case)
+        reason = tile_reason(case, t)
+        if reason:
+            raise ValueError(reason)
+        fn = compiled_kernel(case, inputs.device, t)
         x = inputs
         out = torch.empty(case.batch, 1, case.hv, case.head_dim_v, dtype=x.v.dtype, device=x.device)
         args = (x.pool, x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, out)
@@ -135,11 +199,12 @@ def _arch(device: torch.device) -> str:
     return f"sm_{major}{minor}{'a' if major >= 9 else ''}"
 
 
-def compiled_kernel(case: Case, device: torch.device):
-    """The TVM-FFI callable for this case's shape family: from this process, the disk cache, or a
-    fresh compile (which is then exported to the disk cache)."""
+def compiled_kernel(case: Case, device: torch.device, t: CuteTile | None = None):
+    """The TVM-FFI callable for this case's shape family and tile: from this process, the disk cache,
+    or a fresh compile (which is then exported to the disk cache)."""
     arch = _arch(device)
-    key = (arch, case.state_dtype, case.dtype, case.hk, case.hv, case.head_dim_k, case.head_dim_v, tile(case))
+    t = t or tile(case)
+    key = (arch, case.state_dtype, case.dtype, case.hk, case.hv, case.head_dim_k, case.head_dim_v, t.bv, t.nvec)
     with _lock:
         if key in _compiled:
             return _compiled[key]
@@ -155,7 +220,7 @@ def compiled_kernel(case: Case, device: torch.device):
             except Exception:
                 fn = None  # a stale or unreadable artifact: recompile below
         if fn is None:
-            compiled = _compile(case, arch)
+            compiled = _compile(case, arch, t=t)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".o.tmp{os.getpid()}")
@@ -192,8 +257,9 @@ def fake_args(case: Case):
             fake("float32", (HV,)), fake(cutlass.Int32, (B,)), fake(dt, (B, 1, HV, V)))
 
 
-def _compile(case: Case, arch: str, keep_artifacts: bool = False):
+def _compile(case: Case, arch: str, keep_artifacts: bool = False, t: CuteTile | None = None):
     """cute.compile for ``arch`` (works without a GPU for offline checks)."""
+    t = t or tile(case)
     import cutlass.cute as cute
     from cutlass.cute.runtime import make_fake_stream
 
@@ -204,7 +270,7 @@ def _compile(case: Case, arch: str, keep_artifacts: bool = False):
         options += [cute.KeepPTX(True), cute.KeepCUBIN(True)]
     return cute.compile[tuple(options)](
         gdn_decode_klast, *fake_args(case), case.head_dim_k ** -0.5, case.hk, case.hv, case.head_dim_k,
-        case.head_dim_v, tile(case), vec(case), make_fake_stream())
+        case.head_dim_v, t.bv, vec(case), t.nvec, make_fake_stream())
 
 
 BACKEND = CuteGDN()

@@ -1,0 +1,89 @@
+"""Measure gdnbench's CuTe DSL decode kernel over its tiles (BV rows per CTA x NVEC 16-byte vectors
+per lane per row) on this GPU, and write the fastest per (state dtype, head dims, batch * hv) to
+gdnbench/backends/cute_tiles.json, which the ``cute`` backend reads. Every candidate first passes the
+correctness gate; the graph timer and its settings are those of scripts/tune_triton.py.
+Usage (GPU host): PYTHONPATH=$PWD python3 scripts/tune_cute.py [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tune_triton import CFG, case  # noqa: E402  (the same case builder and timing settings)
+
+from gdnbench.backends.cute import TILES_FILE, CuteGDN, CuteTile, tile_reason  # noqa: E402
+from gdnbench.cases import Case  # noqa: E402
+from gdnbench.check import run_gate  # noqa: E402
+from gdnbench.inputs import make_inputs  # noqa: E402
+from gdnbench.reference import reference  # noqa: E402
+from gdnbench.timer import time_gpu  # noqa: E402
+
+
+def candidates(c: Case) -> list[CuteTile]:
+    """Every tile the kernel accepts for this case: NVEC 1..8, BV 4..128 (at most 64 state elements per
+    thread, BV a multiple of the CTA's row groups)."""
+    return [CuteTile(bv, nvec) for nvec in (1, 2, 4, 8) for bv in (4, 8, 16, 32, 64, 128)
+            if tile_reason(c, CuteTile(bv, nvec)) is None]
+
+
+def plan() -> list[Case]:
+    """The roofline-decode batches, TP1 heads, K-last (the only layout the kernel reads)."""
+    return [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in (1, 4, 16, 32, 64, 128, 256, 512)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("."))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, best = [], {}
+    t0 = time.time()
+    for c in plan():
+        x = make_inputs(c, "cuda")
+        e = reference(x)
+        results = []
+        for t in candidates(c):
+            b = CuteGDN(tile_override=t)
+            g = run_gate(c, b, x, e)
+            if not g.check.ok:
+                rows.append((c.id, *t, "", f"FAILED: {g.check.message}"))
+                continue
+            us = time_gpu("graph", c, b, CFG).stats.median
+            results.append((us, t))
+            rows.append((c.id, *t, f"{us:.3f}", ""))
+        if results:
+            us, t = min(results)
+            best[(c.state_dtype, c.head_dim_k, c.head_dim_v, c.batch * c.hv)] = (us, t)
+            print(f"{c.id:70s} best BV={t.bv:3d} NVEC={t.nvec}  {us:9.2f} us  (of {len(results)}; worst "
+                  f"{max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
+        del x, e
+        torch.cuda.empty_cache()
+        write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
+    print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")
+    return 0
+
+
+def write(best: dict, rows: list, out: Path) -> None:
+    entries = [{"state_dtype": k[0], "head_dim_k": k[1], "head_dim_v": k[2], "pairs_min": k[3], "bv": t.bv,
+                "nvec": t.nvec, "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
+    table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(),
+             "note": "fastest cute tile per measured case (graph timer, scattered K-last pool); lookups take the "
+                     "entry with the largest pairs_min <= batch * hv", "entries": entries}
+    TILES_FILE.write_text(json.dumps(table, indent=1) + "\n")
+    (out / "cute_tiles.json").write_text(TILES_FILE.read_text())
+    with (out / "tune_cute.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case_id", "bv", "nvec", "median_us", "note"])
+        w.writerows(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
