@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tune_triton import CFG, case  # noqa: E402  (the same case builder and timing settings)
+from tune_triton import CFG, case  # the same case builder and timing settings
 
-from gdnbench.backends.cute import TILES_FILE, CuteGDN, CuteTile, tile_reason  # noqa: E402
-from gdnbench.cases import Case  # noqa: E402
-from gdnbench.check import run_gate  # noqa: E402
-from gdnbench.inputs import make_inputs  # noqa: E402
-from gdnbench.reference import reference  # noqa: E402
-from gdnbench.timer import time_gpu  # noqa: E402
+from gdnbench.backends.cute import TILES_FILE, CuteGDN, CuteTile, tile_reason
+from gdnbench.cases import Case
+from gdnbench.check import run_gate
+from gdnbench.inputs import make_inputs
+from gdnbench.reference import reference
+from gdnbench.timer import time_gpu
 
 
 def candidates(c: Case) -> list[CuteTile]:

@@ -10,8 +10,8 @@ import re
 import pytest
 from conftest import tiny_case
 
-from gdnbench.backends.base import Padding, Target
 import gdnbench.backends.cute as cu
+from gdnbench.backends.base import Padding, Target
 from gdnbench.backends.cute import BACKEND, MAX_ROWS_PER_GROUP, CuteGDN, CuteTile, tile, tile_reason, vec
 
 SM90 = Target("cuda", 90, "sm90")
