@@ -21,11 +21,12 @@
 #      Nsight Compute on the chosen decode and MTP kernels at B = 64 (run B after J for the rooflines)
 #   K: cute tile tuning (BV x NVEC vectors per lane; -> cute_tiles.json, kept for B), the cute backend's
 #      GPU gate tests, Nsight Compute on its B = 64 bf16 and fp32 launches
+#   L: cute tile tuning, its GPU gate tests, then the decode roofline run (triton, cute, flashinfer, fla)
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -103,6 +104,15 @@ case $step in
       run 60 $NCU python3 scripts/profile_kernel.py --backend cute $spec >> "$OUT/ncu-cute.csv" 2>> "$OUT/ncu.err"; done
     grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput|Issue Slots Busy" \
       "$OUT/ncu-cute.csv" | cut -c1-200 ;;
+  L)
+    run 300 python3 scripts/tune_cute.py --out "$OUT" > "$OUT/tune-cute.log" 2>&1
+    tail -18 "$OUT/tune-cute.log"; cp "$CTILES" "$KEEP/" 2>/dev/null
+    run 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k cute > "$OUT/tests.log" 2>&1
+    tail -1 "$OUT/tests.log"
+    rm -rf "results/${DAY}_h100-sm90_roofline-decode"
+    run 200 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
+    tail -2 "$OUT/roofline-decode.log"; grep -E "^(failed|error)" "$OUT/roofline-decode.log" | cut -c1-300 | head -4
+    tar czf "$OUT/L.tgz" results/*_roofline-decode $TILES $CTILES ;;
   A)
     run 300 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
     tail -28 "$OUT/tune.log"; cp "$TILES" "$KEEP/" 2>/dev/null

@@ -1,5 +1,5 @@
 """Measure gdnbench's CuTe DSL decode kernel over its tiles (BV rows per CTA x NVEC 16-byte vectors
-per lane per row) on this GPU, and write the fastest per (state dtype, head dims, batch * hv) to
+per lane per row x threads per CTA) on this GPU, and write the fastest per (state dtype, head dims, batch * hv) to
 gdnbench/backends/cute_tiles.json, which the ``cute`` backend reads. Every candidate first passes the
 correctness gate; the graph timer and its settings are those of scripts/tune_triton.py.
 Usage (GPU host): PYTHONPATH=$PWD python3 scripts/tune_cute.py [--out DIR]
@@ -28,10 +28,13 @@ from gdnbench.timer import time_gpu
 
 
 def candidates(c: Case) -> list[CuteTile]:
-    """Every tile the kernel accepts for this case: NVEC 1..8, BV 4..128 (at most 64 state elements per
-    thread, BV a multiple of the CTA's row groups)."""
-    return [CuteTile(bv, nvec) for nvec in (1, 2, 4, 8) for bv in (4, 8, 16, 32, 64, 128)
-            if tile_reason(c, CuteTile(bv, nvec)) is None]
+    """Every tile the kernel accepts for this case: NVEC 1..8, BV 1..128 (at most 64 state elements per
+    thread, BV a multiple of the CTA's row groups); CTAs of 32 and 64 threads only up to 1024 (row,
+    head) pairs, where they give the launch more CTAs (at larger batches 128-thread CTAs already number
+    in the thousands)."""
+    threads = (32, 64, 128) if c.batch * c.hv <= 1024 else (128,)
+    return [CuteTile(bv, nvec, n) for n in threads for nvec in (1, 2, 4, 8) for bv in (1, 2, 4, 8, 16, 32, 64, 128)
+            if tile_reason(c, CuteTile(bv, nvec, n)) is None]
 
 
 def plan() -> list[Case]:
@@ -62,7 +65,7 @@ def main() -> int:
         if results:
             us, t = min(results)
             best[(c.state_dtype, c.head_dim_k, c.head_dim_v, c.batch * c.hv)] = (us, t)
-            print(f"{c.id:70s} best BV={t.bv:3d} NVEC={t.nvec}  {us:9.2f} us  (of {len(results)}; worst "
+            print(f"{c.id:70s} best BV={t.bv:3d} NVEC={t.nvec} threads={t.threads:3d}  {us:9.2f} us  (of {len(results)}; worst "
                   f"{max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         del x, e
         torch.cuda.empty_cache()
@@ -73,7 +76,7 @@ def main() -> int:
 
 def write(best: dict, rows: list, out: Path) -> None:
     entries = [{"state_dtype": k[0], "head_dim_k": k[1], "head_dim_v": k[2], "pairs_min": k[3], "bv": t.bv,
-                "nvec": t.nvec, "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
+                "nvec": t.nvec, "threads": t.threads, "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
     table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(),
              "note": "fastest cute tile per measured case (graph timer, scattered K-last pool); lookups take the "
                      "entry with the largest pairs_min <= batch * hv", "entries": entries}
@@ -81,7 +84,7 @@ def write(best: dict, rows: list, out: Path) -> None:
     (out / "cute_tiles.json").write_text(TILES_FILE.read_text())
     with (out / "tune_cute.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case_id", "bv", "nvec", "median_us", "note"])
+        w.writerow(["case_id", "bv", "nvec", "threads", "median_us", "note"])
         w.writerows(rows)
 
 

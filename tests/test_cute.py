@@ -49,9 +49,9 @@ def test_needs_sm90():
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "float32"])
 def test_tile_bounds(batch, state_dtype):
     c = tiny_case(batch=batch, state_dtype=state_dtype, **QWEN)
-    bv, nvec = cu.heuristic_tile(c)
+    bv, nvec, threads = cu.heuristic_tile(c)
     groups = 128 // (128 // vec(c))
-    assert nvec == 1 and groups <= bv <= groups * MAX_ROWS_PER_GROUP and 128 % bv == 0
+    assert (nvec, threads) == (1, 128) and groups <= bv <= groups * MAX_ROWS_PER_GROUP and 128 % bv == 0
     assert tile_reason(c, CuteTile(bv, nvec)) is None
 
 
@@ -64,6 +64,10 @@ def test_tile_bounds(batch, state_dtype):
     ("bfloat16", CuteTile(128, 2), "64 state elements"),
     ("bfloat16", CuteTile(64, 16), "lanes"),        # one lane per row
     ("float32", CuteTile(32, 3), "lanes"),
+    ("float32", CuteTile(4, 4, 32), None),          # one warp: 4 groups of 8 lanes, one row each
+    ("float32", CuteTile(1, 1, 32), None),          # one warp, one fp32 row of 32 lanes
+    ("bfloat16", CuteTile(4, 2, 64), "multiple"),   # 64 threads / 8 lanes = 8 groups > 4 rows
+    ("bfloat16", CuteTile(16, 1, 96), "32, 64 or 128"),
 ])
 def test_tile_rules(state_dtype, t, expected):
     got = tile_reason(tiny_case(state_dtype=state_dtype, **QWEN), t)
@@ -74,12 +78,15 @@ def test_tuned_table_and_override(monkeypatch):
     entries = [{"state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 32, "bv": 16, "nvec": 4},
                {"state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 2048, "bv": 64,
                 "nvec": 2},
-               {"state_dtype": "float32", "head_dim_k": 64, "head_dim_v": 64, "pairs_min": 1, "bv": 32, "nvec": 2}]
+               {"state_dtype": "float32", "head_dim_k": 64, "head_dim_v": 64, "pairs_min": 1, "bv": 32, "nvec": 2},
+               {"state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 1, "bv": 4, "nvec": 4,
+                "threads": 32}]
     monkeypatch.setattr(cu, "tuned_tiles", lambda: entries)
     f32 = dict(QWEN, state_dtype="float32")
-    assert tile(tiny_case(batch=1, **f32)) == (16, 4)
-    assert tile(tiny_case(batch=63, **f32)) == (16, 4)
-    assert tile(tiny_case(batch=64, **f32)) == (64, 2)
+    assert tile(tiny_case(batch=1, **f32)) == (16, 4, 128)
+    assert tile(tiny_case(batch=1, hk=4, hv=8, head_dim_k=128, head_dim_v=128, state_dtype="float32")) == (4, 4, 32)
+    assert tile(tiny_case(batch=63, **f32)) == (16, 4, 128)
+    assert tile(tiny_case(batch=64, **f32)) == (64, 2, 128)
     assert tile(tiny_case(batch=64, **dict(QWEN, state_dtype="bfloat16"))) == cu.heuristic_tile(
         tiny_case(batch=64, **dict(QWEN, state_dtype="bfloat16")))  # no bf16 entries: heuristic
     c = tiny_case(batch=8, **f32)
@@ -90,7 +97,7 @@ def test_tuned_table_and_override(monkeypatch):
 
 @pytest.mark.skipif(not HAS_CUTE, reason="nvidia-cutlass-dsl not installed")
 @pytest.mark.parametrize("state_dtype,t", [("bfloat16", None), ("float32", None), ("bfloat16", CuteTile(32, 2)),
-                                           ("float32", CuteTile(32, 4))])
+                                           ("float32", CuteTile(32, 4)), ("float32", CuteTile(4, 4, 32))])
 def test_offline_compile_sm90(state_dtype, t):
     """cute.compile for sm_90a without a GPU: 16-byte loads/stores of the state, no local memory."""
     from gdnbench.backends.cute import _compile

@@ -4,7 +4,6 @@ imported lazily."""
 import cutlass
 import cutlass.cute as cute
 
-NUM_THREADS = 128  # 4 warps per CTA
 
 
 @cute.kernel
@@ -27,6 +26,7 @@ def gdn_decode_klast_kernel(
     BV: cutlass.Constexpr[int],
     VEC: cutlass.Constexpr[int],
     NVEC: cutlass.Constexpr[int],
+    NUM_THREADS: cutlass.Constexpr[int],
 ):
     # A lane holds NVEC 16-byte vectors of each of its rows: vector j covers columns
     # (j * LANES + lane) * VEC .. + VEC, so every load instruction still reads whole 128-byte lines.
@@ -135,9 +135,10 @@ def gdn_decode_klast(pool: cute.Tensor, q: cute.Tensor, k: cute.Tensor, v: cute.
                      b: cute.Tensor, A_log: cute.Tensor, dt_bias: cute.Tensor, slots: cute.Tensor, out: cute.Tensor,
                      scale: cutlass.Constexpr[float], HK: cutlass.Constexpr[int], HV: cutlass.Constexpr[int],
                      K: cutlass.Constexpr[int], V: cutlass.Constexpr[int], BV: cutlass.Constexpr[int],
-                     VEC: cutlass.Constexpr[int], NVEC: cutlass.Constexpr[int], stream):
-    """Launch one CTA of 128 threads per (row, value head, BV-row tile of V); the batch is dynamic."""
+                     VEC: cutlass.Constexpr[int], NVEC: cutlass.Constexpr[int], NUM_THREADS: cutlass.Constexpr[int],
+                     stream):
+    """Launch one CTA of NUM_THREADS threads per (row, value head, BV-row tile of V); the batch is dynamic."""
     batch = cute.size(q.shape[0])
     gdn_decode_klast_kernel(pool, q, k, v, a, b, A_log, dt_bias, slots, out, scale, HK, HV, K, V, BV, VEC,
-                            NVEC).launch(
+                            NVEC, NUM_THREADS).launch(
         grid=(batch * HV * (V // BV), 1, 1), block=(NUM_THREADS, 1, 1), stream=stream)

@@ -3,7 +3,7 @@
 Design (kernel in ``_cute_kernels.py``). Decode moves each (row, value head)'s V x K state once in
 and once out, so the kernel is organised around 16-byte global accesses and registers:
 
-* a CTA of 128 threads owns BV consecutive state rows ``H[v0:v0+BV, :]`` of one (row, value head);
+* a CTA of 128 threads (or 32 / 64: a tile parameter) owns BV consecutive state rows ``H[v0:v0+BV, :]`` of one (row, value head);
   the V dimension is split across CTAs, so a batch of 1 still launches HV * V / BV CTAs;
 * a row's K elements are spread over LANES = K / (VEC * NVEC) lanes, each holding NVEC 16-byte
   vectors of the row (VEC = 8 bf16 or 4 fp32 elements; vector j of a lane at column
@@ -43,7 +43,7 @@ from gdnbench.backends.base import Backend, Padding, Target, current_target, mis
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
-NUM_THREADS = 128
+NUM_THREADS = 128  # heuristic tile: 4 warps per CTA
 _DTYPE_NAMES = {"bfloat16": "BFloat16", "float16": "Float16", "float32": "Float32"}
 _ELEM = {"bfloat16": 2, "float16": 2, "float32": 4}
 _compiled: dict[tuple, object] = {}
@@ -60,9 +60,11 @@ MAX_ELEMS_PER_THREAD = 64  # any tile: R rows x NVEC x VEC state elements per th
 
 
 class CuteTile(NamedTuple):
-    """BV state rows per CTA and NVEC 16-byte vectors per lane per row."""
+    """BV state rows per CTA, NVEC 16-byte vectors per lane per row, threads per CTA (32, 64 or 128:
+    small CTAs give small batches more, shorter CTAs)."""
     bv: int
     nvec: int = 1
+    threads: int = NUM_THREADS
 
 
 def lanes(case: Case, nvec: int = 1) -> int:
@@ -76,7 +78,9 @@ def tile_reason(case: Case, t: CuteTile) -> str | None:
     if case.head_dim_k % (vec(case) * t.nvec) or n & (n - 1) or not 2 <= n <= 32:
         return (f"K={case.head_dim_k} with {case.state_dtype} state and {t.nvec} x 16 B per lane needs 2..32 "
                 f"lanes per row (NVEC = 1: bf16 K = 16..256, fp32 K = 8..128, powers of two)")
-    groups = NUM_THREADS // n
+    if t.threads not in (32, 64, 128):
+        return f"{t.threads} threads per CTA: the kernel takes 32, 64 or 128"
+    groups = t.threads // n
     if t.bv % groups or case.head_dim_v % t.bv:
         return f"V={case.head_dim_v} is not a multiple of the {t.bv}-row tile ({groups} row groups per CTA)"
     if t.bv // groups * vec(case) * t.nvec > MAX_ELEMS_PER_THREAD:
@@ -106,6 +110,10 @@ def tuned_tiles() -> list[dict]:
         return []
 
 
+def _entry_tile(e: dict) -> CuteTile:
+    return CuteTile(int(e["bv"]), int(e["nvec"]), int(e.get("threads", NUM_THREADS)))
+
+
 def tile(case: Case) -> CuteTile:
     """The tuned table's entry for this state dtype and head dims with the largest ``pairs_min`` <=
     batch * hv, if it can run the case; else the heuristic tile."""
@@ -113,10 +121,9 @@ def tile(case: Case) -> CuteTile:
     fits = [e for e in tuned_tiles()
             if (e["state_dtype"], e["head_dim_k"], e["head_dim_v"]) == (case.state_dtype, case.head_dim_k,
                                                                       case.head_dim_v)
-            and e["pairs_min"] <= pairs and tile_reason(case, CuteTile(int(e["bv"]), int(e["nvec"]))) is None]
+            and e["pairs_min"] <= pairs and tile_reason(case, _entry_tile(e)) is None]
     if fits:
-        best = max(fits, key=lambda e: e["pairs_min"])
-        return CuteTile(int(best["bv"]), int(best["nvec"]))
+        return _entry_tile(max(fits, key=lambda e: e["pairs_min"]))
     return heuristic_tile(case)
 
 
@@ -166,7 +173,7 @@ class CuteGDN(Backend):
 
     def kernel(self, case: Case) -> str:
         t = self.tile(case)
-        return (f"gdn_decode_klast_kernel [BV={t.bv}, {NUM_THREADS} threads, {lanes(case, t.nvec)} lanes x "
+        return (f"gdn_decode_klast_kernel [BV={t.bv}, {t.threads} threads, {lanes(case, t.nvec)} lanes x "
                 f"{t.nvec} x 16B per row]")
 
     def padding(self, case: Case) -> Padding:
@@ -204,7 +211,8 @@ def compiled_kernel(case: Case, device: torch.device, t: CuteTile | None = None)
     or a fresh compile (which is then exported to the disk cache)."""
     arch = _arch(device)
     t = t or tile(case)
-    key = (arch, case.state_dtype, case.dtype, case.hk, case.hv, case.head_dim_k, case.head_dim_v, t.bv, t.nvec)
+    key = (arch, case.state_dtype, case.dtype, case.hk, case.hv, case.head_dim_k, case.head_dim_v, t.bv, t.nvec,
+           t.threads)
     with _lock:
         if key in _compiled:
             return _compiled[key]
@@ -270,7 +278,7 @@ def _compile(case: Case, arch: str, keep_artifacts: bool = False, t: CuteTile | 
         options += [cute.KeepPTX(True), cute.KeepCUBIN(True)]
     return cute.compile[tuple(options)](
         gdn_decode_klast, *fake_args(case), case.head_dim_k ** -0.5, case.hk, case.hv, case.head_dim_k,
-        case.head_dim_v, t.bv, vec(case), t.nvec, make_fake_stream())
+        case.head_dim_v, t.bv, vec(case), t.nvec, t.threads, make_fake_stream())
 
 
 BACKEND = CuteGDN()
