@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import platform
 import re
@@ -32,6 +33,16 @@ def git_info() -> dict[str, Any]:
     sha = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_sha": sha, "git_dirty": bool(status) if status is not None else None}
+
+
+def source_digest() -> str:
+    """sha256 over gdnbench's own source and tile tables (paths and bytes, sorted): names the code that
+    ran even where the checkout's git metadata is stale or absent (a copied working tree)."""
+    h = hashlib.sha256()
+    pkg = REPO / "gdnbench"
+    for f in sorted(p for p in pkg.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts):
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def cpu_model() -> str:
@@ -97,6 +108,7 @@ def collect_env() -> dict[str, Any]:
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "gdnbench": __version__,
         **git_info(),
+        "source_sha256": source_digest(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],

@@ -16,3 +16,19 @@ def test_collect_env_cpu():
 def test_git_info_in_checkout():
     info = git_info()
     assert info["git_sha"] is None or len(info["git_sha"]) == 40
+
+
+def test_source_digest_names_the_code(tmp_path, monkeypatch):
+    """The digest covers gdnbench's sources and tile tables, so it changes with them (a copied tree
+    whose .git is stale still says which code ran)."""
+    import shutil
+
+    import gdnbench.env as env_mod
+
+    assert len(env_mod.source_digest()) == 64 and env_mod.source_digest() == collect_env()["source_sha256"]
+    shutil.copytree(env_mod.REPO / "gdnbench", tmp_path / "gdnbench", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(env_mod, "REPO", tmp_path)
+    before = env_mod.source_digest()
+    tiles = tmp_path / "gdnbench" / "backends" / "triton_tiles.json"
+    tiles.write_text(tiles.read_text() + " ")
+    assert env_mod.source_digest() != before

@@ -26,6 +26,14 @@ read with V as the fast axis). The whole tile lives in registers in fp32 for the
 Padding (slot -1): a scalar branch skips the state entirely (the pool is never touched) and writes a
 zero output row; keeping masks out of the body keeps every load and store 16-byte vectorised.
 
+Register tile. The tile is held as ``[BV, K / KC, KC]`` (``_triton_kernels.py``): Triton puts
+threads on the KC axis and then on BV, so a reduction over K is K / KC in-thread partial sums plus a
+shuffle tree over the KC / 8 (bf16) or KC / 4 (fp32) threads of one chunk, instead of over up to 32
+threads of a whole row. The shuffle unit issues at a quarter of the FP32 rate, and with KC = K a
+[16, 128] bf16 tile at T = 4 compiled (sm_90, offline) to 328 shuffles against 728 FMAs per thread;
+KC = 64 cuts that to 136 at the same 128 registers. Smaller KC costs registers (each thread holds
+more of q and k), so KC is a tuned tile parameter (KC = K, 64 or 32 at K = 128).
+
 Two kernels share this math. ``gdn_recurrent_kernel`` launches one program per tile; the tile (BV
 rows, warps) trades the number of programs (small batches split V finely so 132 SMs have work)
 against per-program overhead. ``gdn_persistent_kernel`` launches a fixed grid (programs per SM x
@@ -47,11 +55,14 @@ for no case of the committed table.
 Measured on the H100 (results/2026-11-21_h100-sm90_*): the persistent kernel wins from B = 256 (bf16
 B = 512: 388 µs vs 428 for the best one-program-per-tile tile), the per-tile kernel below. At B = 64
 every decode kernel measured (this one, FlashInfer's, the cute one) runs at ~70% of DRAM peak under
-ncu with 28-43% occupancy (FlashInfer's launch is under two waves, this kernel's ~9 waves of one-warp
+ncu with 22-43% occupancy (FlashInfer's launch is under two waves, this kernel's ~9 waves of one-warp
 CTAs): tiles each wait on a slot load, then a state load, then store, and at this size latency, not
-bandwidth, sets the time. MTP (T = 4) is near issue-bound here (66% SM throughput, 5.4 cycles per
-issued instruction; 128 registers per thread cap occupancy at 25%); the per-token reductions over K
-(warp shuffles) are the likely cost, not yet measured per instruction.
+bandwidth, sets the time; chunking K changed decode by under 1% (tune_triton-kchunk-decode.csv). MTP
+(T = 4) is issue-bound: with KC = 64 it runs 5% faster (bf16 B = 64: 83.3 -> 79.3 µs in tuning) but
+ncu still shows 67% SM throughput, 43% DRAM throughput, 5.3 cycles per issued instruction and 128
+registers (25% occupancy): four dependent token steps per tile, each two reductions and a rank-1
+update over the whole register tile, while FlashInfer's MTP kernel reaches 68-81% of copy bandwidth
+at B >= 64.
 """
 
 from __future__ import annotations
