@@ -38,6 +38,18 @@ for f in $TILES $CTILES; do [ -f "$KEEP/$(basename $f)" ] && cp "$KEEP/$(basenam
 G="python3 -m gdnbench"
 DAY=$(date +%F)
 run() { local t=$1; shift; echo "=== $* ($(date +%T))"; timeout "$t" "$@"; echo "=== exit $? ($(date +%T))"; }
+# ncu_profile CSV BACKEND SPEC...: Nsight Compute on one gated launch of BACKEND per SPEC (profile_kernel.py
+# arguments), appended to $OUT/CSV under a "### SPEC" line, then the headline metrics
+ncu_profile() {
+  local csv=$OUT/$1 backend=$2; shift 2
+  local ncu="ncu --profile-from-start off --csv --page details --section SpeedOfLight --section Occupancy \
+    --section LaunchStats --section WarpStateStats --section InstructionStats"
+  for spec in "$@"; do
+    echo "### $spec" >> "$csv"
+    run 60 $ncu python3 scripts/profile_kernel.py --backend "$backend" $spec >> "$csv" 2>> "$OUT/ncu.err"; done
+  grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput|Issue Slots Busy" \
+    "$csv" | cut -c1-200
+}
 case $step in
   F)
     run 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "prefill and flashinfer" \
@@ -84,26 +96,14 @@ case $step in
     run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py \
       -k "flashinfer_kernel or (flashinfer and vlast) or fla_kernel" >> "$OUT/tests.log" 2>&1
     grep -E "passed|failed" "$OUT/tests.log"
-    NCU="ncu --profile-from-start off --csv --page details --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section WarpStateStats --section InstructionStats"
-    for spec in "--batch 64" "--batch 64 --tokens 4" "--batch 64 --state-dtype float32"; do
-      echo "### $spec" >> "$OUT/ncu.csv"
-      run 60 $NCU python3 scripts/profile_kernel.py --backend triton $spec >> "$OUT/ncu.csv" 2>> "$OUT/ncu.err"; done
-    grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput|Issue Slots Busy" \
-      "$OUT/ncu.csv" | cut -c1-200 ;;
+    ncu_profile ncu.csv triton "--batch 64" "--batch 64 --tokens 4" "--batch 64 --state-dtype float32" ;;
   K)
     run 300 python3 scripts/tune_cute.py --out "$OUT" > "$OUT/tune-cute.log" 2>&1
     tail -18 "$OUT/tune-cute.log"; cp "$CTILES" "$KEEP/" 2>/dev/null
     tar czf "$OUT/K.tgz" $CTILES
     run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k cute > "$OUT/tests.log" 2>&1
     tail -2 "$OUT/tests.log"
-    NCU="ncu --profile-from-start off --csv --page details --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section WarpStateStats --section InstructionStats"
-    for spec in "--batch 64" "--batch 64 --state-dtype float32"; do
-      echo "### $spec" >> "$OUT/ncu-cute.csv"
-      run 60 $NCU python3 scripts/profile_kernel.py --backend cute $spec >> "$OUT/ncu-cute.csv" 2>> "$OUT/ncu.err"; done
-    grep -E "^###|DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput|Issue Slots Busy" \
-      "$OUT/ncu-cute.csv" | cut -c1-200 ;;
+    ncu_profile ncu-cute.csv cute "--batch 64" "--batch 64 --state-dtype float32" ;;
   L)
     run 300 python3 scripts/tune_cute.py --out "$OUT" > "$OUT/tune-cute.log" 2>&1
     tail -18 "$OUT/tune-cute.log"; cp "$CTILES" "$KEEP/" 2>/dev/null

@@ -1,7 +1,7 @@
 """Measure gdnbench's CuTe DSL decode kernel over its tiles (BV rows per CTA x NVEC 16-byte vectors
 per lane per row x threads per CTA) on this GPU, and write the fastest per (state dtype, head dims, batch * hv) to
 gdnbench/backends/cute_tiles.json, which the ``cute`` backend reads. Every candidate first passes the
-correctness gate; the graph timer and its settings are those of scripts/tune_triton.py.
+correctness gate; the gated timing loop and its settings are those of scripts/tune_triton.py.
 Usage (GPU host): PYTHONPATH=$PWD python3 scripts/tune_cute.py [--out DIR]
 """
 
@@ -17,14 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tune_triton import CFG, case  # the same case builder and timing settings
+from tune_triton import CFG, case, measure  # the same cases, timing settings and gated timing loop
 
 from gdnbench.backends.cute import TILES_FILE, CuteGDN, CuteTile, tile_reason
 from gdnbench.cases import Case
-from gdnbench.check import run_gate
-from gdnbench.inputs import make_inputs
-from gdnbench.reference import reference
-from gdnbench.timer import time_gpu
 
 
 def candidates(c: Case) -> list[CuteTile]:
@@ -50,25 +46,12 @@ def main() -> int:
     rows, best = [], {}
     t0 = time.time()
     for c in plan():
-        x = make_inputs(c, "cuda")
-        e = reference(x)
-        results = []
-        for t in candidates(c):
-            b = CuteGDN(tile_override=t)
-            g = run_gate(c, b, x, e)
-            if not g.check.ok:
-                rows.append((c.id, *t, "", f"FAILED: {g.check.message}"))
-                continue
-            us = time_gpu("graph", c, b, CFG).stats.median
-            results.append((us, t))
-            rows.append((c.id, *t, f"{us:.3f}", ""))
+        results = measure(c, candidates(c), CuteGDN, rows)
         if results:
             us, t = min(results)
             best[(c.state_dtype, c.head_dim_k, c.head_dim_v, c.batch * c.hv)] = (us, t)
             print(f"{c.id:70s} best BV={t.bv:3d} NVEC={t.nvec} threads={t.threads:3d}  {us:9.2f} us  (of {len(results)}; worst "
                   f"{max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
-        del x, e
-        torch.cuda.empty_cache()
         write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
     print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")
     return 0

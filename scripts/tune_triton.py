@@ -71,6 +71,27 @@ def plan(only: str | None = None) -> list[Case]:
     return [c for c in cases if only is None or (c.tokens > 1) == (only == "mtp")]
 
 
+def measure(c: Case, tiles: list[tuple], make_backend, rows: list) -> list[tuple[float, tuple]]:
+    """Gate, then graph-time, ``make_backend(tile_override=t)`` for every tile on one set of inputs.
+    Returns (median µs, tile) for the tiles that passed; appends one CSV row per tile to ``rows``
+    (a failed gate: no time, the gate's message)."""
+    x = make_inputs(c, "cuda")
+    e = reference(x)
+    results = []
+    for t in tiles:
+        b = make_backend(tile_override=t)
+        g = run_gate(c, b, x, e)
+        if not g.check.ok:
+            rows.append((c.id, *t, "", f"FAILED: {g.check.message}"))
+            continue
+        us = time_gpu("graph", c, b, CFG).stats.median
+        results.append((us, t))
+        rows.append((c.id, *t, f"{us:.3f}", ""))
+    del x, e
+    torch.cuda.empty_cache()
+    return results
+
+
 def key_of(e: dict) -> tuple:
     return (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"], e["pairs_min"])
 
@@ -88,18 +109,7 @@ def main() -> int:
                                              e.get("kc", 0))) for e in keep}
     t0 = time.time()
     for c in plan(args.only):
-        x = make_inputs(c, "cuda")
-        e = reference(x)
-        results = []
-        for t in candidates(c):
-            b = TritonGDN(tile_override=t)
-            g = run_gate(c, b, x, e)
-            if not g.check.ok:
-                rows.append((c.id, *t, "", f"FAILED: {g.check.message}"))
-                continue
-            us = time_gpu("graph", c, b, CFG).stats.median
-            results.append((us, t))
-            rows.append((c.id, *t, f"{us:.3f}", ""))
+        results = measure(c, candidates(c), TritonGDN, rows)
         if results:
             us, t = min(results)
             key = (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
@@ -107,8 +117,6 @@ def main() -> int:
                 best[key] = (us, t)
             print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d}  {us:9.2f} us  "
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
-        del x, e
-        torch.cuda.empty_cache()
         write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
     print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")
     return 0

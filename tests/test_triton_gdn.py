@@ -218,3 +218,18 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
     assert not rep["ptx_local"], rep
     if "local" in rep:
         assert rep["local"] == 0 and rep["stack"] == 0, rep
+
+
+def test_tile_table_reader_and_picker(tmp_path):
+    """backends/base.py: a missing or malformed table reads as empty (the heuristic applies); the
+    picker takes the accepted entry with the largest pairs_min the case reaches."""
+    from gdnbench.backends.base import pick_tuned, read_tile_table
+
+    assert read_tile_table(tmp_path / "absent.json") == []
+    (tmp_path / "bad.json").write_text('{"version": 1}')
+    assert read_tile_table(tmp_path / "bad.json") == []
+    entries = [{"pairs_min": 1, "id": "a"}, {"pairs_min": 64, "id": "b"}, {"pairs_min": 128, "id": "c"}]
+    case = tiny_case(batch=4, hv=32)  # 128 pairs
+    assert pick_tuned(entries, case, lambda e: True)["id"] == "c"
+    assert pick_tuned(entries, case, lambda e: e["id"] != "c")["id"] == "b"
+    assert pick_tuned(entries, tiny_case(batch=1, hv=32), lambda e: e["id"] != "a") is None

@@ -48,7 +48,16 @@ from typing import NamedTuple
 
 import torch
 
-from gdnbench.backends.base import Backend, Padding, Target, current_target, missing_module, package_version
+from gdnbench.backends.base import (
+    Backend,
+    Padding,
+    Target,
+    current_target,
+    missing_module,
+    package_version,
+    pick_tuned,
+    read_tile_table,
+)
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -113,10 +122,7 @@ TILES_FILE = Path(__file__).with_name("cute_tiles.json")
 @functools.lru_cache(maxsize=1)
 def tuned_tiles() -> list[dict]:
     """Tile choices measured by scripts/tune_cute.py (empty when none were committed)."""
-    try:
-        return json.loads(TILES_FILE.read_text())["entries"]
-    except (OSError, ValueError, KeyError):
-        return []
+    return read_tile_table(TILES_FILE)
 
 
 def _entry_tile(e: dict) -> CuteTile:
@@ -126,14 +132,10 @@ def _entry_tile(e: dict) -> CuteTile:
 def tile(case: Case) -> CuteTile:
     """The tuned table's entry for this state dtype and head dims with the largest ``pairs_min`` <=
     batch * hv, if it can run the case; else the heuristic tile."""
-    pairs = case.batch * case.hv
-    fits = [e for e in tuned_tiles()
-            if (e["state_dtype"], e["head_dim_k"], e["head_dim_v"]) == (case.state_dtype, case.head_dim_k,
-                                                                      case.head_dim_v)
-            and e["pairs_min"] <= pairs and tile_reason(case, _entry_tile(e)) is None]
-    if fits:
-        return _entry_tile(max(fits, key=lambda e: e["pairs_min"]))
-    return heuristic_tile(case)
+    best = pick_tuned(tuned_tiles(), case, lambda e: (e["state_dtype"], e["head_dim_k"], e["head_dim_v"])
+                      == (case.state_dtype, case.head_dim_k, case.head_dim_v)
+                      and tile_reason(case, _entry_tile(e)) is None)
+    return _entry_tile(best) if best else heuristic_tile(case)
 
 
 def cache_dir() -> Path:

@@ -68,13 +68,20 @@ at B >= 64.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from gdnbench.backends.base import Backend, Padding, Target, triton_availability, triton_interpreted
+from gdnbench.backends.base import (
+    Backend,
+    Padding,
+    Target,
+    pick_tuned,
+    read_tile_table,
+    triton_availability,
+    triton_interpreted,
+)
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -133,10 +140,7 @@ TILES_FILE = Path(__file__).with_name("triton_tiles.json")
 @functools.lru_cache(maxsize=1)
 def tuned_tiles() -> list[dict]:
     """Tile choices measured by scripts/tune_triton.py (empty when none were committed)."""
-    try:
-        return json.loads(TILES_FILE.read_text())["entries"]
-    except (OSError, ValueError, KeyError):
-        return []
+    return read_tile_table(TILES_FILE)
 
 
 def tile(case: Case) -> Tile:
@@ -147,13 +151,11 @@ def tile(case: Case) -> Tile:
     heuristic: enough programs to hide DRAM latency (aim for >= ~2048 on a 132-SM GPU) with tiles
     large enough to stream whole state rows; V-last tiles stay >= 32 rows (K-row segments >= 64 B).
     """
-    pairs = case.batch * case.hv
-    fits = [e for e in tuned_tiles()
-            if (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"])
-            == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
-            and e["pairs_min"] <= pairs and not (e.get("chunk") and chunk_reason(case, int(e["bv"])))]
-    if fits:
-        best = max(fits, key=lambda e: e["pairs_min"])
+    best = pick_tuned(tuned_tiles(), case, lambda e: (e["layout"], e["state_dtype"], e["head_dim_k"],
+                                                      e["head_dim_v"], e["mtp"])
+                      == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
+                      and not (e.get("chunk") and chunk_reason(case, int(e["bv"]))))
+    if best:
         t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)), int(best.get("chunk", 0)),
                  int(best.get("kc", 0)))
         return t._replace(progs_per_sm=0) if case.tree else t  # the persistent kernel has no tree
