@@ -285,8 +285,12 @@ def _compile(case: Case, arch: str, keep_artifacts: bool = False, t: CuteTile | 
     from gdnbench.backends._cute_kernels import gdn_decode_klast
 
     options = [cute.GPUArch(arch), cute.EnableTVMFFI(True), cute.OptLevel(3)]
-    if keep_artifacts:
-        options += [cute.KeepPTX(True), cute.KeepCUBIN(True)]
+    if keep_artifacts:  # the dumps go to a temp folder (the default is the working directory)
+        import tempfile
+
+        from cutlass.base_dsl.compiler import DumpDir
+
+        options += [cute.KeepPTX(True), cute.KeepCUBIN(True), DumpDir(tempfile.mkdtemp(prefix="gdnbench-cute-"))]
     return cute.compile[tuple(options)](
         gdn_decode_klast, *fake_args(case), case.head_dim_k ** -0.5, case.hk, case.hv, case.head_dim_k,
         case.head_dim_v, t.bv, vec(case), t.nvec, t.threads, make_fake_stream())
