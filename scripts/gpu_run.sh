@@ -22,11 +22,13 @@
 #   K: cute tile tuning (BV x NVEC vectors per lane; -> cute_tiles.json, kept for B), the cute backend's
 #      GPU gate tests, Nsight Compute on its B = 64 bf16 and fp32 launches
 #   L: cute tile tuning, its GPU gate tests, then the decode roofline run (triton, cute, flashinfer, fla)
+#   M: MTP tile tuning (decode entries kept), the triton backend's GPU gate tests, Nsight Compute on the
+#      chosen decode and MTP kernels at B = 64 (I, M, then B re-tune and re-measure the triton kernels)
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -97,6 +99,13 @@ case $step in
       -k "flashinfer_kernel or (flashinfer and vlast) or fla_kernel" >> "$OUT/tests.log" 2>&1
     grep -E "passed|failed" "$OUT/tests.log"
     ncu_profile ncu.csv triton "--batch 64" "--batch 64 --tokens 4" "--batch 64 --state-dtype float32" ;;
+  M)
+    run 400 python3 scripts/tune_triton.py --only mtp --out "$OUT" > "$OUT/tune-mtp.log" 2>&1
+    tail -12 "$OUT/tune-mtp.log"; cp "$TILES" "$KEEP/" 2>/dev/null
+    tar czf "$OUT/M.tgz" $TILES
+    run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/tests.log" 2>&1
+    grep -E "passed|failed" "$OUT/tests.log"
+    ncu_profile ncu.csv triton "--batch 64" "--batch 64 --tokens 4" ;;
   K)
     run 300 python3 scripts/tune_cute.py --out "$OUT" > "$OUT/tune-cute.log" 2>&1
     tail -18 "$OUT/tune-cute.log"; cp "$CTILES" "$KEEP/" 2>/dev/null

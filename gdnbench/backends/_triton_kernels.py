@@ -117,24 +117,33 @@ def grid_tile(slots, HK, HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr,
 
 @triton.jit
 def gdn_recurrent_kernel(
-    q, k, v, a, b, A_log, dt_bias, slots, parents, pool, inter, out, scale, HK, HV,
+    q, k, v, a, b, A_log, dt_bias, slots, parents, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
     INTERMEDIATE: tl.constexpr, TREE: tl.constexpr,
 ):
     n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
-    neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
-    dtb = tl.load(dt_bias + hv).to(tl.float32)
-    # The first token's inputs do not depend on the slot: load them alongside it (small-batch latency).
-    q0, k0, v0, g0, beta0 = token_inputs(q, k, v, a, b, n * T, h, hv, HK, HV, neg_A, dtb, scale, offs_k,
-                                         offs_v, K, V)
+    # The first token's raw inputs do not depend on the slot: load them alongside it (small-batch
+    # latency). Their arithmetic (norms, gates) waits until the state load is issued: it would
+    # otherwise sit between the slot's arrival and that load, the one on the critical path.
+    tok0 = n * T
+    alog = tl.load(A_log + hv)
+    dtb_r = tl.load(dt_bias + hv)
+    q0 = tl.load(q + (tok0 * HK + h) * K + offs_k)
+    k0 = tl.load(k + (tok0 * HK + h) * K + offs_k)
+    v0 = tl.load(v + (tok0 * HV + hv) * V + offs_v)
+    a0 = tl.load(a + tok0 * HV + hv)
+    b0 = tl.load(b + tok0 * HV + hv)
     if slot >= 0:  # a scalar branch: the body's loads and stores stay unmasked and vectorised
         state = pool + (slot * HV + hv) * (K * V)
         H = tl.load(state + offs_s).to(tl.float32)
+        neg_A = -tl.exp(alog.to(tl.float32))
+        dtb = dtb_r.to(tl.float32)
         for t in tl.static_range(T):
             tok = n * T + t
             if t == 0:
-                qv, kv, vv, g, beta = q0, k0, v0, g0, beta0
+                qv, kv, g, beta = gates(q0, k0, a0, b0, neg_A, dtb, scale)
+                vv = v0.to(tl.float32)
             else:
                 qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale,
                                                    offs_k, offs_v, K, V)
@@ -192,7 +201,7 @@ def slot_of(slots, tile, n_tiles, HV, HK, NV: tl.constexpr):
 
 @triton.jit
 def gdn_persistent_kernel(
-    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK, HV, n_tiles,
+    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr, n_tiles,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
     INTERMEDIATE: tl.constexpr,
@@ -265,7 +274,7 @@ def split_dot(a_hi, a_lo, b_hi, b_lo, acc):
 
 @triton.jit
 def gdn_mtp_chunk_kernel(
-    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK, HV,
+    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
     DOT_BF16: tl.constexpr,

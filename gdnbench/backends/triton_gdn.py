@@ -162,6 +162,16 @@ def tile(case: Case) -> Tile:
     return heuristic_tile(case)
 
 
+def register_cap(case: Case, t: Tile) -> dict:
+    """``maxnreg`` for the per-token MTP kernel when its tile holds 64 state elements per thread
+    (the tuned MTP tiles): it fits in 128 registers without spilling (sm_90, T = 2..8, offline), which
+    keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12 warps)."""
+    per_thread = t.bv * case.head_dim_k // (32 * t.warps)
+    if case.tokens > 1 and not t.chunk and not t.progs_per_sm and per_thread == 64:
+        return {"maxnreg": 128}
+    return {}
+
+
 def heuristic_tile(case: Case) -> Tile:
     V, K = case.head_dim_v, case.head_dim_k
     pairs = case.batch * case.hv
@@ -192,8 +202,9 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     dt, st = _TT[case.dtype], _TT[case.state_dtype]
     sig = {"q": f"*{dt}", "k": f"*{dt}", "v": f"*{dt}", "a": f"*{dt}", "b": f"*{dt}", "A_log": "*fp32",
            "dt_bias": "*fp32", "slots": "*i32", "parents": "*i32", "pool": f"*{st}", "inter": f"*{st}",
-           "out": f"*{dt}", "scale": "fp32", "HK": "i32", "HV": "i32"}
-    consts = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv, KC=t.k_chunk(case),
+           "out": f"*{dt}", "scale": "fp32", "HK": "constexpr", "HV": "constexpr"}
+    consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
+                  KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree)
     fn = _kernel()
     if progs:
@@ -208,7 +219,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     n_ptr = sum(str(t).startswith("*") for t in sig.values())
     attrs = {(i,): [["tt.divisibility", 16]] for i in range(n_ptr)}  # the pointer arguments come first
     src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps})
+    return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, **register_cap(case, t)})
 
 
 def aot_report(case: Case, sm: int = 90, tile_: Tile | None = None) -> dict:
@@ -278,7 +289,9 @@ class TritonGDN(Backend):
         chunks = f", KC={kc}" if kc < case.head_dim_k else ""
         if t.chunk:
             name, chunks = "gdn_mtp_chunk_kernel", ""
-        return f"{name} [{mode}, {case.layout.replace('_', '-')}, BV={t.bv}, warps={t.warps}{grid}{chunks}]"
+        cap = register_cap(case, t)
+        regs = f", maxnreg={cap['maxnreg']}" if cap else ""
+        return f"{name} [{mode}, {case.layout.replace('_', '-')}, BV={t.bv}, warps={t.warps}{grid}{chunks}{regs}]"
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
@@ -329,9 +342,11 @@ class TritonGDN(Backend):
         kern = _kernel()
         parents = x.parents if case.tree else x.slots
 
+        cap = {} if triton_interpreted() else register_cap(case, t)
+
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
-                       case.hk, case.hv, TREE=case.tree, **meta)
+                       case.hk, case.hv, TREE=case.tree, **meta, **cap)
             return out
 
         return launch
