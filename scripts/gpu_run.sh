@@ -14,8 +14,8 @@
 #   H: the chunk-form MTP kernel: its gate at tiny shapes (real bf16 dots), MTP tile tuning (chunk
 #      candidates included; decode entries kept), GPU tests of the triton backend, the MTP roofline,
 #      and Nsight Compute on the chosen MTP kernel at B = 64
-#   I: decode tile tuning with K-chunked register tiles among the candidates (MTP entries kept), and
-#      the triton backend's tests on the GPU at tiny shapes (real compiles of the chunked tiles)
+#   I: decode tile tuning with K-chunked register tiles and the pipelined persistent kernel among the
+#      candidates (MTP entries kept), then that kernel's gate tests compiled for the GPU
 #   J: MTP tile tuning likewise (decode entries kept), the GPU gate tests of triton and of the backends
 #      that read a contiguous pool view (flashinfer_kernel, FlashInfer V-last, fla_kernel), then
 #      Nsight Compute on the chosen decode and MTP kernels at B = 64 (run B after J for the rooflines)
@@ -87,7 +87,10 @@ case $step in
   I)
     run 540 python3 scripts/tune_triton.py --only decode --out "$OUT" > "$OUT/tune-decode.log" 2>&1
     tail -20 "$OUT/tune-decode.log"; cp "$TILES" "$KEEP/" 2>/dev/null; cp "$OUT/tune_triton.csv" "$KEEP/tune-decode.csv"
-    tar czf "$OUT/I.tgz" $TILES ;;
+    tar czf "$OUT/I.tgz" $TILES
+    # the pipelined persistent kernel compiled for the GPU (cp.async), gated on padded pools
+    run 120 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "pipelined or stages or persistent" \
+      > "$OUT/tests-pipelined.log" 2>&1; tail -1 "$OUT/tests-pipelined.log" ;;
   J)
     run 400 python3 scripts/tune_triton.py --only mtp --out "$OUT" > "$OUT/tune-mtp.log" 2>&1
     tail -12 "$OUT/tune-mtp.log"; cp "$TILES" "$KEEP/" 2>/dev/null

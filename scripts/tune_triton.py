@@ -37,11 +37,17 @@ def case(batch, hk=16, hv=32, layout="k_last", sd="bfloat16", tokens=1) -> Case:
 KCS = (0, 64, 32)  # K chunk of the per-token kernels' register tile: whole K, or 2 / 4 chunks at K = 128
 
 
-def candidates(case: Case) -> list[tuple[int, int, int, int, int]]:
-    """(BV, warps, programs per SM, chunk, KC): one-program-per-tile tiles with 16..64 state elements
-    per thread (K = 128), the persistent kernel at the tiles and grid sizes that keep ~32 KB of state
-    loads in flight per SM without running out of registers (no tree: it has none), each at every K
-    chunk in KCS, and for MTP the chunk-form kernel (tensor-core dots need BV >= 16)."""
+def candidates(case: Case) -> list[tuple[int, int, int, int, int, int]]:
+    """(BV, warps, programs per SM, chunk, KC, stages): one-program-per-tile tiles with 16..64 state
+    elements per thread (K = 128), the persistent kernel at the tiles and grid sizes that keep ~32 KB
+    of state loads in flight per SM without running out of registers (no tree: it has none), each at
+    every K chunk in KCS; the Triton-pipelined persistent kernel at 2 and 3 stages where the grid's
+    shared-memory buffers fit (whole-K tiles); and for MTP the chunk-form kernel (tensor-core dots
+    need BV >= 16)."""
+    return [t + (0,) * (6 - len(t)) for t in _candidates(case)]
+
+
+def _candidates(case: Case) -> list[tuple[int, ...]]:
     out = []
     for bv in (4, 8, 16, 32, 64):
         if case.layout == "v_last" and bv < 16:
@@ -59,6 +65,16 @@ def candidates(case: Case) -> list[tuple[int, int, int, int, int]]:
             for progs in (4, 8, 16):
                 if progs * w <= 32:
                     out += [(bv, w, progs, 0, kc) for kc in KCS]
+        state_bytes = torch.finfo(getattr(torch, case.state_dtype)).bits // 8
+        pairs = ((8, 1), (16, 1), (32, 2), (64, 4)) if case.tokens == 1 else ((8, 1), (16, 1))
+        for bv, w in pairs:
+            if case.layout == "v_last" and bv < 16:
+                continue
+            for stages in ((2, 3) if case.tokens == 1 else (2,)):
+                buf = stages * bv * case.head_dim_k * state_bytes  # the state's shared-memory ring per program
+                for progs in (2, 4, 8, 12, 16):
+                    if progs * w <= 16 and progs * buf <= 160 * 1024:
+                        out.append((bv, w, progs, 0, 0, stages))
     return out
 
 
@@ -80,7 +96,11 @@ def measure(c: Case, tiles: list[tuple], make_backend, rows: list) -> list[tuple
     results = []
     for t in tiles:
         b = make_backend(tile_override=t)
-        g = run_gate(c, b, x, e)
+        try:
+            g = run_gate(c, b, x, e)
+        except Exception as err:  # e.g. a tile whose shared memory or registers the GPU cannot give
+            rows.append((c.id, *t, "", f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"))
+            continue
         if not g.check.ok:
             rows.append((c.id, *t, "", f"FAILED: {g.check.message}"))
             continue
@@ -106,7 +126,7 @@ def main() -> int:
     if args.only:  # keep the other class's measured entries
         keep = [e for e in tuned_tiles() if e["mtp"] != (args.only == "mtp")]
         best = {key_of(e): (e["median_us"], (e["bv"], e["warps"], e.get("progs_per_sm", 0), e.get("chunk", 0),
-                                             e.get("kc", 0))) for e in keep}
+                                             e.get("kc", 0), e.get("stages", 0))) for e in keep}
     t0 = time.time()
     for c in plan(args.only):
         results = measure(c, candidates(c), TritonGDN, rows)
@@ -115,7 +135,8 @@ def main() -> int:
             key = (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
             if key not in best or us < best[key][0]:
                 best[key] = (us, t)
-            print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d}  {us:9.2f} us  "
+            print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d} "
+                  f"stages={t[5]}  {us:9.2f} us  "
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
     print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")
@@ -125,6 +146,7 @@ def main() -> int:
 def write(best: dict, rows: list, out: Path) -> None:
     entries = [{"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4],
                 "pairs_min": k[5], "bv": t[0], "warps": t[1], "progs_per_sm": t[2], "chunk": t[3], "kc": t[4],
+                "stages": t[5],
                 "median_us": round(us, 3)}
                for k, (us, t) in sorted(best.items())]
     table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(),
@@ -134,7 +156,7 @@ def write(best: dict, rows: list, out: Path) -> None:
     (out / "triton_tiles.json").write_text(TILES_FILE.read_text())
     with (out / "tune_triton.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case_id", "bv", "warps", "progs_per_sm", "chunk", "kc", "median_us", "note"])
+        w.writerow(["case_id", "bv", "warps", "progs_per_sm", "chunk", "kc", "stages", "median_us", "note"])
         w.writerows(rows)
 
 

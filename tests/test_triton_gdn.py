@@ -82,6 +82,36 @@ def test_persistent_kernel_mtp(write_back, intermediate):
 
 
 @run_here
+@pytest.mark.parametrize("layout", ["k_last", "v_last"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("progs,stages", [(1, 2), (3, 3), (100, 2)])
+def test_pipelined_kernel(layout, state_dtype, progs, stages):
+    """The Triton-pipelined persistent kernel on a padded pool: one program for every tile, several
+    tiles per program (more tiles than stages), more programs than tiles; K chunked."""
+    case = tiny_case(batch=5, hk=1, hv=2, head_dim_k=16, head_dim_v=32, layout=layout, state_dtype=state_dtype,
+                     pool="padded")
+    b = TritonGDN(tile_override=(16, 1, progs, 0, 8, stages))
+    assert b.kernel(case).startswith("gdn_pipelined_kernel") and f"{stages} stages" in b.kernel(case)
+    r = gate(case, b)
+    assert r.ok, r.message
+
+
+@run_here
+@pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
+def test_pipelined_kernel_mtp(write_back, intermediate):
+    case = tiny_case(phase="mtp", tokens=3, batch=3, pool="padded", write_back=write_back, intermediate=intermediate,
+                     state_dtype="bfloat16", hk=1, hv=2, head_dim_k=16, head_dim_v=16)
+    r = gate(case, TritonGDN(tile_override=(8, 1, 2, 0, 0, 3)))
+    assert r.ok, r.message
+
+
+def test_stages_need_a_persistent_grid():
+    case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=16)
+    with pytest.raises(ValueError, match="stages"):
+        TritonGDN(tile_override=(8, 1, 0, 0, 0, 2)).build(case, make_inputs(case, "cpu"))
+
+
+@run_here
 @pytest.mark.parametrize("tokens", [2, 3, 8])
 @pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("state_dtype,layout", [("float32", "k_last"), ("bfloat16", "k_last"), ("bfloat16", "v_last")])

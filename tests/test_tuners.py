@@ -58,3 +58,35 @@ def test_cute_candidates_are_runnable_tiles():
         cands = tune_cute.candidates(c)
         assert cands and all(tile_reason(c, t) is None for t in cands)
         assert any(t.threads < 128 for t in cands) == (c.batch * c.hv <= 1024)
+
+
+@pytest.mark.skipif(not (HAS_CUDA or triton_interpreted()), reason="needs a GPU or TRITON_INTERPRET=1")
+def test_measure_records_a_tile_that_cannot_build(monkeypatch):
+    """A candidate the backend refuses (here stages without a persistent grid) is a FAILED row with the
+    reason, not a crash of the whole tuning run."""
+    dev = "cuda" if HAS_CUDA else "cpu"
+    monkeypatch.setattr(tune_triton, "make_inputs", lambda c, _: make_inputs(c, dev))
+    monkeypatch.setattr(tune_triton, "time_gpu",
+                        lambda mode, c, b, cfg: SimpleNamespace(stats=SimpleNamespace(median=1.0)))
+    if not HAS_CUDA:
+        monkeypatch.setattr(tune_triton.torch.cuda, "empty_cache", lambda: None)
+    case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=32)
+    rows = []
+    results = tune_triton.measure(case, [(16, 1, 0, 0, 0, 2), (16, 1, 0, 0, 0, 0)], TritonGDN, rows)
+    assert results == [(1.0, (16, 1, 0, 0, 0, 0))]
+    assert rows[0][-1].startswith("FAILED: ValueError") and "stages" in rows[0][-1]
+
+
+def test_triton_candidates_are_valid_tiles():
+    """Every candidate is a full 6-field tile the backend accepts: BV divides V, KC divides K, stages
+    only on a persistent grid, the pipelined kernel's shared-memory ring within 160 KB per SM, and
+    neither persistent kernel on a parent-token tree."""
+    for c in tune_triton.plan():
+        cands = tune_triton.candidates(c)
+        assert cands and all(len(t) == 6 for t in cands)
+        for bv, w, progs, chunk, kc, stages in cands:
+            assert c.head_dim_v % bv == 0 and (kc == 0 or c.head_dim_k % kc == 0)
+            assert not stages or progs
+            if stages:
+                assert progs * stages * bv * c.head_dim_k * (4 if c.state_dtype == "float32" else 2) <= 160 * 1024
+        assert any(t[5] for t in cands)

@@ -254,6 +254,48 @@ def gdn_persistent_kernel(
 
 
 @triton.jit
+def gdn_pipelined_kernel(
+    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr, n_tiles,
+    T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, STAGES: tl.constexpr,
+):
+    """Persistent, software-pipelined by Triton: a fixed grid of programs walks the tiles in a
+    ``tl.range(..., num_stages=STAGES)`` loop whose body is one plain tile (slot, state, inputs,
+    update, stores). Triton's pipeliner turns the body's loads into asynchronous copies (cp.async)
+    into shared-memory buffers issued STAGES - 1 tiles ahead (the slot one stage before the state it
+    addresses), so state bytes stay in flight without holding registers: the register double buffer
+    of ``gdn_persistent_kernel`` done by the hardware copy engine instead (no parent-token tree).
+    Padded rows use broadcast-scalar masks."""
+    NV: tl.constexpr = V // BV
+    NC: tl.constexpr = K // KC
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    offs_k = k_offsets(K, KC)
+    for tile in tl.range(pid, n_tiles, step, num_stages=STAGES):
+        i_v, n, hv, h = tile_coords(tile, HV, HK, NV)
+        slot = tl.load(slots + n).to(tl.int64)
+        valid = slot >= 0
+        live = tl.full([BV, NC, KC], 1, tl.int1) & valid
+        state = pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V)
+        offs_s = state_offsets(i_v, K, V, BV, KC, K_LAST)
+        offs_v = i_v * BV + tl.arange(0, BV)
+        H = tl.load(state + offs_s, mask=live, other=0.0).to(tl.float32)
+        neg_A = -tl.exp(tl.load(A_log + hv).to(tl.float32))
+        dtb = tl.load(dt_bias + hv).to(tl.float32)
+        for t in tl.static_range(T):
+            tok = n * T + t
+            qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, offs_v,
+                                               K, V)
+            H, o = token_step(H, qv, kv, vv, g, beta, T == 1)
+            tl.store(out + (tok * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
+            if INTERMEDIATE:
+                tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty), mask=live)
+        if WRITE_BACK:
+            tl.store(state + offs_s, H.to(pool.dtype.element_ty), mask=live)
+
+
+@triton.jit
 def split(x, BF16: tl.constexpr):
     """fp32 x as a (hi, lo) pair of bf16 dot operands, x ~ hi + lo to ~2^-16. Without BF16 (the CPU
     interpreter, whose bf16 tl.dot is wrong) the pair is (x, 0) in fp32."""

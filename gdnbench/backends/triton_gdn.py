@@ -102,6 +102,13 @@ def _persistent_kernel():
 
 
 @functools.lru_cache(maxsize=1)
+def _pipelined_kernel():
+    from gdnbench.backends._triton_kernels import gdn_pipelined_kernel
+
+    return gdn_pipelined_kernel
+
+
+@functools.lru_cache(maxsize=1)
 def _chunk_kernel():
     from gdnbench.backends._triton_kernels import gdn_mtp_chunk_kernel
 
@@ -111,12 +118,15 @@ def _chunk_kernel():
 class Tile(NamedTuple):
     """BV state rows per tile, warps per program, programs per SM for the persistent kernel (0: one
     program per tile), ``chunk`` = 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8), and KC,
-    the K columns per register chunk of the per-token kernels' ``[K / KC, BV, KC]`` tile (0: KC = K)."""
+    the K columns per register chunk of the per-token kernels' ``[K / KC, BV, KC]`` tile (0: KC = K), and
+    ``stages`` > 0 with programs per SM: the persistent loop pipelined by Triton over that many stages
+    (``gdn_pipelined_kernel``) instead of the register double buffer."""
     bv: int
     warps: int
     progs_per_sm: int = 0
     chunk: int = 0
     kc: int = 0
+    stages: int = 0
 
     def k_chunk(self, case: Case) -> int:
         """KC for this case (K when unset or larger than K)."""
@@ -157,7 +167,7 @@ def tile(case: Case) -> Tile:
                       and not (e.get("chunk") and chunk_reason(case, int(e["bv"]))))
     if best:
         t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)), int(best.get("chunk", 0)),
-                 int(best.get("kc", 0)))
+                 int(best.get("kc", 0)), int(best.get("stages", 0)))
         return t._replace(progs_per_sm=0) if case.tree else t  # the persistent kernel has no tree
     return heuristic_tile(case)
 
@@ -211,6 +221,9 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
         del sig["parents"], consts["TREE"]
         sig["n_tiles"] = "i32"
         fn = _persistent_kernel()
+        if t.stages:
+            consts["STAGES"] = t.stages
+            fn = _pipelined_kernel()
     elif chunk:
         del sig["parents"], consts["TREE"], consts["KC"]
         consts["DOT_BF16"] = True
@@ -285,6 +298,8 @@ class TritonGDN(Backend):
         mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
         name, grid = (("gdn_persistent_kernel", f", {t.progs_per_sm} programs/SM") if t.progs_per_sm
                       else ("gdn_recurrent_kernel", ""))
+        if t.progs_per_sm and t.stages:
+            name, grid = "gdn_pipelined_kernel", f"{grid}, {t.stages} stages"
         kc = t.k_chunk(case)
         chunks = f", KC={kc}" if kc < case.head_dim_k else ""
         if t.chunk:
@@ -307,6 +322,8 @@ class TritonGDN(Backend):
             raise ValueError(f"tile BV={bv} does not divide V={case.head_dim_v}")
         if progs and case.tree:
             raise ValueError("the persistent kernel has no parent-token tree")
+        if t.stages and not progs:
+            raise ValueError(f"stages={t.stages} pipeline the persistent loop: they need programs per SM")
         if chunk and (progs or chunk_reason(case, bv)):
             raise ValueError(chunk_reason(case, bv) or "the chunk-form kernel is not persistent")
         out = torch.empty(case.batch, case.tokens, case.hv, case.head_dim_v, dtype=x.v.dtype, device=x.device)
@@ -319,6 +336,9 @@ class TritonGDN(Backend):
             meta["KC"] = kc
         if progs:
             kern = _persistent_kernel()
+            if t.stages:
+                kern = _pipelined_kernel()
+                meta["STAGES"] = t.stages
             grid = (min(n_tiles, progs * sm_count(x.device)),)
 
             def launch():
