@@ -175,11 +175,16 @@ def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
     entries = [{"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
                 "pairs_min": 1, "bv": 16, "warps": 1},
                {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
-                "pairs_min": 64, "bv": 32, "warps": 4, "chunk": 1}]
+                "pairs_min": 64, "bv": 32, "warps": 4, "chunk": 1},
+               {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
+                "pairs_min": 1024, "bv": 16, "warps": 1, "progs_per_sm": 8, "stages": 2}]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0)
+    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0, 0)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0, 0)
+    # a pipelined persistent entry on a tree case: the per-tile kernel at the same tile (no stages)
+    big = {**mtp, "batch": 64, "tree": True, "intermediate": True, "write_back": False}
+    assert tile(tiny_case(**big)) == (16, 1, 0, 0, 0, 0)
 
 
 def test_supports_and_kernel_column():
@@ -212,11 +217,11 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
                 "pairs_min": 1, "bv": 32, "warps": 4, "progs_per_sm": 4, "kc": 32}]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0)  # an entry without a grid size: one program per tile
-    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0)
+    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
+    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0, 0)
     mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32)  # the entry's K chunk carries through
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32)  # no tree: grid kernel
+    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32, 0)  # the entry's K chunk carries through
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32, 0)  # no tree: grid kernel
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 

@@ -52,9 +52,16 @@ def token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, o
 
 @triton.jit
 def rowdot(H, x):
-    """H x for a [BV, NC, KC] tile and a [NC, KC] vector: [BV]. The NC partial sums are in-thread
-    adds first, so only one [BV, KC] reduction crosses threads."""
-    return tl.sum(tl.sum(H * x[None, :, :], axis=1), axis=1)
+    """H x for a [BV, NC, KC] tile and a [NC, KC] vector: [BV]. Reduced as one [BV, K] sum (a reshape
+    that moves no data: Triton gives it a linear layout over the same registers), so each thread's
+    share of a row is one multiply-add chain (ptxas fuses the products) before a shuffle tree over
+    only the KC / 8 (bf16) or KC / 4 (fp32) threads of a chunk. Summing over NC and then KC cost a
+    multiply, a multiply-add and an add per pair of elements instead (sm_90 offline, bf16 T = 4:
+    2784 -> 2568 instructions per program)."""
+    BV: tl.constexpr = H.shape[0]
+    NC: tl.constexpr = H.shape[1]
+    KC: tl.constexpr = H.shape[2]
+    return tl.sum(tl.reshape(H * x[None, :, :], (BV, NC * KC)), axis=1)
 
 
 @triton.jit

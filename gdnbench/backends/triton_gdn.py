@@ -168,7 +168,7 @@ def tile(case: Case) -> Tile:
     if best:
         t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)), int(best.get("chunk", 0)),
                  int(best.get("kc", 0)), int(best.get("stages", 0)))
-        return t._replace(progs_per_sm=0) if case.tree else t  # the persistent kernel has no tree
+        return t._replace(progs_per_sm=0, stages=0) if case.tree else t  # the persistent kernels have no tree
     return heuristic_tile(case)
 
 
