@@ -111,15 +111,15 @@ def state_offsets(i_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, KC: t
 @triton.jit
 def grid_tile(slots, HK, HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, KC: tl.constexpr,
               K_LAST: tl.constexpr):
-    """This program's tile in a (B * HV, V / BV) grid: row n (int64), value head, key head, V offsets
-    [BV], K offsets [NC, KC], the state tile's offsets [BV, NC, KC], and the row's slot (int64, -1 =
-    padded)."""
-    pid_nh = tl.program_id(0)
-    pid_v = tl.program_id(1)
-    n = (pid_nh // HV).to(tl.int64)
-    hv = pid_nh % HV
-    return (n, hv, hv // (HV // HK), pid_v * BV + tl.arange(0, BV), k_offsets(K, KC),
-            state_offsets(pid_v, K, V, BV, KC, K_LAST), tl.load(slots + n).to(tl.int64))
+    """This program's tile in a 1-D grid of B * HV * (V / BV) tiles, the V blocks of one head
+    consecutive (``tile_coords``), so programs that run together read neighbouring state (a head's
+    K x V block is contiguous in a K-last pool; with the head index fastest, as before, they read
+    4-16 KB pieces of as many heads; the cute and FlashInfer kernels order their CTAs this way too).
+    Returns row n (int64), value head, key head, V offsets [BV], K offsets [NC, KC], the state tile's
+    offsets [BV, NC, KC], and the row's slot (int64, -1 = padded)."""
+    i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, V // BV)
+    return (n, hv, h, i_v * BV + tl.arange(0, BV), k_offsets(K, KC), state_offsets(i_v, K, V, BV, KC, K_LAST),
+            tl.load(slots + n).to(tl.int64))
 
 
 @triton.jit

@@ -347,7 +347,7 @@ class TritonGDN(Backend):
                 return out
 
             return launch
-        grid = (case.batch * case.hv, case.head_dim_v // bv)
+        grid = (case.batch * case.hv * (case.head_dim_v // bv),)
         if chunk:
             kern = _chunk_kernel()
 
