@@ -142,6 +142,35 @@ def test_k_chunked_tiles(layout, state_dtype, phase, tokens, progs):
 
 
 @run_here
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("phase,tokens,progs,stages", [("decode", 1, 0, 0), ("decode", 1, 2, 0), ("decode", 1, 2, 2),
+                                                      ("mtp", 3, 0, 0)])
+@pytest.mark.parametrize("bv,kc,flat", [(16, 16, True), (8, 8, False)])
+def test_flat_and_two_step_row_sums(state_dtype, phase, tokens, progs, stages, bv, kc, flat):
+    """rowdot's two reductions over K on every per-token kernel: one flat [BV, K] sum where the K
+    chunks are not split across lanes (BV=16, KC=16: 16 rows x 1-4 vectors fill the warp), the NC
+    then KC sums where they are (BV=8, KC=8 at K=32)."""
+    case = tiny_case(phase=phase, tokens=tokens, batch=3, pool="padded", state_dtype=state_dtype, hk=1, hv=2,
+                     head_dim_k=32, head_dim_v=16, intermediate=tokens > 1)
+    t = tg.Tile(bv, 1, progs, 0, kc, stages)
+    assert tg.flat_rowdot(case, t) is flat
+    r = gate(case, TritonGDN(tile_override=t))
+    assert r.ok, r.message
+
+
+def test_flat_rowdot_rule():
+    c = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
+    assert not tg.flat_rowdot(c, tg.Tile(4, 1, 0, 0, 32))     # 4 rows x 4 vectors: lanes on the chunks too
+    assert tg.flat_rowdot(c, tg.Tile(4, 1, 0, 0, 64))         # 4 x 8 fill the warp
+    assert tg.flat_rowdot(c, tg.Tile(4, 1))                   # KC = K: nothing to split
+    c32 = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="float32")
+    assert tg.flat_rowdot(c32, tg.Tile(4, 1, 0, 0, 32))       # fp32: 4 x 8 vectors
+    mtp = tiny_case(phase="mtp", tokens=4, batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
+    assert not tg.flat_rowdot(mtp, tg.Tile(16, 1, 8, 0, 0, 2))  # pipelined MTP: the flat sum spilled
+    assert tg.flat_rowdot(mtp, tg.Tile(16, 1, 8, 0, 0, 0))      # the register-prefetch persistent kernel
+
+
+@run_here
 def test_k_chunked_tree():
     case = tiny_case(phase="mtp", tokens=4, batch=3, hk=2, hv=4, head_dim_k=32, head_dim_v=16, intermediate=True,
                      tree=True, write_back=False)

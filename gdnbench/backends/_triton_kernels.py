@@ -51,21 +51,28 @@ def token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, o
 
 
 @triton.jit
-def rowdot(H, x):
-    """H x for a [BV, NC, KC] tile and a [NC, KC] vector: [BV]. Reduced as one [BV, K] sum (a reshape
-    that moves no data: Triton gives it a linear layout over the same registers), so each thread's
-    share of a row is one multiply-add chain (ptxas fuses the products) before a shuffle tree over
-    only the KC / 8 (bf16) or KC / 4 (fp32) threads of a chunk. Summing over NC and then KC cost a
-    multiply, a multiply-add and an add per pair of elements instead (sm_90 offline, bf16 T = 4:
-    2784 -> 2568 instructions per program)."""
-    BV: tl.constexpr = H.shape[0]
-    NC: tl.constexpr = H.shape[1]
-    KC: tl.constexpr = H.shape[2]
-    return tl.sum(tl.reshape(H * x[None, :, :], (BV, NC * KC)), axis=1)
+def rowdot(H, x, FLAT: tl.constexpr):
+    """H x for a [BV, NC, KC] tile and a [NC, KC] vector: [BV].
+
+    FLAT: reduced as one [BV, K] sum through a reshape that moves no data (Triton gives it a linear
+    layout over the same registers), so each thread's share of a row is one multiply-add chain
+    (ptxas fuses the products) before a shuffle tree over only the KC / 8 (bf16) or KC / 4 (fp32)
+    threads of a chunk; summing over NC and then KC costs a multiply, a multiply-add and an add per
+    pair of elements instead (sm_90 offline, bf16 T = 4: 2784 -> 2568 instructions per program).
+    Not FLAT (tiles whose lanes also split the K chunks, ``flat_rowdot``): the NC partial sums, then
+    one [BV, KC] reduction across threads; Triton 3.6 compiled the flat sum wrongly on the H100 for
+    such a layout (bf16 BV=4 KC=32 failed the gate)."""
+    if FLAT:
+        BV: tl.constexpr = H.shape[0]
+        NC: tl.constexpr = H.shape[1]
+        KC: tl.constexpr = H.shape[2]
+        return tl.sum(tl.reshape(H * x[None, :, :], (BV, NC * KC)), axis=1)
+    else:
+        return tl.sum(tl.sum(H * x[None, :, :], axis=1), axis=1)
 
 
 @triton.jit
-def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr):
+def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr, FLAT: tl.constexpr):
     """One token on a [BV, NC, KC] tile (fp32): returns (new H, output [BV]).
 
     OVERLAP: both products read the state before the update, ``o = e^g (H q) + u (k.q)`` with
@@ -75,16 +82,16 @@ def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr):
     unrolled tokens), so the kernels use it for T = 1 only (results/*_triton-tune)."""
     if OVERLAP:
         eg = tl.exp(g)
-        hk = rowdot(H, kv)
-        hq = rowdot(H, qv)
+        hk = rowdot(H, kv, FLAT)
+        hq = rowdot(H, qv, FLAT)
         u = beta * (vv - eg * hk)
         o = eg * hq + u * tl.sum(tl.sum(kv * qv, axis=1), axis=0)
         return H * eg + u[:, None, None] * kv[None, :, :], o
     else:
         H = H * tl.exp(g)
-        u = beta * (vv - rowdot(H, kv))
+        u = beta * (vv - rowdot(H, kv, FLAT))
         H = H + u[:, None, None] * kv[None, :, :]
-        return H, rowdot(H, qv)
+        return H, rowdot(H, qv, FLAT)
 
 
 @triton.jit
@@ -127,7 +134,7 @@ def gdn_recurrent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, parents, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
-    INTERMEDIATE: tl.constexpr, TREE: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, TREE: tl.constexpr, FLAT: tl.constexpr,
 ):
     n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
     # The first token's raw inputs do not depend on the slot: load them alongside it (small-batch
@@ -160,7 +167,7 @@ def gdn_recurrent_kernel(
                     if p != t - 1:  # not the previous token: reload the parent's state
                         tl.debug_barrier()
                         H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s).to(tl.float32)
-            H, o = token_step(H, qv, kv, vv, g, beta, T == 1)
+            H, o = token_step(H, qv, kv, vv, g, beta, T == 1, FLAT)
             tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
             if INTERMEDIATE:
                 tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty))
@@ -211,7 +218,7 @@ def gdn_persistent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr, n_tiles,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
-    INTERMEDIATE: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """Persistent variant: a fixed grid of programs walks the tiles (tile, tile + grid, ...) and loads
     the next tile's state and first-token inputs before working on the current one (software
@@ -248,7 +255,7 @@ def gdn_persistent_kernel(
             else:
                 qf, kf, vf, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb_f, scale, offs_k,
                                                    offs_v, K, V)
-            H, o = token_step(H, qf, kf, vf, g, beta, T == 1)
+            H, o = token_step(H, qf, kf, vf, g, beta, T == 1, FLAT)
             tl.store(out + (tok * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
             if INTERMEDIATE:
                 tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty),
@@ -265,7 +272,7 @@ def gdn_pipelined_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr, n_tiles,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
-    INTERMEDIATE: tl.constexpr, STAGES: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, STAGES: tl.constexpr, FLAT: tl.constexpr,
 ):
     """Persistent, software-pipelined by Triton: a fixed grid of programs walks the tiles in a
     ``tl.range(..., num_stages=STAGES)`` loop whose body is one plain tile (slot, state, inputs,
@@ -294,7 +301,7 @@ def gdn_pipelined_kernel(
             tok = n * T + t
             qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, offs_v,
                                                K, V)
-            H, o = token_step(H, qv, kv, vv, g, beta, T == 1)
+            H, o = token_step(H, qv, kv, vv, g, beta, T == 1, FLAT)
             tl.store(out + (tok * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
             if INTERMEDIATE:
                 tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty), mask=live)

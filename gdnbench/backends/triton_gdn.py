@@ -172,6 +172,36 @@ def tile(case: Case) -> Tile:
     return heuristic_tile(case)
 
 
+def tile_reason(case: Case, t: Tile) -> str | None:
+    """Why the kernels cannot run ``case`` with tile ``t`` (None: they can)."""
+    kc = t.k_chunk(case)
+    if case.head_dim_k % kc or kc & (kc - 1):
+        return f"K chunk KC={kc} must be a power of two dividing K={case.head_dim_k}"
+    if case.head_dim_v % t.bv:
+        return f"tile BV={t.bv} does not divide V={case.head_dim_v}"
+    if t.progs_per_sm and case.tree:
+        return "the persistent kernels have no parent-token tree"
+    if t.stages and not t.progs_per_sm:
+        return f"stages={t.stages} pipeline the persistent loop: they need programs per SM"
+    if t.chunk and (t.progs_per_sm or chunk_reason(case, t.bv)):
+        return chunk_reason(case, t.bv) or "the chunk-form kernel is not persistent"
+    return None
+
+
+def flat_rowdot(case: Case, t: Tile) -> bool:
+    """Whether the per-token kernels reduce the tile as one [BV, K] sum (``rowdot``'s FLAT): yes
+    unless the K chunks are split across lanes, i.e. BV rows x (KC / 16-byte vector) fill fewer than
+    the 32 lanes of a warp (then Triton also puts lanes on the chunk axis; the flat sum compiled
+    wrongly for bf16 BV=4 KC=32 on the H100, so that layout keeps the two-step sum), and except in
+    the pipelined kernel at T > 1, where Triton 3.6 gave the flat sum a layout that spilled 6-10 KB
+    per thread (offline sm_90; it ran 250x slower on the H100) and the two-step sum spills nothing."""
+    if t.stages and t.progs_per_sm and case.tokens > 1:
+        return False
+    kc = t.k_chunk(case)
+    vec = 128 // torch.finfo(getattr(torch, case.state_dtype)).bits  # elements per 16-byte vector
+    return kc == case.head_dim_k or t.bv * max(kc // vec, 1) >= 32
+
+
 def register_cap(case: Case, t: Tile) -> dict:
     """``maxnreg`` for the per-token MTP kernel when its tile holds 64 state elements per thread
     (the tuned MTP tiles): it fits in 128 registers without spilling (sm_90, T = 2..8, offline), which
@@ -215,7 +245,8 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
            "out": f"*{dt}", "scale": "fp32", "HK": "constexpr", "HV": "constexpr"}
     consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                   KC=t.k_chunk(case),
-                  K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree)
+                  K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
+                  FLAT=flat_rowdot(case, t))
     fn = _kernel()
     if progs:
         del sig["parents"], consts["TREE"]
@@ -225,7 +256,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
             consts["STAGES"] = t.stages
             fn = _pipelined_kernel()
     elif chunk:
-        del sig["parents"], consts["TREE"], consts["KC"]
+        del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"]
         consts["DOT_BF16"] = True
         fn = _chunk_kernel()
     sig.update({name: "constexpr" for name in consts})
@@ -316,16 +347,9 @@ class TritonGDN(Backend):
         t = self.tile(case)
         bv, warps, progs, chunk = t.bv, t.warps, t.progs_per_sm, t.chunk
         kc = t.k_chunk(case)
-        if case.head_dim_k % kc or kc & (kc - 1):
-            raise ValueError(f"K chunk KC={kc} must be a power of two dividing K={case.head_dim_k}")
-        if case.head_dim_v % bv:
-            raise ValueError(f"tile BV={bv} does not divide V={case.head_dim_v}")
-        if progs and case.tree:
-            raise ValueError("the persistent kernel has no parent-token tree")
-        if t.stages and not progs:
-            raise ValueError(f"stages={t.stages} pipeline the persistent loop: they need programs per SM")
-        if chunk and (progs or chunk_reason(case, bv)):
-            raise ValueError(chunk_reason(case, bv) or "the chunk-form kernel is not persistent")
+        reason = tile_reason(case, t)
+        if reason:
+            raise ValueError(reason)
         out = torch.empty(case.batch, case.tokens, case.hv, case.head_dim_v, dtype=x.v.dtype, device=x.device)
         inter = x.inter if case.intermediate else x.pool  # placeholder pointer when unused (never touched)
         meta = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
@@ -334,6 +358,7 @@ class TritonGDN(Backend):
         n_tiles = case.batch * case.hv * (case.head_dim_v // bv)
         if not chunk:
             meta["KC"] = kc
+            meta["FLAT"] = flat_rowdot(case, t)
         if progs:
             kern = _persistent_kernel()
             if t.stages:
