@@ -27,42 +27,52 @@ Padding (slot -1): a scalar branch skips the state entirely (the pool is never t
 zero output row; keeping masks out of the body keeps every load and store 16-byte vectorised.
 
 Register tile. The tile is held as ``[BV, K / KC, KC]`` (``_triton_kernels.py``): Triton puts
-threads on the KC axis and then on BV, so a reduction over K is K / KC in-thread partial sums plus a
-shuffle tree over the KC / 8 (bf16) or KC / 4 (fp32) threads of one chunk, instead of over up to 32
-threads of a whole row. The shuffle unit issues at a quarter of the FP32 rate, and with KC = K a
-[16, 128] bf16 tile at T = 4 compiled (sm_90, offline) to 328 shuffles against 728 FMAs per thread;
-KC = 64 cuts that to 136 at the same 128 registers. Smaller KC costs registers (each thread holds
-more of q and k), so KC is a tuned tile parameter (KC = K, 64 or 32 at K = 128).
+threads on the KC axis and then on BV, so a reduction over K is an in-thread chain plus a shuffle tree
+over the KC / 8 (bf16) or KC / 4 (fp32) threads of one chunk, instead of over up to 32 threads of a
+whole row (the shuffle unit issues at a quarter of the FP32 rate; a [16, 128] bf16 tile at T = 4
+compiled to 328 shuffles per thread with KC = K, 136 with KC = 64, at 128 registers). The row sums
+reshape the tile to [BV, K] without moving data, so a thread's share of a row is one fused
+multiply-add chain (``rowdot``; sm_90 offline, bf16 T = 4: 2784 -> 2568 instructions per program).
+Smaller KC costs registers (each thread holds more of q and k), so KC is a tuned tile parameter.
 
-Two kernels share this math. ``gdn_recurrent_kernel`` launches one program per tile; the tile (BV
+Grid and issue order. Programs are numbered with the V blocks of one head consecutive, as FlashInfer
+and the cute kernel order their CTAs: programs that run together read neighbouring state (a head's
+K x V block is contiguous in a K-last pool). The earlier (row-head, V block) grid had the head index
+fastest, so resident programs read 4-16 KB pieces of as many heads; reordering took bf16 B = 512 from
+387 to 376 µs and fp32 from 745 to 733 on the H100. Head counts are compile-time constants (the tile
+coordinates are shifts and multiplies ahead of the slot load), and the state load is issued as soon as
+the slot arrives, before the first token's gate and norm arithmetic.
+
+Three kernels share this math. ``gdn_recurrent_kernel`` launches one program per tile; the tile (BV
 rows, warps) trades the number of programs (small batches split V finely so 132 SMs have work)
 against per-program overhead. ``gdn_persistent_kernel`` launches a fixed grid (programs per SM x
 SMs) whose programs walk the tiles, loading the next tile's state and first-token inputs (and the
-slot one tile further ahead) before computing the current one: a state load is always in flight while
-a program computes and stores, and no CTA is launched per tile (at B = 512 that is 262k one-warp
-CTAs). Padded rows there use broadcast-scalar masks, which keep the accesses 16-byte vectors; it has
-no parent-token tree. ``scripts/tune_triton.py`` times both over their tiles on the GPU and writes the
-winner per case class to ``triton_tiles.json``; the choice is in the ``kernel`` column.
+slot one tile further ahead) before computing the current one, double-buffered in registers.
+``gdn_pipelined_kernel`` is the same walk written as a plain loop that Triton software-pipelines
+(``tl.range(num_stages=...)``: cp.async copies into shared memory issued stages - 1 tiles ahead), so
+bytes stay in flight without registers. Padded rows in both persistent kernels use broadcast-scalar
+masks (16-byte accesses stay vectors); neither has a parent-token tree. ``scripts/tune_triton.py``
+times all three over their tiles on the GPU and writes the winner per case class to
+``triton_tiles.json``; the choice is in the ``kernel`` column. On the H100 the per-tile kernel won
+every decode class of the committed table and every MTP class (the pipelined kernel came within 0.5%
+at B = 512 and lost by 2-6% at B = 16 - 64).
 
-A third kernel, ``gdn_mtp_chunk_kernel``, is MTP in chunk form: the T steps rewritten around the
+A fourth kernel, ``gdn_mtp_chunk_kernel``, is MTP in chunk form: the T steps rewritten around the
 initial state (forward substitution over the tokens' Gram matrix), so the K-long products are three
 bf16 tensor-core dots with hi/lo-split operands instead of 2T per-token reductions. It passes the
-gate but loses on the H100 (bf16 T = 4, B = 64: 95 µs at best vs 83 µs for the per-token kernel):
-its sm_90 compile needs 128-180 registers and 12-80 KB of shared memory for the conversions
-between the state's load layout and the dot-operand / accumulator layouts (not profiled further). The tuner keeps it as a candidate; on the H100 it was picked
-for no case of the committed table.
+gate but loses on the H100 (bf16 T = 4, B = 64: 90-95 µs at best vs 77-79 µs for the per-token
+kernel): its sm_90 compile needs 128-180 registers and 12-80 KB of shared memory for the conversions
+between the state's load layout and the dot-operand / accumulator layouts. The tuner keeps it as a
+candidate; on the H100 it was picked for no case of the committed table.
 
-Measured on the H100 (results/2026-11-21_h100-sm90_*): the persistent kernel wins from B = 256 (bf16
-B = 512: 388 µs vs 428 for the best one-program-per-tile tile), the per-tile kernel below. At B = 64
-every decode kernel measured (this one, FlashInfer's, the cute one) runs at ~70% of DRAM peak under
-ncu with 22-43% occupancy (FlashInfer's launch is under two waves, this kernel's ~9 waves of one-warp
-CTAs): tiles each wait on a slot load, then a state load, then store, and at this size latency, not
-bandwidth, sets the time; chunking K changed decode by under 1% (tune_triton-kchunk-decode.csv). MTP
-(T = 4) is issue-bound: with KC = 64 it runs 5% faster (bf16 B = 64: 83.3 -> 79.3 µs in tuning) but
-ncu still shows 67% SM throughput, 43% DRAM throughput, 5.3 cycles per issued instruction and 128
-registers (25% occupancy): four dependent token steps per tile, each two reductions and a rank-1
-update over the whole register tile, while FlashInfer's MTP kernel reaches 68-81% of copy bandwidth
-at B >= 64.
+Measured on the H100 (results/2026-11-21_h100-sm90_roofline-*, graph timer, cold L2): TP1 bf16 decode
+runs at 90-97% of the measured copy bandwidth from B = 64 on a scattered pool (92-99% contiguous) and
+is 2.5-15% faster than FlashInfer at every batch; fp32 reaches 97-99% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot
+load, state load, compute, stores draining), not bandwidth: every decode kernel measured runs at ~70%
+of DRAM peak under ncu at B = 64, with 22-43% occupancy. MTP (T = 4) is issue-bound: ncu at B = 64
+shows 64% SM throughput, 45% DRAM throughput and 5.5 cycles per issued instruction at 128 registers
+(four dependent token steps per tile, each two reductions and a rank-1 update over the whole register
+tile); it reaches 62-70% of copy bandwidth from B = 64 where FlashInfer's MTP kernel reaches 66-79%.
 """
 
 from __future__ import annotations
