@@ -8,16 +8,12 @@ Usage (GPU host): PYTHONPATH=$PWD python3 scripts/tune_cute.py [--out DIR]
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from tune_triton import CFG, case, measure  # the same cases, timing settings and gated timing loop
+from tune_triton import case, measure, write_table  # the same cases, timing settings and gated timing loop
 
 from gdnbench.backends.cute import TILES_FILE, CuteGDN, CuteTile, tile_reason
 from gdnbench.cases import Case
@@ -60,15 +56,9 @@ def main() -> int:
 def write(best: dict, rows: list, out: Path) -> None:
     entries = [{"state_dtype": k[0], "head_dim_k": k[1], "head_dim_v": k[2], "pairs_min": k[3], "bv": t.bv,
                 "nvec": t.nvec, "threads": t.threads, "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
-    table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(),
-             "note": "fastest cute tile per measured case (graph timer, scattered K-last pool); lookups take the "
-                     "entry with the largest pairs_min <= batch * hv", "entries": entries}
-    TILES_FILE.write_text(json.dumps(table, indent=1) + "\n")
-    (out / "cute_tiles.json").write_text(TILES_FILE.read_text())
-    with (out / "tune_cute.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case_id", "bv", "nvec", "threads", "median_us", "note"])
-        w.writerows(rows)
+    write_table(TILES_FILE, entries, "fastest cute tile per measured case (graph timer, scattered K-last pool); "
+                "lookups take the entry with the largest pairs_min <= batch * hv", out / "tune_cute.csv",
+                ["case_id", "bv", "nvec", "threads", "median_us", "note"], rows, out)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def measure(c: Case, tiles: list[tuple], make_backend, rows: list) -> list[tuple
         b = make_backend(tile_override=t)
         try:
             g = run_gate(c, b, x, e)
-        except Exception as err:  # e.g. a tile whose shared memory or registers the GPU cannot give
+        except Exception as err:  # noqa: BLE001 -- e.g. a tile whose shared memory or registers the GPU cannot give
             rows.append((c.id, *t, "", f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"))
             continue
         if not g.check.ok:
@@ -149,14 +149,22 @@ def write(best: dict, rows: list, out: Path) -> None:
                 "stages": t[5],
                 "median_us": round(us, 3)}
                for k, (us, t) in sorted(best.items())]
-    table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(),
-             "note": "fastest tile per measured case (graph timer, scattered pool); lookups take the entry with "
-                     "the largest pairs_min <= batch * hv", "entries": entries}
-    TILES_FILE.write_text(json.dumps(table, indent=1) + "\n")
-    (out / "triton_tiles.json").write_text(TILES_FILE.read_text())
-    with (out / "tune_triton.csv").open("w", newline="") as f:
+    write_table(TILES_FILE, entries, "fastest tile per measured case (graph timer, scattered pool); lookups take the "
+                "entry with the largest pairs_min <= batch * hv", out / "tune_triton.csv",
+                ["case_id", "bv", "warps", "progs_per_sm", "chunk", "kc", "stages", "median_us", "note"], rows, out)
+
+
+def write_table(tiles_file: Path, entries: list[dict], note: str, csv_path: Path, header: list[str], rows: list,
+                out: Path) -> None:
+    """A tuner's outputs: the tile table (into the backend, with a copy in ``out``) and every measured
+    candidate as CSV rows under ``header``."""
+    table = {"version": 1, "device": torch.cuda.get_device_name(), "timing": CFG.model_dump(), "note": note,
+             "entries": entries}
+    tiles_file.write_text(json.dumps(table, indent=1) + "\n")
+    (out / tiles_file.name).write_text(tiles_file.read_text())
+    with csv_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case_id", "bv", "warps", "progs_per_sm", "chunk", "kc", "stages", "median_us", "note"])
+        w.writerow(header)
         w.writerows(rows)
 
 

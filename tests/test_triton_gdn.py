@@ -200,13 +200,15 @@ def test_chunk_kernel_limits():
                                                      None)
 
 
+def entry(**kw) -> dict:
+    """A tuned-table entry for K-last bf16 128 x 128 heads unless overridden."""
+    return {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, **kw}
+
+
 def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
-    entries = [{"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
-                "pairs_min": 1, "bv": 16, "warps": 1},
-               {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
-                "pairs_min": 64, "bv": 32, "warps": 4, "chunk": 1},
-               {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
-                "pairs_min": 1024, "bv": 16, "warps": 1, "progs_per_sm": 8, "stages": 2}]
+    entries = [entry(mtp=True, pairs_min=1, bv=16, warps=1),
+               entry(mtp=True, pairs_min=64, bv=32, warps=4, chunk=1),
+               entry(mtp=True, pairs_min=1024, bv=16, warps=1, progs_per_sm=8, stages=2)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
     assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0, 0)
@@ -238,12 +240,9 @@ def test_heuristic_tile_fills_the_gpu():
 
 
 def test_tuned_table_wins_over_heuristic(monkeypatch):
-    entries = [{"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": False,
-                "pairs_min": 1, "bv": 16, "warps": 2},
-               {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": False,
-                "pairs_min": 1024, "bv": 64, "warps": 4, "progs_per_sm": 8},
-               {"layout": "k_last", "state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "mtp": True,
-                "pairs_min": 1, "bv": 32, "warps": 4, "progs_per_sm": 4, "kc": 32}]
+    entries = [entry(mtp=False, pairs_min=1, bv=16, warps=2),
+               entry(mtp=False, pairs_min=1024, bv=64, warps=4, progs_per_sm=8),
+               entry(state_dtype="float32", mtp=True, pairs_min=1, bv=32, warps=4, progs_per_sm=4, kc=32)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
     assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0, 0)  # an entry without a grid size: one program per tile

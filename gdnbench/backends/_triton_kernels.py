@@ -41,13 +41,25 @@ def k_offsets(K: tl.constexpr, KC: tl.constexpr):
 
 
 @triton.jit
+def raw_inputs(q, k, v, a, b, tok, h, hv, HK, HV, offs_k, offs_v, K: tl.constexpr, V: tl.constexpr):
+    """One token's inputs as stored: q, k [NC, KC] (key head h), v [BV], a, b (value head hv)."""
+    return (tl.load(q + (tok * HK + h) * K + offs_k), tl.load(k + (tok * HK + h) * K + offs_k),
+            tl.load(v + (tok * HV + hv) * V + offs_v), tl.load(a + tok * HV + hv), tl.load(b + tok * HV + hv))
+
+
+@triton.jit
+def from_raw(qr, kr, vr, ar, br, neg_A, dtb, scale):
+    """q, k ([NC, KC], L2-normalised, q scaled), v [BV] and gates (g, beta), all fp32, from raw inputs."""
+    qv, kv, g, beta = gates(qr, kr, ar, br, neg_A, dtb, scale)
+    return qv, kv, vr.to(tl.float32), g, beta
+
+
+@triton.jit
 def token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, offs_v, K: tl.constexpr,
                  V: tl.constexpr):
     """One token's q, k ([NC, KC], L2-normalised, q scaled), v [BV] and gates (g, beta), all fp32."""
-    qv, kv, g, beta = gates(tl.load(q + (tok * HK + h) * K + offs_k), tl.load(k + (tok * HK + h) * K + offs_k),
-                            tl.load(a + tok * HV + hv), tl.load(b + tok * HV + hv), neg_A, dtb, scale)
-    vv = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
-    return qv, kv, vv, g, beta
+    qr, kr, vr, ar, br = raw_inputs(q, k, v, a, b, tok, h, hv, HK, HV, offs_k, offs_v, K, V)
+    return from_raw(qr, kr, vr, ar, br, neg_A, dtb, scale)
 
 
 @triton.jit
@@ -140,14 +152,9 @@ def gdn_recurrent_kernel(
     # The first token's raw inputs do not depend on the slot: load them alongside it (small-batch
     # latency). Their arithmetic (norms, gates) waits until the state load is issued: it would
     # otherwise sit between the slot's arrival and that load, the one on the critical path.
-    tok0 = n * T
     alog = tl.load(A_log + hv)
     dtb_r = tl.load(dt_bias + hv)
-    q0 = tl.load(q + (tok0 * HK + h) * K + offs_k)
-    k0 = tl.load(k + (tok0 * HK + h) * K + offs_k)
-    v0 = tl.load(v + (tok0 * HV + hv) * V + offs_v)
-    a0 = tl.load(a + tok0 * HV + hv)
-    b0 = tl.load(b + tok0 * HV + hv)
+    q0, k0, v0, a0, b0 = raw_inputs(q, k, v, a, b, n * T, h, hv, HK, HV, offs_k, offs_v, K, V)
     if slot >= 0:  # a scalar branch: the body's loads and stores stay unmasked and vectorised
         state = pool + (slot * HV + hv) * (K * V)
         H = tl.load(state + offs_s).to(tl.float32)
@@ -156,8 +163,7 @@ def gdn_recurrent_kernel(
         for t in tl.static_range(T):
             tok = n * T + t
             if t == 0:
-                qv, kv, g, beta = gates(q0, k0, a0, b0, neg_A, dtb, scale)
-                vv = v0.to(tl.float32)
+                qv, kv, vv, g, beta = from_raw(q0, k0, v0, a0, b0, neg_A, dtb, scale)
             else:
                 qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale,
                                                    offs_k, offs_v, K, V)
@@ -192,14 +198,8 @@ def load_tile(q, k, v, a, b, A_log, dt_bias, pool, tile, slot, n_tiles, HK, HV, 
     base = (tl.where(has_state, slot, 0) * HV + hv) * (K * V)
     H = tl.load(pool + base + state_offsets(i_v, K, V, BV, KC, K_LAST),
                 mask=tl.full([BV, NC, KC], 1, tl.int1) & has_state, other=0.0)
-    offs_k = k_offsets(K, KC)
-    offs_v = i_v * BV + tl.arange(0, BV)
-    tok = n * T
-    qv = tl.load(q + (tok * HK + h) * K + offs_k)
-    kv = tl.load(k + (tok * HK + h) * K + offs_k)
-    vv = tl.load(v + (tok * HV + hv) * V + offs_v)
-    av = tl.load(a + tok * HV + hv)
-    bv = tl.load(b + tok * HV + hv)
+    qv, kv, vv, av, bv = raw_inputs(q, k, v, a, b, n * T, h, hv, HK, HV, k_offsets(K, KC), i_v * BV + tl.arange(0, BV),
+                                    K, V)
     alog = tl.load(A_log + hv)
     dtb = tl.load(dt_bias + hv)
     return H, qv, kv, vv, av, bv, alog, dtb
@@ -250,8 +250,7 @@ def gdn_persistent_kernel(
         for t in tl.static_range(T):
             tok = n * T + t
             if t == 0:
-                qf, kf, g, beta = gates(qv, kv, av, bv, neg_A, dtb_f, scale)
-                vf = vv.to(tl.float32)
+                qf, kf, vf, g, beta = from_raw(qv, kv, vv, av, bv, neg_A, dtb_f, scale)
             else:
                 qf, kf, vf, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb_f, scale, offs_k,
                                                    offs_v, K, V)

@@ -96,33 +96,13 @@ from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
 
-@functools.lru_cache(maxsize=1)
-def _kernel():
-    """The Triton kernel, imported on first use (Triton is optional for the rest of gdnbench)."""
-    from gdnbench.backends._triton_kernels import gdn_recurrent_kernel
+@functools.cache
+def _jit(name: str):
+    """A Triton kernel of ``_triton_kernels``, imported on first use (Triton is optional for the rest of
+    gdnbench)."""
+    from gdnbench.backends import _triton_kernels
 
-    return gdn_recurrent_kernel
-
-
-@functools.lru_cache(maxsize=1)
-def _persistent_kernel():
-    from gdnbench.backends._triton_kernels import gdn_persistent_kernel
-
-    return gdn_persistent_kernel
-
-
-@functools.lru_cache(maxsize=1)
-def _pipelined_kernel():
-    from gdnbench.backends._triton_kernels import gdn_pipelined_kernel
-
-    return gdn_pipelined_kernel
-
-
-@functools.lru_cache(maxsize=1)
-def _chunk_kernel():
-    from gdnbench.backends._triton_kernels import gdn_mtp_chunk_kernel
-
-    return gdn_mtp_chunk_kernel
+    return getattr(_triton_kernels, name)
 
 
 class Tile(NamedTuple):
@@ -257,18 +237,18 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
                   FLAT=flat_rowdot(case, t))
-    fn = _kernel()
+    fn = _jit("gdn_recurrent_kernel")
     if progs:
         del sig["parents"], consts["TREE"]
         sig["n_tiles"] = "i32"
-        fn = _persistent_kernel()
+        fn = _jit("gdn_persistent_kernel")
         if t.stages:
             consts["STAGES"] = t.stages
-            fn = _pipelined_kernel()
+            fn = _jit("gdn_pipelined_kernel")
     elif chunk:
         del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"]
         consts["DOT_BF16"] = True
-        fn = _chunk_kernel()
+        fn = _jit("gdn_mtp_chunk_kernel")
     sig.update({name: "constexpr" for name in consts})
     n_ptr = sum(str(t).startswith("*") for t in sig.values())
     attrs = {(i,): [["tt.divisibility", 16]] for i in range(n_ptr)}  # the pointer arguments come first
@@ -370,9 +350,9 @@ class TritonGDN(Backend):
             meta["KC"] = kc
             meta["FLAT"] = flat_rowdot(case, t)
         if progs:
-            kern = _persistent_kernel()
+            kern = _jit("gdn_persistent_kernel")
             if t.stages:
-                kern = _pipelined_kernel()
+                kern = _jit("gdn_pipelined_kernel")
                 meta["STAGES"] = t.stages
             grid = (min(n_tiles, progs * sm_count(x.device)),)
 
@@ -384,7 +364,7 @@ class TritonGDN(Backend):
             return launch
         grid = (case.batch * case.hv * (case.head_dim_v // bv),)
         if chunk:
-            kern = _chunk_kernel()
+            kern = _jit("gdn_mtp_chunk_kernel")
 
             dot_bf16 = not triton_interpreted()  # the interpreter's bf16 tl.dot is wrong: fp32 operands there
 
@@ -394,7 +374,7 @@ class TritonGDN(Backend):
                 return out
 
             return launch_chunk
-        kern = _kernel()
+        kern = _jit("gdn_recurrent_kernel")
         parents = x.parents if case.tree else x.slots
 
         cap = {} if triton_interpreted() else register_cap(case, t)
