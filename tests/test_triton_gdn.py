@@ -5,6 +5,7 @@ dtypes, padded pools), and the tile choice is recorded."""
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import HAS_CUDA, tiny_case
 
 import gdnbench.backends.triton_gdn as tg
@@ -39,6 +40,23 @@ def test_mtp(write_back, intermediate, state_dtype):
     case = tiny_case(phase="mtp", tokens=3, batch=3, pool="padded", write_back=write_back, intermediate=intermediate,
                      state_dtype=state_dtype, hk=1, hv=2, head_dim_k=16, head_dim_v=16)
     r = gate(case)
+    assert r.ok, r.message
+
+
+@run_here
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("intermediate", [False, True])
+def test_mtp_steep_decay_takes_the_eager_path(state_dtype, intermediate):
+    """MTP carries the decay as one scalar while the row's cumulative log-decay stays above -60
+    (``mtp_tokens``); a row past it multiplies the tile per token. Row 0 decays steeply here (a = 40:
+    g ~ -40 A per token), the others as usual: both paths in one launch, checked against the reference."""
+    case = tiny_case(phase="mtp", tokens=3, batch=3, pool="scattered", write_back=True, intermediate=intermediate,
+                     state_dtype=state_dtype, hk=1, hv=2, head_dim_k=16, head_dim_v=16)
+    x = make_inputs(case, "cuda" if HAS_CUDA else "cpu")
+    x.a[0] = 40.0  # [B, T, HV]: every token of row 0
+    g = -x.A_log.exp() * torch.nn.functional.softplus(x.a[0].float() + x.dt_bias)
+    assert (g.sum(0) < -60).all() and (x.slots[0] >= 0)  # row 0 takes the eager path, for both heads
+    r = run_gate(case, BACKEND, x, reference(x)).check
     assert r.ok, r.message
 
 
@@ -280,7 +298,12 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
     assert rep["ld_v4"] >= 4 and rep["st_v4"] >= 4, rep
     assert not rep["ptx_local"], rep
     if "local" in rep:
-        assert rep["local"] == 0 and rep["stack"] == 0, rep
+        assert rep["local"] == 0, rep
+        # MTP tiles run at the 128-register cap (register_cap), where ptxas may park a few prefetched
+        # 64-bit values on the stack depending on the Triton release (3.6, the H100 host's: none for the
+        # bf16 tile; 3.9: 56 bytes); a spilled state tile is kilobytes (the pipelined kernel at T = 4
+        # once spilled 6-10 KB per thread).
+        assert rep["stack"] <= (64 if tokens > 1 else 0), rep
 
 
 def test_tile_table_reader_and_picker(tmp_path):

@@ -107,6 +107,80 @@ def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr, FLAT: tl.constexpr
 
 
 @triton.jit
+def inv_norm(x):
+    """1 / ||x|| (eps 1e-6 inside the sqrt) of a [NC, KC] fp32 vector, summed as one flat [K] vector
+    (a thread's share is one multiply-add chain, then the shuffle tree) with a hardware rsqrt."""
+    NC: tl.constexpr = x.shape[0]
+    KC: tl.constexpr = x.shape[1]
+    return tl.rsqrt(tl.sum(tl.reshape(x * x, (NC * KC,)), axis=0) + 1e-6)
+
+
+@triton.jit
+def decay(av, neg_A, dtb):
+    """Log-decay ``g = -exp(A_log) * softplus(a + dt_bias)`` (threshold 20) in fp32."""
+    x = av.to(tl.float32) + dtb
+    return neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+
+
+@triton.jit
+def scaled_step(H, qf, kf, vv, c, inv_c, beta, sq, sk, FLAT: tl.constexpr):
+    """One token on a [BV, NC, KC] tile Hs whose true state is ``c * Hs`` after this token's decay,
+    (``inv_c = 1 / c``), with q and k as loaded (fp32, not normalised) and their scales ``sq = scale / ||q||``,
+    ``sk = 1 / ||k||``: returns (new Hs, output [BV]). The true step ``u = beta (v - H k)``,
+    ``H += u k^T``, ``o = H q`` becomes ``u = beta (v - c sk (Hs k))``, ``Hs += (u sk / c) k^T``,
+    ``o = c sq (Hs q)``: the scales land on BV-long vectors instead of K-long ones, and a decay
+    folded into ``c`` costs no pass over the tile."""
+    u = beta * (vv - (c * sk) * rowdot(H, kf, FLAT))
+    H = H + (u * (sk * inv_c))[:, None, None] * kf[None, :, :]
+    return H, (c * sq) * rowdot(H, qf, FLAT)
+
+
+@triton.jit
+def mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK: tl.constexpr,
+               HV: tl.constexpr, scale, offs_k, offs_v, offs_s, T: tl.constexpr, K: tl.constexpr,
+               V: tl.constexpr, LAZY: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
+               FLAT: tl.constexpr):
+    """The T tokens of one tile: H its fp32 state [BV, NC, KC] as loaded (``state``: the head's pool
+    slot, ``offs_s`` the tile's offsets), stored here with the outputs and intermediate states. q0, k0, v0: the
+    first token's raw inputs; g_all, beta_all [TP]: every token's log-decay and beta (fp32, zero past T);
+    q and k stay as loaded, their L2 norms and the scale applied to BV-long vectors (``scaled_step``).
+
+    LAZY: the decays are carried as one scalar, the true state being ``exp(gc_t) * Hs`` with ``gc_t``
+    the cumulative log-decay, so a token costs three passes over the tile (two row sums, one rank-1
+    update) instead of four, and the scale is applied once, on the store. The caller takes this path
+    only when ``exp(-gc_T)`` stays far from fp32 overflow; otherwise (LAZY false) each token multiplies
+    the tile by its decay, as the reference does."""
+    gc = 0.0
+    c = 1.0
+    for t in tl.static_range(T):
+        tok = n * T + t
+        if t == 0:
+            qr, kr, vr = q0, k0, v0
+        else:
+            qr = tl.load(q + (tok * HK + h) * K + offs_k)
+            kr = tl.load(k + (tok * HK + h) * K + offs_k)
+            vr = tl.load(v + (tok * HV + hv) * V + offs_v)
+        qf = qr.to(tl.float32)
+        kf = kr.to(tl.float32)
+        this = tl.arange(0, g_all.shape[0]) == t
+        g = tl.sum(tl.where(this, g_all, 0.0), axis=0)
+        beta = tl.sum(tl.where(this, beta_all, 0.0), axis=0)
+        if LAZY:
+            gc = gc + g
+            c = tl.exp(gc)
+            inv_c = tl.exp(-gc)
+        else:
+            H = H * tl.exp(g)
+            inv_c = 1.0
+        H, o = scaled_step(H, qf, kf, vr.to(tl.float32), c, inv_c, beta, inv_norm(qf) * scale, inv_norm(kf), FLAT)
+        tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
+        if INTERMEDIATE:
+            tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, (H * c).to(inter.dtype.element_ty))
+    if WRITE_BACK:
+        tl.store(state + offs_s, (H * c).to(state.dtype.element_ty))
+
+
+@triton.jit
 def tile_coords(tile, HV, HK, NV: tl.constexpr):
     """Tile index -> (V block, row, value head, key head). Tiles of one head are consecutive."""
     i_v = tile % NV
@@ -146,7 +220,7 @@ def gdn_recurrent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, parents, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
-    INTERMEDIATE: tl.constexpr, TREE: tl.constexpr, FLAT: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, TREE: tl.constexpr, FLAT: tl.constexpr, TP: tl.constexpr,
 ):
     n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
     # The first token's raw inputs do not depend on the slot: load them alongside it (small-batch
@@ -155,30 +229,45 @@ def gdn_recurrent_kernel(
     alog = tl.load(A_log + hv)
     dtb_r = tl.load(dt_bias + hv)
     q0, k0, v0, a0, b0 = raw_inputs(q, k, v, a, b, n * T, h, hv, HK, HV, offs_k, offs_v, K, V)
+    if T > 1 and not TREE:  # the MTP path's decision (mtp_tokens): every token's decay, before the slot
+        offs_t = tl.arange(0, TP)
+        a_all = tl.load(a + (n * T + offs_t) * HV + hv, mask=offs_t < T, other=0.0)
+        b_all = tl.load(b + (n * T + offs_t) * HV + hv, mask=offs_t < T, other=0.0)
     if slot >= 0:  # a scalar branch: the body's loads and stores stay unmasked and vectorised
         state = pool + (slot * HV + hv) * (K * V)
         H = tl.load(state + offs_s).to(tl.float32)
         neg_A = -tl.exp(alog.to(tl.float32))
         dtb = dtb_r.to(tl.float32)
-        for t in tl.static_range(T):
-            tok = n * T + t
-            if t == 0:
-                qv, kv, vv, g, beta = from_raw(q0, k0, v0, a0, b0, neg_A, dtb, scale)
+        if T > 1 and not TREE:
+            # lazy decay while exp(-gc) < e^60 (fp32 overflows past e^88); steeper decays, eager
+            g_all = tl.where(offs_t < T, decay(a_all, neg_A, dtb), 0.0)
+            beta_all = 1.0 / (1.0 + tl.exp(-b_all.to(tl.float32)))
+            if tl.sum(g_all, axis=0) > -60.0:
+                mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
+                           offs_v, offs_s, T, K, V, True, WRITE_BACK, INTERMEDIATE, FLAT)
             else:
-                qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale,
-                                                   offs_k, offs_v, K, V)
-            if TREE:
-                if t > 0:
-                    p = tl.load(parents + tok)
-                    if p != t - 1:  # not the previous token: reload the parent's state
-                        tl.debug_barrier()
-                        H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s).to(tl.float32)
-            H, o = token_step(H, qv, kv, vv, g, beta, T == 1, FLAT)
-            tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
-            if INTERMEDIATE:
-                tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty))
-        if WRITE_BACK:
-            tl.store(state + offs_s, H.to(pool.dtype.element_ty))
+                mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
+                           offs_v, offs_s, T, K, V, False, WRITE_BACK, INTERMEDIATE, FLAT)
+        else:
+            for t in tl.static_range(T):
+                tok = n * T + t
+                if t == 0:
+                    qv, kv, vv, g, beta = from_raw(q0, k0, v0, a0, b0, neg_A, dtb, scale)
+                else:
+                    qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale,
+                                                       offs_k, offs_v, K, V)
+                if TREE:
+                    if t > 0:
+                        p = tl.load(parents + tok)
+                        if p != t - 1:  # not the previous token: reload the parent's state
+                            tl.debug_barrier()
+                            H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s).to(tl.float32)
+                H, o = token_step(H, qv, kv, vv, g, beta, T == 1, FLAT)
+                tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
+                if INTERMEDIATE:
+                    tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty))
+            if WRITE_BACK:
+                tl.store(state + offs_s, H.to(pool.dtype.element_ty))
     else:  # padded row (slot -1): zero output, nothing else touched
         for t in tl.static_range(T):
             tl.store(out + ((n * T + t) * HV + hv) * V + offs_v, tl.zeros([BV], dtype=out.dtype.element_ty))

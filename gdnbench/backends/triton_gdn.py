@@ -96,6 +96,11 @@ from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
 
+def _pow2(n: int) -> int:
+    """Smallest power of two >= n (Triton block shapes)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 @functools.cache
 def _jit(name: str):
     """A Triton kernel of ``_triton_kernels``, imported on first use (Triton is optional for the rest of
@@ -236,17 +241,17 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
-                  FLAT=flat_rowdot(case, t))
+                  FLAT=flat_rowdot(case, t), TP=_pow2(case.tokens))
     fn = _jit("gdn_recurrent_kernel")
     if progs:
-        del sig["parents"], consts["TREE"]
+        del sig["parents"], consts["TREE"], consts["TP"]
         sig["n_tiles"] = "i32"
         fn = _jit("gdn_persistent_kernel")
         if t.stages:
             consts["STAGES"] = t.stages
             fn = _jit("gdn_pipelined_kernel")
     elif chunk:
-        del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"]
+        del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"], consts["TP"]
         consts["DOT_BF16"] = True
         fn = _jit("gdn_mtp_chunk_kernel")
     sig.update({name: "constexpr" for name in consts})
@@ -381,7 +386,7 @@ class TritonGDN(Backend):
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
-                       case.hk, case.hv, TREE=case.tree, **meta, **cap)
+                       case.hk, case.hv, TREE=case.tree, TP=_pow2(case.tokens), **meta, **cap)
             return out
 
         return launch
