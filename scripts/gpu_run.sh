@@ -107,6 +107,9 @@ case $step in
     tail -12 "$OUT/tune-mtp.log"; cp "$TILES" "$KEEP/" 2>/dev/null
     tar czf "$OUT/M.tgz" $TILES
     run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/tests.log" 2>&1
+    # the MTP paths compiled for the GPU: lazy and eager (steep-decay) decay, tree, K-chunked tiles
+    run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "mtp or tree or chunked or row_sums" \
+      >> "$OUT/tests.log" 2>&1
     grep -E "passed|failed" "$OUT/tests.log"
     ncu_profile ncu.csv triton "--batch 64" "--batch 64 --tokens 4" ;;
   K)
@@ -132,6 +135,8 @@ case $step in
     run 60 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_timer.py >> "$OUT/gpu-tests.log" 2>&1
     tail -4 "$OUT/gpu-tests.log" ;;
   B)
+    run 60 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_timer.py > "$OUT/gpu-tests-timer.log" 2>&1
+    tail -1 "$OUT/gpu-tests-timer.log"
     rm -rf "results/${DAY}_h100-sm90_roofline-decode" "results/${DAY}_h100-sm90_roofline-mtp"
     run 330 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
     run 200 $G sweep roofline-mtp --no-progress --out "results/${DAY}_h100-sm90_roofline-mtp" > "$OUT/roofline-mtp.log" 2>&1
