@@ -21,6 +21,19 @@ def norm_scale(x):
 
 
 @triton.jit
+def decay(av, neg_A, dtb):
+    """Log-decay ``g = -exp(A_log) * softplus(a + dt_bias)`` (threshold 20) in fp32."""
+    x = av.to(tl.float32) + dtb
+    return neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+
+
+@triton.jit
+def beta_of(bv):
+    """``beta = sigmoid(b)`` in fp32."""
+    return 1.0 / (1.0 + tl.exp(-bv.to(tl.float32)))
+
+
+@triton.jit
 def gates(qv, kv, av, bv, neg_A, dtb, scale):
     """fp32 q (L2-normalised, scaled), k (L2-normalised), decay g and beta from raw inputs (q, k
     [NC, KC]); ``neg_A = -exp(A_log)`` and ``dtb`` fp32."""
@@ -28,10 +41,7 @@ def gates(qv, kv, av, bv, neg_A, dtb, scale):
     kv = kv.to(tl.float32)
     qv = qv * (norm_scale(qv) * scale)
     kv = kv * norm_scale(kv)
-    x = av.to(tl.float32) + dtb
-    g = neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
-    beta = 1.0 / (1.0 + tl.exp(-bv.to(tl.float32)))
-    return qv, kv, g, beta
+    return qv, kv, decay(av, neg_A, dtb), beta_of(bv)
 
 
 @triton.jit
@@ -113,13 +123,6 @@ def inv_norm(x):
     NC: tl.constexpr = x.shape[0]
     KC: tl.constexpr = x.shape[1]
     return tl.rsqrt(tl.sum(tl.reshape(x * x, (NC * KC,)), axis=0) + 1e-6)
-
-
-@triton.jit
-def decay(av, neg_A, dtb):
-    """Log-decay ``g = -exp(A_log) * softplus(a + dt_bias)`` (threshold 20) in fp32."""
-    x = av.to(tl.float32) + dtb
-    return neg_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
 
 @triton.jit
@@ -241,7 +244,7 @@ def gdn_recurrent_kernel(
         if T > 1 and not TREE:
             # lazy decay while exp(-gc) < e^60 (fp32 overflows past e^88); steeper decays, eager
             g_all = tl.where(offs_t < T, decay(a_all, neg_A, dtb), 0.0)
-            beta_all = 1.0 / (1.0 + tl.exp(-b_all.to(tl.float32)))
+            beta_all = beta_of(b_all)
             if tl.sum(g_all, axis=0) > -60.0:
                 mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
                            offs_v, offs_s, T, K, V, True, WRITE_BACK, INTERMEDIATE, FLAT)
@@ -457,10 +460,9 @@ def gdn_mtp_chunk_kernel(
     live_j = j < T
     av = tl.load(a + (n * T + j) * HV + hv, mask=live_j, other=0.0).to(tl.float32)
     bv = tl.load(b + (n * T + j) * HV + hv, mask=live_j, other=0.0).to(tl.float32)
-    x = av + tl.load(dt_bias + hv).to(tl.float32)
-    g = -tl.exp(tl.load(A_log + hv).to(tl.float32)) * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
-    g = tl.where(live_j, g, 0.0)
-    beta = tl.where(live_j, 1.0 / (1.0 + tl.exp(-bv)), 0.0)
+    dtb = tl.load(dt_bias + hv).to(tl.float32)
+    g = tl.where(live_j, decay(av, -tl.exp(tl.load(A_log + hv).to(tl.float32)), dtb), 0.0)
+    beta = tl.where(live_j, beta_of(bv), 0.0)
     gc = tl.cumsum(g, axis=0)
     kq_hi, kq_lo = split(kq, DOT_BF16)
     if slot >= 0:

@@ -105,11 +105,6 @@ from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
 
-def _pow2(n: int) -> int:
-    """Smallest power of two >= n (Triton block shapes)."""
-    return 1 << max(n - 1, 0).bit_length()
-
-
 @functools.cache
 def _jit(name: str):
     """A Triton kernel of ``_triton_kernels``, imported on first use (Triton is optional for the rest of
@@ -250,7 +245,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
-                  FLAT=flat_rowdot(case, t), TP=_pow2(case.tokens))
+                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens))
     fn = _jit("gdn_recurrent_kernel")
     if progs:
         del sig["parents"], consts["TREE"], consts["TP"]
@@ -347,6 +342,8 @@ class TritonGDN(Backend):
         return Padding.ZERO
 
     def build(self, case: Case, inputs: Inputs):
+        import triton  # optional: supports() has checked it is importable
+
         x = inputs
         t = self.tile(case)
         bv, warps, progs, chunk = t.bv, t.warps, t.progs_per_sm, t.chunk
@@ -392,10 +389,11 @@ class TritonGDN(Backend):
         parents = x.parents if case.tree else x.slots
 
         cap = {} if triton_interpreted() else register_cap(case, t)
+        meta.update(TREE=case.tree, TP=triton.next_power_of_2(case.tokens))  # TP: the tokens' gates as one vector
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
-                       case.hk, case.hv, TREE=case.tree, TP=_pow2(case.tokens), **meta, **cap)
+                       case.hk, case.hv, **meta, **cap)
             return out
 
         return launch
