@@ -28,7 +28,7 @@ from gdnbench.analysis import latest, load_results, provenance, summary_markdown
 
 COLORS = {"torch": "#7f7f7f", "flashinfer": "#1f77b4", "flashinfer_kernel": "#aec7e8", "fla": "#2ca02c",
           "fla_kernel": "#17becf",
-          "triton": "#d62728", "cute": "#9467bd"}
+          "triton": "#d62728", "triton_pdl": "#ff9896", "cute": "#9467bd"}
 POOL_MARKER = {"scattered": "o", "contiguous": "s", "padded": "^"}
 LAYOUT_LINE = {"k_last": "-", "v_last": "--"}
 DTYPE_LINE = {"bfloat16": "-", "float32": ":"}

@@ -24,11 +24,13 @@
 #   L: cute tile tuning, its GPU gate tests, then the decode roofline run (triton, cute, flashinfer, fla)
 #   M: MTP tile tuning (decode entries kept), the triton backend's GPU gate tests, Nsight Compute on the
 #      chosen decode and MTP kernels at B = 64 (I, M, then B re-tune and re-measure the triton kernels)
+#   P: programmatic dependent launch: the GPU tests of triton and triton_pdl, then both rooflines with
+#      only those two backends (scripts/pdl_probe.py prints them side by side)
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -128,6 +130,13 @@ case $step in
     run 200 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
     tail -2 "$OUT/roofline-decode.log"; grep -E "^(failed|error)" "$OUT/roofline-decode.log" | cut -c1-300 | head -4
     tar czf "$OUT/L.tgz" results/*_roofline-decode $TILES $CTILES ;;
+  P)
+    run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/tests.log" 2>&1
+    run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "pdl" >> "$OUT/tests.log" 2>&1
+    grep -E "passed|failed" "$OUT/tests.log"
+    for c in roofline-decode roofline-mtp; do
+      run 200 $G sweep $c -b triton -b triton_pdl --no-progress --out "/tmp/probe-$c" > "$OUT/probe-$c.log" 2>&1
+      tail -1 "$OUT/probe-$c.log"; python3 scripts/pdl_probe.py "/tmp/probe-$c" | tee "$OUT/probe-$c.txt"; done ;;
   A)
     run 300 python3 scripts/tune_triton.py --out "$OUT" > "$OUT/tune.log" 2>&1
     tail -28 "$OUT/tune.log"; cp "$TILES" "$KEEP/" 2>/dev/null

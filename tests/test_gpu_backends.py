@@ -13,7 +13,7 @@ from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
 
 pytestmark = pytest.mark.gpu
-BACKENDS = ["torch", "flashinfer", "flashinfer_kernel", "fla", "fla_kernel", "triton", "cute"]
+BACKENDS = ["torch", "flashinfer", "flashinfer_kernel", "fla", "fla_kernel", "triton", "triton_pdl", "cute"]
 
 
 def qwen(**kw) -> Case:

@@ -10,7 +10,7 @@ from conftest import HAS_CUDA, tiny_case
 
 import gdnbench.backends.triton_gdn as tg
 from gdnbench.backends.base import Padding, Target, triton_interpreted
-from gdnbench.backends.triton_gdn import BACKEND, TritonGDN, heuristic_tile, tile
+from gdnbench.backends.triton_gdn import BACKEND, PDL, TritonGDN, heuristic_tile, tile
 from gdnbench.check import run_gate
 from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
@@ -248,6 +248,53 @@ def test_supports_and_kernel_column():
         "gdn_persistent_kernel [decode, k-last, BV=16, warps=2, 8 programs/SM]")
 
 
+def test_pdl_variant_is_a_gpu_only_launch_mode():
+    """triton_pdl: the same kernels and tiles, launched with programmatic dependent launch, which exists
+    from SM90 on; the kernel column says so, and there is nothing to overlap under the interpreter."""
+    case = tiny_case()
+    assert PDL.name == "triton_pdl" and BACKEND.name == "triton"
+    assert PDL.supports(case, Target("cuda", 90, "sm90")) is None
+    assert PDL.supports(case, Target("cuda", 100, "sm100")) is None
+    assert "SM90" in PDL.supports(case, Target("cuda", 80, "sm80"))
+    assert "GPU" in PDL.supports(case, Target("cpu"))
+    if not HAS_CUDA:
+        assert "GPU" in PDL.supports(case)
+    assert PDL.kernel(case).endswith(", PDL]") and "PDL" not in BACKEND.kernel(case)
+    assert PDL.tile(case) == BACKEND.tile(case)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("state_dtype,tokens", [("bfloat16", 1), ("float32", 1), ("bfloat16", 4)])
+def test_pdl_launches_chained_on_one_pool_stay_ordered(state_dtype, tokens):
+    """80 PDL launches back to back in a CUDA graph, each reading the state its predecessor wrote,
+    end where 80 plain launches do: a read issued before the wait would see a stale state and drift
+    by a whole step."""
+    case = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype=state_dtype,
+                     tokens=tokens, phase="mtp" if tokens > 1 else "decode", pool="scattered")
+    if PDL.supports(case):
+        pytest.skip(PDL.supports(case))
+    ends = []
+    for backend in (BACKEND, PDL):
+        x = make_inputs(case, "cuda")
+        launch = backend.build(case, x)
+        launch()  # compile outside the capture (both runs take this one step)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(8):
+                out = launch()
+        for _ in range(10):
+            graph.replay()
+        torch.cuda.synchronize()
+        ends.append((x.pool.float().clone(), out.float().clone()))
+    (pool0, out0), (pool1, out1) = ends
+    tol = 1e-4 if state_dtype == "float32" else 2e-2
+    assert torch.isfinite(pool0).all()
+    torch.testing.assert_close(pool1, pool0, rtol=tol, atol=tol)
+    torch.testing.assert_close(out1, out0, rtol=tol, atol=tol)
+
+
 def test_heuristic_tile_fills_the_gpu():
     big = tiny_case(batch=512, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
     small = tiny_case(batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
@@ -273,14 +320,18 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("state_dtype,layout,tokens,tile_", [("bfloat16", "k_last", 1, None), ("float32", "v_last", 1, None),
-                                                             ("bfloat16", "k_last", 4, None),
-                                                             ("bfloat16", "k_last", 1, (16, 2, 8)),
-                                                             ("float32", "k_last", 4, (32, 4, 4)),
-                                                             ("bfloat16", "k_last", 4, (32, 4, 0, 1))])
-def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_):
+@pytest.mark.parametrize("state_dtype,layout,tokens,tile_,pdl", [
+    ("bfloat16", "k_last", 1, None, False), ("float32", "v_last", 1, None, False),
+    ("bfloat16", "k_last", 4, None, False), ("bfloat16", "k_last", 1, (16, 2, 8), False),
+    ("float32", "k_last", 4, (32, 4, 4), False), ("bfloat16", "k_last", 4, (32, 4, 0, 1), False),
+    # every kernel once with programmatic dependent launch
+    ("bfloat16", "k_last", 1, None, True), ("bfloat16", "k_last", 4, None, True),
+    ("bfloat16", "k_last", 1, (16, 2, 8), True), ("bfloat16", "k_last", 1, (16, 1, 4, 0, 0, 2), True),
+    ("bfloat16", "k_last", 4, (32, 4, 0, 1), True)])
+def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_, pdl):
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
-    to local memory -- what decode at the bandwidth roofline needs."""
+    to local memory -- what decode at the bandwidth roofline needs. With PDL, the wait for the previous
+    kernel comes before the first global load (and only then)."""
     import dataclasses
     import json
     import os
@@ -290,12 +341,15 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
     case = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype=state_dtype, layout=layout,
                      tokens=tokens, phase="mtp" if tokens > 1 else "decode")
     code = ("import json, sys; from gdnbench.cases import Case; from gdnbench.backends.triton_gdn import aot_report; "
-            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])), tile_=json.loads(sys.argv[2]))))")
+            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])), tile_=json.loads(sys.argv[2]), "
+            "pdl=json.loads(sys.argv[3]))))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), json.dumps(tile_)],
-                         capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), json.dumps(tile_),
+                          json.dumps(pdl)], capture_output=True, text=True, env=env, check=True).stdout
     rep = json.loads(out.strip().splitlines()[-1])
-    assert rep["ld_v4"] >= 4 and rep["st_v4"] >= 4, rep
+    assert rep["pdl_wait"] == ("first" if pdl else "none"), rep
+    pipelined = tile_ is not None and len(tile_) > 5 and tile_[5] > 0  # state loads are cp.async copies there
+    assert (rep["ld_v4"] >= 4 or pipelined) and rep["st_v4"] >= 4, rep
     assert not rep["ptx_local"], rep
     if "local" in rep:
         assert rep["local"] == 0, rep

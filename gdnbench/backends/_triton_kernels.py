@@ -12,6 +12,7 @@ the FP32 rate) for registers holding more of each q/k vector per thread. Vectors
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_wait
 
 
 @triton.jit
@@ -184,6 +185,17 @@ def mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h,
 
 
 @triton.jit
+def wait_for_predecessor(PDL: tl.constexpr):
+    """With programmatic dependent launch (PDL: the ``triton_pdl`` backend), the first statement of
+    every kernel: the program may be resident before the previous kernel on the stream has finished,
+    and waits here until that kernel has completed and its memory is visible. Nothing is read before
+    it (in serving, the kernel before this one writes q/k/v, and the slots may be rewritten), so the
+    launch overlaps only the predecessor's drain, never its memory traffic."""
+    if PDL:
+        gdc_wait()
+
+
+@triton.jit
 def tile_coords(tile, HV, HK, NV: tl.constexpr):
     """Tile index -> (V block, row, value head, key head). Tiles of one head are consecutive."""
     i_v = tile % NV
@@ -224,7 +236,9 @@ def gdn_recurrent_kernel(
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
     INTERMEDIATE: tl.constexpr, TREE: tl.constexpr, FLAT: tl.constexpr, TP: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    wait_for_predecessor(PDL)
     n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
     # The first token's raw inputs do not depend on the slot: load them alongside it (small-batch
     # latency). Their arithmetic (norms, gates) waits until the state load is issued: it would
@@ -310,12 +324,13 @@ def gdn_persistent_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr, n_tiles,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
-    INTERMEDIATE: tl.constexpr, FLAT: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, FLAT: tl.constexpr, PDL: tl.constexpr = False,
 ):
     """Persistent variant: a fixed grid of programs walks the tiles (tile, tile + grid, ...) and loads
     the next tile's state and first-token inputs before working on the current one (software
     double-buffering in registers), with the slot index read one more tile ahead, so a program always
     has a state load in flight while it computes and stores (no parent-token tree)."""
+    wait_for_predecessor(PDL)
     NV: tl.constexpr = V // BV
     NC: tl.constexpr = K // KC
     pid = tl.program_id(0)
@@ -363,7 +378,7 @@ def gdn_pipelined_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr, n_tiles,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
-    INTERMEDIATE: tl.constexpr, STAGES: tl.constexpr, FLAT: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, STAGES: tl.constexpr, FLAT: tl.constexpr, PDL: tl.constexpr = False,
 ):
     """Persistent, software-pipelined by Triton: a fixed grid of programs walks the tiles in a
     ``tl.range(..., num_stages=STAGES)`` loop whose body is one plain tile (slot, state, inputs,
@@ -372,6 +387,7 @@ def gdn_pipelined_kernel(
     addresses), so state bytes stay in flight without holding registers: the register double buffer
     of ``gdn_persistent_kernel`` done by the hardware copy engine instead (no parent-token tree).
     Padded rows use broadcast-scalar masks."""
+    wait_for_predecessor(PDL)
     NV: tl.constexpr = V // BV
     NC: tl.constexpr = K // KC
     pid = tl.program_id(0)
@@ -424,7 +440,7 @@ def gdn_mtp_chunk_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
-    DOT_BF16: tl.constexpr,
+    DOT_BF16: tl.constexpr, PDL: tl.constexpr = False,
 ):
     """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
     H0 so its K-long products run on tensor cores instead of per-token reductions over K.
@@ -439,6 +455,7 @@ def gdn_mtp_chunk_kernel(
     pairs (a bf16 state is exact in one; products hi*hi + hi*lo + lo*hi, ~2^-16 relative): about
     half the registers of tf32x3 for the same accuracy class.
     """
+    wait_for_predecessor(PDL)
     n, hv, h, offs_v, _, _, slot = grid_tile(slots, HK, HV, K, V, BV, K, K_LAST)
     offs_k = tl.arange(0, K)
     if K_LAST:  # the plain [BV, K] tile (dot operands are 2-D)

@@ -14,6 +14,7 @@ BACKENDS: dict[str, str] = {
     "fla": "gdnbench.backends.fla:POOLED",
     "fla_kernel": "gdnbench.backends.fla:KERNEL_ONLY",
     "triton": "gdnbench.backends.triton_gdn:BACKEND",
+    "triton_pdl": "gdnbench.backends.triton_gdn:PDL",
     "cute": "gdnbench.backends.cute:BACKEND",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)

@@ -65,6 +65,14 @@ kernel): its sm_90 compile needs 128-180 registers and 12-80 KB of shared memory
 between the state's load layout and the dot-operand / accumulator layouts. The tuner keeps it as a
 candidate; on the H100 it was picked for no case of the committed table.
 
+Launch. ``triton_pdl`` launches the same kernels with programmatic dependent launch (PDL, SM90+): a
+launch may start while the previous kernel on the stream drains, and its programs wait for that kernel's
+completion (``griddepcontrol.wait``) as their first statement, before the slot or any input is read. In
+a serving graph the kernel before GDN decode writes q/k/v, so nothing may be read earlier; what PDL
+overlaps is the launch and program start (~1 µs per graph node on the H100), which is most of the time
+at small batches. The kernels do not signal their own dependents early, so a timed chain of launches
+overlaps no more than a chain after any other kernel would. Separate backend rows keep both numbers.
+
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
 ``o = e^gc sq (Hs q)`` and the store writes ``e^gc_T Hs``: three passes over the register tile per token
@@ -227,7 +235,7 @@ def heuristic_tile(case: Case) -> Tile:
 _TT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
-def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
+def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool = False):
     """Compile the kernel for ``case`` for an SM generation without a GPU (Triton's own LLVM and
     ptxas), with the 16-byte pointer alignment Triton's JIT specialises on at launch. Returns the
     CompiledKernel (``.asm["ptx"]``, ``.asm["cubin"]``, ``.metadata``): lets tests and kernel work
@@ -245,7 +253,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
-                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens))
+                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl)
     fn = _jit("gdn_recurrent_kernel")
     if progs:
         del sig["parents"], consts["TREE"], consts["TP"]
@@ -262,23 +270,28 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None):
     n_ptr = sum(str(t).startswith("*") for t in sig.values())
     attrs = {(i,): [["tt.divisibility", 16]] for i in range(n_ptr)}  # the pointer arguments come first
     src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, **register_cap(case, t)})
+    return triton.compile(src, target=GPUTarget("cuda", sm, 32),
+                          options={"num_warps": warps, "launch_pdl": pdl, **register_cap(case, t)})
 
 
-def aot_report(case: Case, sm: int = 90, tile_: Tile | None = None) -> dict:
+def aot_report(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool = False) -> dict:
     """Offline compile summary: 16-byte vector loads/stores, local-memory use, registers (via the
-    cuobjdump Triton ships). Run in a process without TRITON_INTERPRET (the interpreter replaces
-    Triton's standard library at import)."""
+    cuobjdump Triton ships), and where the PDL wait sits (``pdl_wait``: "first" when it precedes every
+    global load or asynchronous copy, "late" when one comes before it, "none"). Run in a process
+    without TRITON_INTERPRET (the interpreter replaces Triton's standard library at import)."""
     import re
     import subprocess
     import tempfile
 
     import triton
 
-    ck = aot_compile(case, sm, tile_)
+    ck = aot_compile(case, sm, tile_, pdl)
     ptx = ck.asm["ptx"]
+    wait, first_load = ptx.find("griddepcontrol.wait"), re.search(r"ld\.global|cp\.async", ptx)
     rep = {"ld_v4": len(re.findall(r"ld\.global[^;\n]*\.v4", ptx)), "st_v4": len(re.findall(r"st\.global[^;\n]*\.v4", ptx)),
-           "ptx_local": ".local" in ptx, "shared_bytes": ck.metadata.shared}
+           "ptx_local": ".local" in ptx, "shared_bytes": ck.metadata.shared,
+           "pdl_wait": ("none" if wait < 0 else "first" if not first_load or wait < first_load.start()
+                        else "late")}
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if tool.exists():
         with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -296,8 +309,13 @@ class TritonGDN(Backend):
     summary = "gdnbench's own Triton kernels: decode and MTP verify, pooled state, fused gating"
     dist = "triton"
 
-    def __init__(self, tile_override: tuple[int, ...] | None = None) -> None:
+    def __init__(self, tile_override: tuple[int, ...] | None = None, pdl: bool = False) -> None:
         self.tile_override = Tile(*tile_override) if tile_override else None  # scripts/tune_triton.py, tests
+        self.pdl = pdl
+        if pdl:
+            self.name = "triton_pdl"
+            self.summary = ("the triton kernels launched with programmatic dependent launch (SM90+): a "
+                            "launch overlaps the previous kernel's drain, every read waits for it")
 
     def tile(self, case: Case) -> Tile:
         return self.tile_override or tile(case)
@@ -313,7 +331,7 @@ class TritonGDN(Backend):
         return triton_availability(target, "triton", "triton")
 
     def supports(self, case: Case, target: Target | None = None) -> str | None:
-        reason = self.availability(target)
+        reason = self.availability(target) or (self.pdl and pdl_reason(target))
         if reason:
             return reason
         if case.phase == "prefill":
@@ -336,7 +354,9 @@ class TritonGDN(Backend):
             name, chunks = "gdn_mtp_chunk_kernel", ""
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
-        return f"{name} [{mode}, {case.layout.replace('_', '-')}, BV={t.bv}, warps={t.warps}{grid}{chunks}{regs}]"
+        pdl = ", PDL" if self.pdl else ""
+        layout = case.layout.replace("_", "-")
+        return f"{name} [{mode}, {layout}, BV={t.bv}, warps={t.warps}{grid}{chunks}{regs}{pdl}]"
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
@@ -356,6 +376,8 @@ class TritonGDN(Backend):
         meta = dict(T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                     K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate,
                     num_warps=warps)
+        if self.pdl:  # the kernels wait for their predecessor first (wait_for_predecessor); launched early
+            meta.update(PDL=True, launch_pdl=True)
         n_tiles = case.batch * case.hv * (case.head_dim_v // bv)
         if not chunk:
             meta["KC"] = kc
@@ -399,6 +421,21 @@ class TritonGDN(Backend):
         return launch
 
 
+def pdl_reason(target: Target | None = None) -> str | None:
+    """Why the kernels cannot be launched with programmatic dependent launch on ``target``: PDL
+    (``griddepcontrol``) exists from SM90 on, and the interpreter has no launches to overlap."""
+    from gdnbench.backends.base import current_target
+
+    target = target or current_target()
+    if target.device != "cuda":
+        return "programmatic dependent launch needs a CUDA GPU"
+    if target == current_target() and triton_interpreted():
+        return "programmatic dependent launch: not under TRITON_INTERPRET=1 (no launches to overlap)"
+    if target.sm is not None and target.sm < 90:
+        return f"programmatic dependent launch needs SM90 or newer (sm{target.sm})"
+    return None
+
+
 def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of the GPU (1 on the CPU interpreter, so persistent programs loop)."""
     if torch.device(device).type != "cuda":
@@ -407,3 +444,4 @@ def sm_count(device: torch.device) -> int:
 
 
 BACKEND = TritonGDN()
+PDL = TritonGDN(pdl=True)
