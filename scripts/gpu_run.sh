@@ -24,13 +24,15 @@
 #   L: cute tile tuning, its GPU gate tests, then the decode roofline run (triton, cute, flashinfer, fla)
 #   M: MTP tile tuning (decode entries kept), the triton backend's GPU gate tests, Nsight Compute on the
 #      chosen decode and MTP kernels at B = 64 (I, M, then B re-tune and re-measure the triton kernels)
+#   Q: the GPU timer tests, then scripts/latency_floor.py (empty / copy / slot-copy kernels on the decode
+#      tiles' grids next to triton and triton_pdl: what a launch costs before any GDN arithmetic)
 #   P: programmatic dependent launch: the GPU tests of triton and triton_pdl, then both rooflines with
 #      only those two backends (scripts/pdl_probe.py prints them side by side)
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -143,12 +145,15 @@ case $step in
     run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/gpu-tests.log" 2>&1
     run 60 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_timer.py >> "$OUT/gpu-tests.log" 2>&1
     tail -4 "$OUT/gpu-tests.log" ;;
-  B)
+  Q)
     run 60 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_timer.py > "$OUT/gpu-tests-timer.log" 2>&1
     tail -1 "$OUT/gpu-tests-timer.log"
+    run 300 python3 scripts/latency_floor.py > "$OUT/latency-floor.md" 2> "$OUT/latency-floor.err"
+    cat "$OUT/latency-floor.md"; tail -3 "$OUT/latency-floor.err" ;;
+  B)
     rm -rf "results/${DAY}_h100-sm90_roofline-decode" "results/${DAY}_h100-sm90_roofline-mtp"
-    run 330 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
-    run 200 $G sweep roofline-mtp --no-progress --out "results/${DAY}_h100-sm90_roofline-mtp" > "$OUT/roofline-mtp.log" 2>&1
+    run 380 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
+    run 210 $G sweep roofline-mtp --no-progress --out "results/${DAY}_h100-sm90_roofline-mtp" > "$OUT/roofline-mtp.log" 2>&1
     for f in roofline-decode roofline-mtp; do tail -2 "$OUT/$f.log"; grep -E "^(failed|error)" "$OUT/$f.log" | cut -c1-300 | head -4; done
     tar czf "$OUT/B.tgz" results/*_roofline-decode results/*_roofline-mtp $TILES $CTILES ;;
   C)
