@@ -4,8 +4,13 @@
 captured in one CUDA graph and replayed; a sample is one replay's time / N. N is chosen so the sets
 together move more than ``l2_multiple`` x the L2 size (and at least ``min_sets``), so every launch
 reads its state from DRAM as a serving engine's does (one layer's state after another's).
-``events``: single launches timed with CUDA events, each after an L2 flush that is not timed
-(host launch overhead is included whenever the GPU waits for the host).
+``events``: single launches timed with CUDA events, each after an L2 flush that is not timed.
+
+In both GPU modes (and the copy-bandwidth reference) a sleep kernel holds the GPU from before the
+start event until the host has enqueued the timed work (nvbench's blocking kernel, ``host_cover``),
+so the host's enqueue time is not measured: without it a replay's time included the host's
+``cudaGraphLaunch`` (several µs), which the graph timer spread over only 4-8 launches at mid batch
+sizes (a ~1 µs per-launch overstatement at bf16 B = 16 on the H100) and over 100 at B = 1.
 ``cpu``: host wall clock around single synchronous launches.
 
 GPU modes run on a side stream after warm-up, sample adaptively (``stats.sample_until``) inside an
@@ -83,6 +88,29 @@ def l2_bytes() -> int:
     return int(getattr(p, "L2_cache_size", 0) or 50 * 2**20)
 
 
+def host_cover(enqueue: Callable[[], object], clock_mhz: float, tries: int = 3) -> tuple[int, float, bool]:
+    """GPU sleep that outlasts the host's time to enqueue a start event and ``enqueue()``.
+
+    Measured with the GPU held by a long sleep: (sleep cycles with a 2x margin, host µs, covered).
+    Not covered when the GPU finished the sleep before the call returned (the call synchronised with
+    the GPU, or took longer than ~10 ms): no sleep can hide that, so 0 cycles are returned and the
+    host's time stays in the measurement."""
+    import torch
+
+    stream = torch.cuda.current_stream()
+    host, covered = [], True
+    for _ in range(tries):
+        event = torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(PROBE_SLEEP_CYCLES)
+        t0 = time.perf_counter()
+        event.record()
+        enqueue()
+        host.append(time.perf_counter() - t0)
+        covered &= not stream.query()
+        stream.synchronize()
+    return (sleep_cycles(max(host), clock_mhz) if covered else 0), max(host) * 1e6, covered
+
+
 def _sample_events(run: Callable[[], None], cfg: TimingConfig, per: int, monitor, before: Callable[[], None] | None = None):
     """Sampling loop shared by graph and events modes: one sample = ``run()`` between two events, / per."""
     import torch
@@ -132,13 +160,25 @@ def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str
             graph.replay()
         stream.synchronize()
         monitor.sample()
+        cycles, host_us, covered = host_cover(graph.replay, _clock(monitor))
+
+        def before() -> None:  # the replay is enqueued while the GPU sleeps: its host time is not timed
+            if cycles:
+                torch.cuda._sleep(cycles)
+
         with nvtx_range(name):
-            samples, converged = _sample_events(graph.replay, cfg, len(fns), monitor)
+            samples, converged = _sample_events(graph.replay, cfg, len(fns), monitor, before=before)
         monitor.sample()
     stream.synchronize()
     del graph
     return Timing(mode="graph", samples_us=samples, stats=summarize(samples), converged=converged,
-                  launches_per_sample=len(fns), extra={"input_sets": len(fns), **monitor.summary()})
+                  launches_per_sample=len(fns), extra={"input_sets": len(fns), "host_enqueue_us": host_us,
+                                                       "host_covered": covered, **monitor.summary()})
+
+
+def _clock(monitor) -> float:
+    """The last SM clock (MHz) the monitor read, 1980 (the H100's boost clock) when it has none."""
+    return monitor.samples[-1][0] if monitor.samples else 1980.0
 
 
 PROBE_SLEEP_CYCLES = 20_000_000  # ~10 ms at 2 GHz: longer than any launch's enqueue worth hiding
@@ -172,20 +212,8 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
         for _ in range(max(cfg.warmup, 1)):
             fn()
         stream.synchronize()
-        # Host time to enqueue one launch, with the GPU held by a sleep. If the sleep is over when the
-        # call returns, the call waited for the GPU (a host sync inside the backend) or took longer
-        # than the sleep: no sleep can hide that, so none is used and the host time stays measured.
-        host, covered = [], True
-        for _ in range(3):
-            torch.cuda._sleep(PROBE_SLEEP_CYCLES)
-            t0 = time.perf_counter()
-            fn()
-            host.append(time.perf_counter() - t0)
-            covered &= not stream.query()
-            stream.synchronize()
         monitor.sample()
-        clock = monitor.samples[-1][0] if monitor.samples else 1980.0
-        cycles = sleep_cycles(max(host), clock) if covered else 0
+        cycles, host_us, covered = host_cover(fn, _clock(monitor))
 
         def before() -> None:
             flush.zero_()
@@ -197,7 +225,7 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
         monitor.sample()
     stream.synchronize()
     return Timing(mode="events", samples_us=samples, stats=summarize(samples), converged=converged,
-                  launches_per_sample=1, extra={"input_sets": 1, "host_enqueue_us": max(host) * 1e6, "host_covered": covered,
+                  launches_per_sample=1, extra={"input_sets": 1, "host_enqueue_us": host_us, "host_covered": covered,
                                                 **monitor.summary()})
 
 
@@ -255,9 +283,11 @@ def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 20, warmup_s: float = 0.3)
     while time.perf_counter() < end:
         dst.copy_(src)
         torch.cuda.synchronize()
+    cycles, _, _ = host_cover(lambda: dst.copy_(src), 1980.0)  # the copy is enqueued while the GPU sleeps
     times = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(cycles)
         a.record()
         dst.copy_(src)
         b.record()

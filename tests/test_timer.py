@@ -79,6 +79,18 @@ def test_graph_timer_empty_kernel_under_3us():
 
 
 @pytest.mark.gpu
+def test_graph_timer_leaves_out_the_host_enqueue():
+    """4 empty kernels in a graph time at about what 500 do per launch: the host's cudaGraphLaunch
+    (several µs) happens while a sleep kernel holds the GPU, instead of being spread over 4 launches."""
+    from gdnbench.timer import time_graph
+
+    few = time_graph([lambda: torch.cuda._sleep(0)] * 4, TimingConfig(min_samples=20))
+    many = time_graph([lambda: torch.cuda._sleep(0)] * 500, TimingConfig(min_samples=10))
+    assert few.extra["host_covered"] and few.extra["host_enqueue_us"] > 0, few.extra
+    assert few.stats.median < many.stats.median + 1.0, (few.stats.median, many.stats.median, few.extra)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["graph", "events"])
 def test_time_gpu_torch_decode(mode):
     from gdnbench.backends.torch_eager import BACKEND
