@@ -9,8 +9,8 @@ reads its state from DRAM as a serving engine's does (one layer's state after an
 In both GPU modes (and the copy-bandwidth reference) a sleep kernel holds the GPU from before the
 start event until the host has enqueued the timed work (nvbench's blocking kernel, ``host_cover``),
 so the host's enqueue time is not measured: without it a replay's time included the host's
-``cudaGraphLaunch`` (several µs), which the graph timer spread over only 4-8 launches at mid batch
-sizes (a ~1 µs per-launch overstatement at bf16 B = 16 on the H100) and over 100 at B = 1.
+``cudaGraphLaunch`` (several µs) spread over the graph's launches, 4-8 at mid batch sizes (on the H100,
+bf16 decode rows read 0.4 µs high at B = 16 and 0.9 µs at B = 64, and the 1 GiB copy reference 1% low).
 ``cpu``: host wall clock around single synchronous launches.
 
 GPU modes run on a side stream after warm-up, sample adaptively (``stats.sample_until``) inside an

@@ -69,9 +69,11 @@ Launch. ``triton_pdl`` launches the same kernels with programmatic dependent lau
 launch may start while the previous kernel on the stream drains, and its programs wait for that kernel's
 completion (``griddepcontrol.wait``) as their first statement, before the slot or any input is read. In
 a serving graph the kernel before GDN decode writes q/k/v, so nothing may be read earlier; what PDL
-overlaps is the launch and program start (~1 µs per graph node on the H100), which is most of the time
-at small batches. The kernels do not signal their own dependents early, so a timed chain of launches
-overlaps no more than a chain after any other kernel would. Separate backend rows keep both numbers.
+overlaps is the grid's launch with the predecessor's completion. The kernels do not signal their own
+dependents early, so a timed chain of launches overlaps no more than a chain after any other kernel
+would. Separate backend rows keep both numbers; on the H100 PDL saves about 0.2 µs per launch at every
+batch size (0.08-0.28 µs at B = 1: 2-9%; under 0.2% at B = 512). (Reading the slot and state before the wait would hide more,
+but is only correct when the kernel before does not write the pool; the benchmark does not assume it.)
 
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
@@ -82,14 +84,16 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (results/2026-11-21_h100-sm90_roofline-*, graph timer, cold L2): TP1 bf16 decode
-runs at 90-97% of the measured copy bandwidth from B = 64 on a scattered pool (91-100% contiguous) and
-is 2.5-14% faster than FlashInfer at every batch; fp32 reaches 97-99% from B = 128. Below B ~ 64 the time
-is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: every decode
-kernel measured runs at ~70% of DRAM peak under ncu at B = 64, with 22-43% occupancy. MTP (T = 4) is
-issue-bound: ncu at B = 64 shows 63% SM throughput and 53% DRAM throughput at 128 registers (66.4 µs;
-78.0 with the per-token decay multiply); bf16 reaches 71-80% of copy bandwidth from B = 64 and is faster
-than FlashInfer's MTP kernel at every batch (0.85-0.99x; FlashInfer 66-79%).
+Measured on the H100 (results/2026-11-21_h100-sm90_roofline-*, graph timer, cold L2, copy bandwidth
+3007 GB/s): TP1 bf16 decode runs at 89.9-96.2% of the measured copy bandwidth from B = 64 on a scattered
+pool (91.9-98.7% contiguous) and is 2.5-16% faster than FlashInfer at every batch; fp32 reaches
+96.5-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state load,
+compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
+2.72 µs of triton's 3.20, and at 512 row-heads (TP1 B = 16) it reaches 84.7% where triton reaches 76.9%
+(``scripts/latency_floor.py``). MTP (T = 4) is issue-bound: ncu at B = 64 shows 63% SM throughput and
+53% DRAM throughput at 128 registers (66.4 µs; 78.0 with the per-token decay multiply); bf16 reaches
+70-81% of copy bandwidth from B = 64 and is faster than FlashInfer's MTP kernel at every batch
+(0.82-0.99x; FlashInfer 66-79%).
 """
 
 from __future__ import annotations
