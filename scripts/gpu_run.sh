@@ -24,6 +24,8 @@
 #   L: cute tile tuning, its GPU gate tests, then the decode roofline run (triton, cute, flashinfer, fla)
 #   M: MTP tile tuning (decode entries kept), the triton backend's GPU gate tests, Nsight Compute on the
 #      chosen decode and MTP kernels at B = 64 (I, M, then B re-tune and re-measure the triton kernels)
+#   R: bf16 decode tile tuning at B = 1, 16, 64 with the two-pass (reread) tiles among the candidates (kept for
+#      B), their gate compiled for the GPU, the triton decode GPU tests
 #   Q: the GPU timer tests, then scripts/latency_floor.py (empty / copy / slot-copy kernels on the decode
 #      tiles' grids next to triton and triton_pdl: what a launch costs before any GDN arithmetic)
 #   P: programmatic dependent launch: the GPU tests of triton and triton_pdl, then both rooflines with
@@ -32,7 +34,7 @@
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -132,6 +134,14 @@ case $step in
     run 200 $G sweep roofline-decode --no-progress --out "results/${DAY}_h100-sm90_roofline-decode" > "$OUT/roofline-decode.log" 2>&1
     tail -2 "$OUT/roofline-decode.log"; grep -E "^(failed|error)" "$OUT/roofline-decode.log" | cut -c1-300 | head -4
     tar czf "$OUT/L.tgz" results/*_roofline-decode $TILES $CTILES ;;
+  R)
+    run 420 python3 scripts/tune_triton.py --only decode --batches 1,16,64 --state-dtypes bfloat16 --out "$OUT" > "$OUT/tune-reread.log" 2>&1
+    tail -10 "$OUT/tune-reread.log"; cp "$TILES" "$KEEP/" 2>/dev/null
+    tar czf "$OUT/R.tgz" $TILES
+    run 100 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "two_pass" > "$OUT/tests.log" 2>&1
+    run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and decode" \
+      >> "$OUT/tests.log" 2>&1
+    grep -E "passed|failed" "$OUT/tests.log" ;;
   P)
     run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/tests.log" 2>&1
     run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "pdl" >> "$OUT/tests.log" 2>&1

@@ -3,7 +3,7 @@ persistent kernel, the K chunk KC of the register tile, and for MTP the chunk-fo
 state dtype, head dims, decode/MTP, batch * hv) to gdnbench/backends/triton_tiles.json, which the
 ``triton`` backend reads. Every candidate first passes the correctness gate.
 Usage (GPU host): PYTHONPATH=$PWD python3 scripts/tune_triton.py [--out DIR] [--only decode|mtp]
-(--only re-measures those classes and keeps the table's other entries).
+[--batches 16,64] [--state-dtypes bfloat16] (re-measure those classes; the table's other entries stay).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from gdnbench.backends.triton_gdn import TILES_FILE, TritonGDN, chunk_reason, tuned_tiles
+from gdnbench.backends.triton_gdn import TILES_FILE, Tile, TritonGDN, chunk_reason, tuned_tiles
 from gdnbench.cases import Case
 from gdnbench.check import run_gate
 from gdnbench.config import Timing
@@ -37,14 +37,18 @@ def case(batch, hk=16, hv=32, layout="k_last", sd="bfloat16", tokens=1) -> Case:
 KCS = (0, 64, 32)  # K chunk of the per-token kernels' register tile: whole K, or 2 / 4 chunks at K = 128
 
 
-def candidates(case: Case) -> list[tuple[int, int, int, int, int, int]]:
-    """(BV, warps, programs per SM, chunk, KC, stages): one-program-per-tile tiles with 16..64 state
-    elements per thread (K = 128), the persistent kernel at the tiles and grid sizes that keep ~32 KB
-    of state loads in flight per SM without running out of registers (no tree: it has none), each at
-    every K chunk in KCS; the Triton-pipelined persistent kernel at 2 and 3 stages where the grid's
-    shared-memory buffers fit (whole-K tiles); and for MTP the chunk-form kernel (tensor-core dots
-    need BV >= 16)."""
-    return [t + (0,) * (6 - len(t)) for t in _candidates(case)]
+NFIELDS = len(Tile._fields)  # (BV, warps, programs per SM, chunk, KC, stages, reread, maxnreg)
+
+
+def candidates(case: Case) -> list[tuple[int, ...]]:
+    """Tiles as ``Tile`` tuples: one-program-per-tile tiles with 16..64 state elements per thread
+    (K = 128), the persistent kernel at the tiles and grid sizes that keep ~32 KB of state loads in
+    flight per SM without running out of registers (no tree: it has none), each at every K chunk in
+    KCS; the Triton-pipelined persistent kernel at 2 and 3 stages where the grid's shared-memory
+    buffers fit (whole-K tiles); for decode the two-pass (reread) tiles, also at a 64-register cap (all
+    1-warp programs of 512 row-heads resident at once); and for MTP the chunk-form kernel (tensor-core
+    dots need BV >= 16)."""
+    return [t + (0,) * (NFIELDS - len(t)) for t in _candidates(case)]
 
 
 def _candidates(case: Case) -> list[tuple[int, ...]]:
@@ -56,6 +60,13 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
             per_thread = bv * case.head_dim_k // (32 * w)
             if 16 <= per_thread <= 64 and (bv, w) not in ((64, 8), (32, 8)):
                 out += [(bv, w, 0, 0, kc) for kc in KCS]
+    if case.tokens == 1:
+        for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2)):
+            if case.layout == "v_last" and bv < 16:
+                continue
+            out += [(bv, w, 0, 0, kc, 0, 1) for kc in (0, 64)]
+            if bv * case.head_dim_k // (32 * w) == 64:
+                out += [(bv, w, 0, 0, kc, 0, 1, 64) for kc in (0, 64)]
     if case.tokens > 1 and chunk_reason(case, 16) is None:
         out += [(bv, w, 0, 1, 0) for bv, w in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8))]
     if not case.tree:
@@ -78,13 +89,19 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
     return out
 
 
-def plan(only: str | None = None) -> list[Case]:
-    """K-last classes the roofline targets cover (V-last keeps the heuristic tile)."""
-    batches = (1, 4, 16, 64, 256, 512)
-    cases = [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in batches]
-    cases += [case(b, hk=4, hv=8) for b in batches]
+def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[str] | None = None) -> list[Case]:
+    """K-last classes the roofline targets cover (V-last keeps the heuristic tile); ``batches`` /
+    ``dtypes``: only those batch sizes / state dtypes."""
+    bs = (1, 4, 16, 64, 256, 512)
+    cases = [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in bs]
+    cases += [case(b, hk=4, hv=8) for b in bs]
     cases += [case(b, sd=sd, tokens=4) for sd in ("bfloat16", "float32") for b in (1, 4, 16, 64, 256)]
-    return [c for c in cases if only is None or (c.tokens > 1) == (only == "mtp")]
+    return [c for c in cases if (only is None or (c.tokens > 1) == (only == "mtp"))
+            and (not batches or c.batch in batches) and (not dtypes or c.state_dtype in dtypes)]
+
+
+def class_key(c: Case) -> tuple:
+    return (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
 
 
 def measure(c: Case, tiles: list[tuple], make_backend, rows: list) -> list[tuple[float, tuple]]:
@@ -120,23 +137,27 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--only", choices=("decode", "mtp"), default=None)
+    ap.add_argument("--batches", default="", help="comma-separated batch sizes: re-measure only those")
+    ap.add_argument("--state-dtypes", default="", help="comma-separated state dtypes: re-measure only those")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, best = [], {}
-    if args.only:  # keep the other class's measured entries
-        keep = [e for e in tuned_tiles() if e["mtp"] != (args.only == "mtp")]
-        best = {key_of(e): (e["median_us"], (e["bv"], e["warps"], e.get("progs_per_sm", 0), e.get("chunk", 0),
-                                             e.get("kc", 0), e.get("stages", 0))) for e in keep}
+    cases = plan(args.only, {int(b) for b in args.batches.split(",") if b},
+                 {d for d in args.state_dtypes.split(",") if d})
+    measured = {class_key(c) for c in cases}
+    # entries of classes not re-measured here stay as they are
+    best = {key_of(e): (e["median_us"], tuple(int(e.get(f, 0)) for f in Tile._fields))
+            for e in tuned_tiles() if key_of(e) not in measured}
+    rows = []
     t0 = time.time()
-    for c in plan(args.only):
+    for c in cases:
         results = measure(c, candidates(c), TritonGDN, rows)
         if results:
             us, t = min(results)
-            key = (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
+            key = class_key(c)
             if key not in best or us < best[key][0]:
                 best[key] = (us, t)
             print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d} "
-                  f"stages={t[5]}  {us:9.2f} us  "
+                  f"stages={t[5]} reread={t[6]} maxnreg={t[7]}  {us:9.2f} us  "
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
     print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")
@@ -145,13 +166,11 @@ def main() -> int:
 
 def write(best: dict, rows: list, out: Path) -> None:
     entries = [{"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4],
-                "pairs_min": k[5], "bv": t[0], "warps": t[1], "progs_per_sm": t[2], "chunk": t[3], "kc": t[4],
-                "stages": t[5],
-                "median_us": round(us, 3)}
+                "pairs_min": k[5], **dict(zip(Tile._fields, t)), "median_us": round(us, 3)}
                for k, (us, t) in sorted(best.items())]
     write_table(TILES_FILE, entries, "fastest tile per measured case (graph timer, scattered pool); lookups take the "
                 "entry with the largest pairs_min <= batch * hv", out / "tune_triton.csv",
-                ["case_id", "bv", "warps", "progs_per_sm", "chunk", "kc", "stages", "median_us", "note"], rows, out)
+                ["case_id", *Tile._fields, "median_us", "note"], rows, out)
 
 
 def write_table(tiles_file: Path, entries: list[dict], note: str, csv_path: Path, header: list[str], rows: list,

@@ -123,6 +123,28 @@ def test_pipelined_kernel_mtp(write_back, intermediate):
     assert r.ok, r.message
 
 
+@run_here
+@pytest.mark.parametrize("layout", ["k_last", "v_last"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
+@pytest.mark.parametrize("kc", [0, 8])
+def test_two_pass_decode(layout, state_dtype, pool, kc):
+    """The reread tile: row sums from the state as loaded, the update from a second read of it."""
+    case = tiny_case(layout=layout, state_dtype=state_dtype, pool=pool, batch=5)
+    b = TritonGDN(tile_override=(16, 1, 0, 0, kc, 0, 1))
+    assert "two-pass" in b.kernel(case)
+    r = gate(case, b)
+    assert r.ok, r.message
+
+
+def test_two_pass_is_decode_only():
+    mtp = tiny_case(phase="mtp", tokens=3)
+    assert "decode" in tg.tile_reason(mtp, tg.Tile(16, 1, 0, 0, 0, 0, 1))
+    assert "decode" in tg.tile_reason(tiny_case(), tg.Tile(16, 1, 2, 0, 0, 0, 1))
+    assert tg.tile_reason(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1)) is None
+    assert tg.register_cap(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1, 64)) == {"maxnreg": 64}
+
+
 def test_stages_need_a_persistent_grid():
     case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=16)
     with pytest.raises(ValueError, match="stages"):
@@ -229,11 +251,11 @@ def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
                entry(mtp=True, pairs_min=1024, bv=16, warps=1, progs_per_sm=8, stages=2)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0, 0)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0, 0)
+    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0, 0, 0, 0)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0, 0, 0, 0)
     # a pipelined persistent entry on a tree case: the per-tile kernel at the same tile (no stages)
     big = {**mtp, "batch": 64, "tree": True, "intermediate": True, "write_back": False}
-    assert tile(tiny_case(**big)) == (16, 1, 0, 0, 0, 0)
+    assert tile(tiny_case(**big)) == (16, 1, 0, 0, 0, 0, 0, 0)
 
 
 def test_supports_and_kernel_column():
@@ -310,11 +332,11 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
                entry(state_dtype="float32", mtp=True, pairs_min=1, bv=32, warps=4, progs_per_sm=4, kc=32)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
-    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0, 0)
+    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
+    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0, 0, 0, 0)
     mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32, 0)  # the entry's K chunk carries through
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32, 0)  # no tree: grid kernel
+    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32, 0, 0, 0)  # the entry's K chunk carries through
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32, 0, 0, 0)  # no tree: grid kernel
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 
@@ -327,7 +349,9 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
     # every kernel once with programmatic dependent launch
     ("bfloat16", "k_last", 1, None, True), ("bfloat16", "k_last", 4, None, True),
     ("bfloat16", "k_last", 1, (16, 2, 8), True), ("bfloat16", "k_last", 1, (16, 1, 4, 0, 0, 2), True),
-    ("bfloat16", "k_last", 4, (32, 4, 0, 1), True)])
+    ("bfloat16", "k_last", 4, (32, 4, 0, 1), True),
+    # the two-pass decode tile: the state tile is not held across the row sums
+    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 1), False)])
 def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_, pdl):
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
     to local memory -- what decode at the bandwidth roofline needs. With PDL, the wait for the previous
@@ -358,6 +382,8 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
         # bf16 tile; 3.9: 56 bytes); a spilled state tile is kilobytes (the pipelined kernel at T = 4
         # once spilled 6-10 KB per thread).
         assert rep["stack"] <= (64 if tokens > 1 else 0), rep
+        if tile_ is not None and len(tile_) > 6 and tile_[6]:  # two-pass: sm_90, Triton 3.6: 80 (one pass: 126)
+            assert rep["registers"] <= 96, rep
 
 
 def test_tile_table_reader_and_picker(tmp_path):

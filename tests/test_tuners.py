@@ -78,15 +78,26 @@ def test_measure_records_a_tile_that_cannot_build(monkeypatch):
 
 
 def test_triton_candidates_are_valid_tiles():
-    """Every candidate is a full 6-field tile the backend accepts: BV divides V, KC divides K, stages
-    only on a persistent grid, the pipelined kernel's shared-memory ring within 160 KB per SM, and
-    neither persistent kernel on a parent-token tree."""
+    """Every candidate is a full ``Tile`` the backend accepts (``tile_reason``): BV divides V, KC divides
+    K, stages only on a persistent grid, the pipelined kernel's shared-memory ring within 160 KB per
+    SM, neither persistent kernel on a parent-token tree, two-pass (reread) tiles for decode only."""
+    from gdnbench.backends.triton_gdn import Tile, tile_reason
+
     for c in tune_triton.plan():
         cands = tune_triton.candidates(c)
-        assert cands and all(len(t) == 6 for t in cands)
-        for bv, w, progs, chunk, kc, stages in cands:
-            assert c.head_dim_v % bv == 0 and (kc == 0 or c.head_dim_k % kc == 0)
-            assert not stages or progs
-            if stages:
-                assert progs * stages * bv * c.head_dim_k * (4 if c.state_dtype == "float32" else 2) <= 160 * 1024
+        assert cands and all(len(t) == len(Tile._fields) for t in cands)
+        for t in map(Tile._make, cands):
+            assert tile_reason(c, t) is None, (c.id, t)
+            assert c.head_dim_v % t.bv == 0 and (t.kc == 0 or c.head_dim_k % t.kc == 0)
+            assert not t.stages or t.progs_per_sm
+            if t.stages:
+                assert t.progs_per_sm * t.stages * t.bv * c.head_dim_k * (4 if c.state_dtype == "float32" else 2) \
+                    <= 160 * 1024
         assert any(t[5] for t in cands)
+        assert any(t[6] for t in cands) == (c.tokens == 1)  # two-pass tiles: decode only
+
+
+def test_triton_plan_filters():
+    cases = tune_triton.plan("decode", {16, 64}, {"bfloat16"})
+    assert {(c.batch, c.hv, c.state_dtype, c.tokens) for c in cases} == {
+        (16, 32, "bfloat16", 1), (64, 32, "bfloat16", 1), (16, 8, "bfloat16", 1), (64, 8, "bfloat16", 1)}

@@ -131,13 +131,17 @@ class Tile(NamedTuple):
     program per tile), ``chunk`` = 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8), and KC,
     the K columns per register chunk of the per-token kernels' ``[K / KC, BV, KC]`` tile (0: KC = K), and
     ``stages`` > 0 with programs per SM: the persistent loop pipelined by Triton over that many stages
-    (``gdn_pipelined_kernel``) instead of the register double buffer."""
+    (``gdn_pipelined_kernel``) instead of the register double buffer; ``reread`` = 1: decode in two
+    passes over the tile, the second reading it again from L2 (``reread_decode``: half the registers);
+    ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule)."""
     bv: int
     warps: int
     progs_per_sm: int = 0
     chunk: int = 0
     kc: int = 0
     stages: int = 0
+    reread: int = 0
+    maxnreg: int = 0
 
     def k_chunk(self, case: Case) -> int:
         """KC for this case (K when unset or larger than K)."""
@@ -177,8 +181,7 @@ def tile(case: Case) -> Tile:
                       == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
                       and not (e.get("chunk") and chunk_reason(case, int(e["bv"]))))
     if best:
-        t = Tile(int(best["bv"]), int(best["warps"]), int(best.get("progs_per_sm", 0)), int(best.get("chunk", 0)),
-                 int(best.get("kc", 0)), int(best.get("stages", 0)))
+        t = Tile(*(int(best.get(f, 0)) for f in Tile._fields))
         return t._replace(progs_per_sm=0, stages=0) if case.tree else t  # the persistent kernels have no tree
     return heuristic_tile(case)
 
@@ -196,6 +199,8 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return f"stages={t.stages} pipeline the persistent loop: they need programs per SM"
     if t.chunk and (t.progs_per_sm or chunk_reason(case, t.bv)):
         return chunk_reason(case, t.bv) or "the chunk-form kernel is not persistent"
+    if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
+        return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
     return None
 
 
@@ -214,9 +219,12 @@ def flat_rowdot(case: Case, t: Tile) -> bool:
 
 
 def register_cap(case: Case, t: Tile) -> dict:
-    """``maxnreg`` for the per-token MTP kernel when its tile holds 64 state elements per thread
+    """``maxnreg``: the tile's own cap when it sets one; else, for the per-token MTP kernel when its tile
+    holds 64 state elements per thread
     (the tuned MTP tiles): it fits in 128 registers without spilling (sm_90, T = 2..8, offline), which
     keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12 warps)."""
+    if t.maxnreg:
+        return {"maxnreg": t.maxnreg}
     per_thread = t.bv * case.head_dim_k // (32 * t.warps)
     if case.tokens > 1 and not t.chunk and not t.progs_per_sm and per_thread == 64:
         return {"maxnreg": 128}
@@ -257,8 +265,10 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
     consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
-                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl)
+                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=bool(t.reread))
     fn = _jit("gdn_recurrent_kernel")
+    if progs or chunk:
+        del consts["REREAD"]
     if progs:
         del sig["parents"], consts["TREE"], consts["TP"]
         sig["n_tiles"] = "i32"
@@ -356,6 +366,8 @@ class TritonGDN(Backend):
         chunks = f", KC={kc}" if kc < case.head_dim_k else ""
         if t.chunk:
             name, chunks = "gdn_mtp_chunk_kernel", ""
+        if t.reread:
+            chunks += ", two-pass"
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
         pdl = ", PDL" if self.pdl else ""
@@ -415,7 +427,8 @@ class TritonGDN(Backend):
         parents = x.parents if case.tree else x.slots
 
         cap = {} if triton_interpreted() else register_cap(case, t)
-        meta.update(TREE=case.tree, TP=triton.next_power_of_2(case.tokens))  # TP: the tokens' gates as one vector
+        meta.update(TREE=case.tree, TP=triton.next_power_of_2(case.tokens),  # TP: the tokens' gates as one vector
+                    REREAD=bool(t.reread))
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
