@@ -72,8 +72,16 @@ a serving graph the kernel before GDN decode writes q/k/v, so nothing may be rea
 overlaps is the grid's launch with the predecessor's completion. The kernels do not signal their own
 dependents early, so a timed chain of launches overlaps no more than a chain after any other kernel
 would. Separate backend rows keep both numbers; on the H100 PDL saves about 0.2 µs per launch at every
-batch size (0.08-0.28 µs at B = 1: 2-9%; under 0.2% at B = 512). (Reading the slot and state before the wait would hide more,
-but is only correct when the kernel before does not write the pool; the benchmark does not assume it.)
+batch size (0.08-0.28 µs at B = 1: 2-9%; under 0.2% at B = 512). Reading the slot and state before the
+wait would hide more, but is only correct when the kernel before does not write the pool; the
+benchmark does not assume it.
+
+A decode tile can also run in two passes (``reread``): the row sums from the state as loaded, then the
+tile read again from L2 for the update, so nothing tile-sized is live across the reductions (sm_90,
+bf16 BV = 16: 80 registers instead of 126, 25 programs per SM instead of 16). On the H100 it lost at
+every batch it was tuned at (bf16 BV = 16: 15.96 µs vs 14.72 at B = 16, 52.8 vs 50.3 at B = 64; with
+a 64-register cap, 17.2 at B = 16): the second read's latency costs more than the extra resident
+programs win. It stays a tuning candidate.
 
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
@@ -85,8 +93,8 @@ in all takes the per-token multiply instead (a uniform branch; the benchmark's r
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
 Measured on the H100 (results/2026-11-21_h100-sm90_roofline-*, graph timer, cold L2, copy bandwidth
-3007 GB/s): TP1 bf16 decode runs at 89.9-96.2% of the measured copy bandwidth from B = 64 on a scattered
-pool (91.9-98.7% contiguous) and is 2.5-16% faster than FlashInfer at every batch; fp32 reaches
+3008 GB/s): TP1 bf16 decode runs at 89.6-96.3% of the measured copy bandwidth from B = 64 on a scattered
+pool (91.7-98.6% contiguous) and is 2.7-16% faster than FlashInfer at every batch; fp32 reaches
 96.5-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state load,
 compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
 2.72 µs of triton's 3.20, and at 512 row-heads (TP1 B = 16) it reaches 84.7% where triton reaches 76.9%
