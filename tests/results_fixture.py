@@ -31,14 +31,15 @@ def cases() -> list[Case]:
 
 
 def make_run(root: Path, name: str, gpu: str = "h100", scale: dict | None = None, fail: set | None = None,
-             jitter: float = 0.0) -> Path:
+             jitter: float = 0.0, extra: dict | None = None) -> Path:
     """A results directory with rows for every case x backend; ``scale`` multiplies one backend's
-    latency, ``fail`` lists (case_id, backend) pairs written as failed."""
+    latency, ``fail`` lists (case_id, backend) pairs written as failed, ``extra`` adds backends
+    (name -> latency relative to flashinfer)."""
     gpu_name, sm, speed = GPUS[gpu]
     d = root / name
     w = RowWriter(d)
     for i, c in enumerate(cases()):
-        for backend, rel in SPEED.items():
+        for backend, rel in {**SPEED, **(extra or {})}.items():
             row = Row(run_id=name, backend=backend, backend_version=f"{backend} 1.0", device=f"{gpu}-{sm}", gpu=gpu_name,
                       sm=sm, kernel=backend, padding="zero")
             for k, v in c.as_row().items():
