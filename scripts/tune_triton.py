@@ -46,7 +46,8 @@ def candidates(case: Case) -> list[tuple[int, ...]]:
     flight per SM without running out of registers (no tree: it has none), each at every K chunk in
     KCS; the Triton-pipelined persistent kernel at 2 and 3 stages where the grid's shared-memory
     buffers fit (whole-K tiles); for decode the two-pass (reread) tiles, also at a 64-register cap (all
-    1-warp programs of 512 row-heads resident at once); and for MTP the chunk-form kernel (tensor-core
+    1-warp programs of 512 row-heads resident at once), and the 64-element one-pass tiles at register
+    caps of 96-112; and for MTP the chunk-form kernel (tensor-core
     dots need BV >= 16)."""
     return [t + (0,) * (NFIELDS - len(t)) for t in _candidates(case)]
 
@@ -67,6 +68,9 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
             out += [(bv, w, 0, 0, kc, 0, 1) for kc in (0, 64)]
             if bv * case.head_dim_k // (32 * w) == 64:
                 out += [(bv, w, 0, 0, kc, 0, 1, 64) for kc in (0, 64)]
+                # one pass under a register cap: ptxas takes 126 for these tiles (16 warps per SM); 112
+                # spills nothing (18 warps), 104 / 96 park 16 / 48 bytes on the stack (19 / 21 warps)
+                out += [(bv, w, 0, 0, kc, 0, 0, cap) for kc in (0, 64) for cap in (96, 104, 112)]
     if case.tokens > 1 and chunk_reason(case, 16) is None:
         out += [(bv, w, 0, 1, 0) for bv, w in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8))]
     if not case.tree:

@@ -81,7 +81,8 @@ tile read again from L2 for the update, so nothing tile-sized is live across the
 bf16 BV = 16: 80 registers instead of 126, 25 programs per SM instead of 16). On the H100 it lost at
 every batch it was tuned at (bf16 BV = 16: 15.96 µs vs 14.72 at B = 16, 52.8 vs 50.3 at B = 64; with
 a 64-register cap, 17.2 at B = 16): the second read's latency costs more than the extra resident
-programs win. It stays a tuning candidate.
+programs win. Capping the one-pass tile's registers (126 -> 112 / 104 / 96: 18-21 warps per SM instead
+of 16) lost too (B = 16: 14.92 µs at 112 vs 14.74). Both stay tuning candidates.
 
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
