@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from gdnbench.backends import get_backend
+from gdnbench.backends._triton_kernels import tile_coords
 from gdnbench.backends.triton_gdn import tile
 from gdnbench.cases import Case
 from gdnbench.config import Timing as TimingConfig
@@ -41,11 +42,7 @@ def state_copy_kernel(slots, pool, HV: tl.constexpr, K: tl.constexpr, V: tl.cons
                       SLOT: tl.constexpr):
     """One BV x K tile of a K-last state, loaded and stored back in place (tiles of one head consecutive,
     as in the triton kernels); SLOT: at the row's pool slot, else at pool row n."""
-    pid = tl.program_id(0)
-    i_v = pid % (V // BV)
-    pair = pid // (V // BV)
-    hv = pair % HV
-    n = (pair // HV).to(tl.int64)
+    i_v, n, hv, _ = tile_coords(tl.program_id(0), HV, HV, V // BV)
     s = tl.load(slots + n).to(tl.int64) if SLOT else n
     offs = (i_v * BV + tl.arange(0, BV))[:, None] * K + tl.arange(0, K)[None, :]
     p = pool + (s * HV + hv) * (K * V) + offs

@@ -95,6 +95,18 @@ def rowdot(H, x, FLAT: tl.constexpr):
 
 
 @triton.jit
+def overlapped_products(H, qv, kv, vv, g, beta, FLAT: tl.constexpr):
+    """One token's products from the state before its update: ``e^g``, the update's row weights
+    ``u = beta (v - e^g (H k))`` [BV] and the output ``o = e^g (H q) + u (k.q)`` [BV] (the new state is
+    ``e^g H + u k^T``)."""
+    eg = tl.exp(g)
+    hk = rowdot(H, kv, FLAT)
+    hq = rowdot(H, qv, FLAT)
+    u = beta * (vv - eg * hk)
+    return eg, u, eg * hq + u * tl.sum(tl.sum(kv * qv, axis=1), axis=0)
+
+
+@triton.jit
 def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr, FLAT: tl.constexpr):
     """One token on a [BV, NC, KC] tile (fp32): returns (new H, output [BV]).
 
@@ -104,11 +116,7 @@ def token_step(H, qv, kv, vv, g, beta, OVERLAP: tl.constexpr, FLAT: tl.constexpr
     1-4% faster for decode (T = 1) and 4-9% slower for MTP T = 4 (more registers live across the
     unrolled tokens), so the kernels use it for T = 1 only (results/*_triton-tune)."""
     if OVERLAP:
-        eg = tl.exp(g)
-        hk = rowdot(H, kv, FLAT)
-        hq = rowdot(H, qv, FLAT)
-        u = beta * (vv - eg * hk)
-        o = eg * hq + u * tl.sum(tl.sum(kv * qv, axis=1), axis=0)
+        eg, u, o = overlapped_products(H, qv, kv, vv, g, beta, FLAT)
         return H * eg + u[:, None, None] * kv[None, :, :], o
     else:
         H = H * tl.exp(g)
@@ -194,10 +202,7 @@ def reread_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, 
     programs fit on an SM: held as fp32 in registers, the state of 512 (row, head) pairs (K = V = 128)
     alone would fill all 132 register files of an H100."""
     qv, kv, vv, g, beta = from_raw(q0, k0, v0, a0, b0, neg_A, dtb, scale)
-    H = Hr.to(tl.float32)
-    eg = tl.exp(g)
-    u = beta * (vv - eg * rowdot(H, kv, FLAT))
-    o = eg * rowdot(H, qv, FLAT) + u * tl.sum(tl.sum(kv * qv, axis=1), axis=0)
+    eg, u, o = overlapped_products(Hr.to(tl.float32), qv, kv, vv, g, beta, FLAT)
     tl.store(out + (n * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
     if WRITE_BACK:
         H = tl.load(state + offs_s, cache_modifier=".cg").to(tl.float32) * eg + u[:, None, None] * kv[None, :, :]

@@ -117,6 +117,7 @@ from gdnbench.backends.base import (
     Backend,
     Padding,
     Target,
+    current_target,
     pick_tuned,
     read_tile_table,
     triton_availability,
@@ -228,10 +229,9 @@ def flat_rowdot(case: Case, t: Tile) -> bool:
 
 
 def register_cap(case: Case, t: Tile) -> dict:
-    """``maxnreg``: the tile's own cap when it sets one; else, for the per-token MTP kernel when its tile
-    holds 64 state elements per thread
-    (the tuned MTP tiles): it fits in 128 registers without spilling (sm_90, T = 2..8, offline), which
-    keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12 warps)."""
+    """``maxnreg``: the tile's own cap when it sets one; else 128 for the per-token MTP kernel when its
+    tile holds 64 state elements per thread (the tuned MTP tiles): it fits without spilling (sm_90,
+    T = 2..8, offline), which keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12)."""
     if t.maxnreg:
         return {"maxnreg": t.maxnreg}
     per_thread = t.bv * case.head_dim_k // (32 * t.warps)
@@ -450,8 +450,6 @@ class TritonGDN(Backend):
 def pdl_reason(target: Target | None = None) -> str | None:
     """Why the kernels cannot be launched with programmatic dependent launch on ``target``: PDL
     (``griddepcontrol``) exists from SM90 on, and the interpreter has no launches to overlap."""
-    from gdnbench.backends.base import current_target
-
     target = target or current_target()
     if target.device != "cuda":
         return "programmatic dependent launch needs a CUDA GPU"
