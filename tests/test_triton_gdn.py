@@ -378,10 +378,10 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
     if "local" in rep:
         assert rep["local"] == 0, rep
         # MTP tiles run at the 128-register cap (register_cap), where ptxas may park a few prefetched
-        # 64-bit values on the stack depending on the Triton release (3.6, the H100 host's: none for the
-        # bf16 tile; 3.9: 56 bytes); a spilled state tile is kilobytes (the pipelined kernel at T = 4
-        # once spilled 6-10 KB per thread).
-        assert rep["stack"] <= (64 if tokens > 1 else 0), rep
+        # values (the next token's q and k) on the stack depending on the Triton release (3.6, the H100
+        # host's: none for the bf16 tile, 24 bytes for fp32 BV = 16; 3.9: 96 bytes for bf16); a spilled
+        # state tile is kilobytes (the pipelined kernel at T = 4 once spilled 6-10 KB per thread).
+        assert rep["stack"] <= (128 if tokens > 1 else 0), rep
         if tile_ is not None and len(tile_) > 6 and tile_[6]:  # two-pass: sm_90, Triton 3.6: 80 (one pass: 126)
             assert rep["registers"] <= 96, rep
 

@@ -156,6 +156,9 @@ def mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h,
     slot, ``offs_s`` the tile's offsets), stored here with the outputs and intermediate states. q0, k0, v0: the
     first token's raw inputs; g_all, beta_all [TP]: every token's log-decay and beta (fp32, zero past T);
     q and k stay as loaded, their L2 norms and the scale applied to BV-long vectors (``scaled_step``).
+    Each token's q and k are loaded one token ahead, so their L2 latency overlaps the token before
+    instead of stalling the start of every token (v, used after the first row sum, is loaded in place:
+    prefetching it too made the bf16 BV = 16 tile spill under its 128-register cap).
 
     LAZY: the decays are carried as one scalar, the true state being ``exp(gc_t) * Hs`` with ``gc_t``
     the cumulative log-decay, so a token costs three passes over the tile (two row sums, one rank-1
@@ -164,13 +167,16 @@ def mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h,
     the tile by its decay, as the reference does."""
     gc = 0.0
     c = 1.0
+    qn, kn = q0, k0
     for t in tl.static_range(T):
         tok = n * T + t
+        qr, kr = qn, kn
+        if t + 1 < T:  # the next token's q and k load while this one computes (one token ahead)
+            qn = tl.load(q + ((tok + 1) * HK + h) * K + offs_k)
+            kn = tl.load(k + ((tok + 1) * HK + h) * K + offs_k)
         if t == 0:
-            qr, kr, vr = q0, k0, v0
+            vr = v0
         else:
-            qr = tl.load(q + (tok * HK + h) * K + offs_k)
-            kr = tl.load(k + (tok * HK + h) * K + offs_k)
             vr = tl.load(v + (tok * HV + hv) * V + offs_v)
         qf = qr.to(tl.float32)
         kf = kr.to(tl.float32)
