@@ -30,15 +30,13 @@
 #      tiles' grids next to triton and triton_pdl: what a launch costs before any GDN arithmetic)
 #   S: MTP tile tuning (decode entries kept), the MTP / tree gate tests compiled for the GPU, Nsight
 #      Compute on the chosen bf16 T = 4 kernel at B = 64 (then B for the rooflines)
-#   T: the MTP kernel's q/k prefetch modes (none, k, q and k) compared by tuning the bf16 and fp32 T = 4
-#      classes at B = 16, 64, 256 under each (the table is not kept)
 #   P: programmatic dependent launch: the GPU tests of triton and triton_pdl, then both rooflines with
 #      only those two backends (scripts/pdl_probe.py prints them side by side)
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|S|T}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|S}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -154,11 +152,6 @@ case $step in
     run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and mtp" >> "$OUT/tests.log" 2>&1
     grep -E "passed|failed" "$OUT/tests.log"
     ncu_profile ncu.csv triton "--batch 64 --tokens 4" ;;
-  T)  # MTP_MODES="0 1": the MTP kernel's q/k prefetch (GDNBENCH_MTP_PREFETCH) compared by tuning bf16 and fp32
-    for m in ${MTP_MODES:-0 1 2}; do
-      run 290 env GDNBENCH_MTP_PREFETCH=$m TRITON_CACHE_DIR=/tmp/triton-prefetch-$m python3 scripts/tune_triton.py \
-        --only mtp --batches 16,64,256 --out "$OUT/prefetch-$m" > "$OUT/tune-prefetch-$m.log" 2>&1
-      grep best "$OUT/tune-prefetch-$m.log" | cut -c1-200; done ;;
   P)
     run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/tests.log" 2>&1
     run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "pdl" >> "$OUT/tests.log" 2>&1

@@ -14,9 +14,6 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_wait
 
-import os
-MTP_PREFETCH = tl.constexpr(int(os.environ.get("GDNBENCH_MTP_PREFETCH", "2")))  # EXPERIMENT
-
 
 @triton.jit
 def norm_scale(x):
@@ -173,23 +170,14 @@ def mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h,
     qn, kn = q0, k0
     for t in tl.static_range(T):
         tok = n * T + t
+        qr, kr = qn, kn
+        if t + 1 < T:  # the next token's q and k load while this one computes (one token ahead)
+            qn = tl.load(q + ((tok + 1) * HK + h) * K + offs_k)
+            kn = tl.load(k + ((tok + 1) * HK + h) * K + offs_k)
         if t == 0:
-            qr, kr, vr = q0, k0, v0
+            vr = v0
         else:
             vr = tl.load(v + (tok * HV + hv) * V + offs_v)
-            if MTP_PREFETCH >= 1:
-                kr = kn
-            else:
-                kr = tl.load(k + (tok * HK + h) * K + offs_k)
-            if MTP_PREFETCH >= 2:
-                qr = qn
-            else:
-                qr = tl.load(q + (tok * HK + h) * K + offs_k)
-        if t + 1 < T:  # the next token's k (and q) load while this one computes (one token ahead)
-            if MTP_PREFETCH >= 1:
-                kn = tl.load(k + ((tok + 1) * HK + h) * K + offs_k)
-            if MTP_PREFETCH >= 2:
-                qn = tl.load(q + ((tok + 1) * HK + h) * K + offs_k)
         qf = qr.to(tl.float32)
         kf = kr.to(tl.float32)
         this = tl.arange(0, g_all.shape[0]) == t
