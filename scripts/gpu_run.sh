@@ -28,15 +28,13 @@
 #      B), their gate compiled for the GPU, the triton decode GPU tests
 #   Q: the GPU timer tests, then scripts/latency_floor.py (empty / copy / slot-copy kernels on the decode
 #      tiles' grids next to triton and triton_pdl: what a launch costs before any GDN arithmetic)
-#   S: MTP tile tuning (decode entries kept), the MTP / tree gate tests compiled for the GPU, Nsight
-#      Compute on the chosen bf16 T = 4 kernel at B = 64 (then B for the rooflines)
 #   P: programmatic dependent launch: the GPU tests of triton and triton_pdl, then both rooflines with
 #      only those two backends (scripts/pdl_probe.py prints them side by side)
 #   E: Nsight Compute profiles of decode / MTP kernels at B = 64 (what limits them), the persistent
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|S}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -144,14 +142,6 @@ case $step in
     run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and decode" \
       >> "$OUT/tests.log" 2>&1
     grep -E "passed|failed" "$OUT/tests.log" ;;
-  S)
-    run 420 python3 scripts/tune_triton.py --only mtp --out "$OUT" > "$OUT/tune-mtp.log" 2>&1
-    tail -12 "$OUT/tune-mtp.log"; cp "$TILES" "$KEEP/" 2>/dev/null
-    tar czf "$OUT/S.tgz" $TILES
-    run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "mtp or tree" > "$OUT/tests.log" 2>&1
-    run 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and mtp" >> "$OUT/tests.log" 2>&1
-    grep -E "passed|failed" "$OUT/tests.log"
-    ncu_profile ncu.csv triton "--batch 64 --tokens 4" ;;
   P)
     run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k triton > "$OUT/tests.log" 2>&1
     run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "pdl" >> "$OUT/tests.log" 2>&1
