@@ -14,6 +14,9 @@
 #   H: the chunk-form MTP kernel: its gate at tiny shapes (real bf16 dots), MTP tile tuning (chunk
 #      candidates included; decode entries kept), GPU tests of the triton backend, the MTP roofline,
 #      and Nsight Compute on the chosen MTP kernel at B = 64
+#   X: the chunk-form MTP kernel (row blocks per program, pipelined): its gate at tiny shapes compiled for the
+#      GPU, then MTP tile tuning of the chunk-form tiles next to each case's current tile (kept for B)
+#   Y: the triton backends' GPU gate tests on MTP cases, Nsight Compute on the chosen MTP kernels at B = 64
 #   I: decode tile tuning with K-chunked register tiles and the pipelined persistent kernel among the
 #      candidates (MTP entries kept), then that kernel's gate tests compiled for the GPU
 #   J: MTP tile tuning likewise (decode entries kept), the GPU gate tests of triton and of the backends
@@ -34,7 +37,7 @@
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|X|Y}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -90,6 +93,16 @@ case $step in
       --section LaunchStats --section WarpStateStats"
     run 60 $NCU python3 scripts/profile_kernel.py --backend triton --batch 64 --tokens 4 > "$OUT/ncu-mtp.csv" 2>&1
     grep -E "DRAM Throughput|Achieved Occupancy|\"Duration\"|Registers Per|Compute \(SM\) Throughput" "$OUT/ncu-mtp.csv" | cut -c1-200 ;;
+  X)
+    run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k chunk > "$OUT/chunk-tests.log" 2>&1
+    tail -3 "$OUT/chunk-tests.log"
+    run 420 python3 scripts/tune_triton.py --only mtp --family chunk --out "$OUT" > "$OUT/tune-chunk.log" 2>&1
+    tail -12 "$OUT/tune-chunk.log"; cp "$TILES" "$KEEP/" 2>/dev/null
+    tar czf "$OUT/X.tgz" $TILES ;;
+  Y)
+    run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and mtp" \
+      > "$OUT/gpu-tests.log" 2>&1; tail -3 "$OUT/gpu-tests.log"
+    ncu_profile ncu-chunk.csv triton "--batch 64 --tokens 4" "--batch 64 --tokens 4 --state-dtype float32" ;;
   I)
     run 540 python3 scripts/tune_triton.py --only decode --out "$OUT" > "$OUT/tune-decode.log" 2>&1
     tail -20 "$OUT/tune-decode.log"; cp "$TILES" "$KEEP/" 2>/dev/null; cp "$OUT/tune_triton.csv" "$KEEP/tune-decode.csv"

@@ -71,8 +71,7 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
                 # one pass under a register cap: ptxas takes 126 for these tiles (16 warps per SM); 112
                 # spills nothing (18 warps), 104 / 96 park 16 / 48 bytes on the stack (19 / 21 warps)
                 out += [(bv, w, 0, 0, kc, 0, 0, cap) for kc in (0, 64) for cap in (96, 104, 112)]
-    if case.tokens > 1 and chunk_reason(case, 16) is None:
-        out += [(bv, w, 0, 1, 0) for bv, w in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8))]
+    out += chunk_candidates(case)
     if not case.tree:
         for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4)):
             if case.layout == "v_last" and bv < 16:
@@ -91,6 +90,17 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
                     if progs * w <= 16 and progs * buf <= 160 * 1024:
                         out.append((bv, w, progs, 0, 0, stages))
     return out
+
+
+def chunk_candidates(case: Case) -> list[tuple[int, ...]]:
+    """The chunk-form MTP kernel: BV rows x warps per block, 1-8 blocks of a head's rows per program
+    (the head's T x T algebra done once for all of them), the loop over the blocks unpipelined or
+    software-pipelined over 2 stages."""
+    if case.tokens == 1 or chunk_reason(case, 16) is not None:
+        return []
+    return [(bv, w, 0, steps, 0, stages) for bv, w in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4))
+            for steps in (1, 2, 4, 8) if bv * steps <= case.head_dim_v
+            for stages in ((0,) if steps == 1 else (0, 2))]
 
 
 def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[str] | None = None) -> list[Case]:
@@ -143,6 +153,8 @@ def main() -> int:
     ap.add_argument("--only", choices=("decode", "mtp"), default=None)
     ap.add_argument("--batches", default="", help="comma-separated batch sizes: re-measure only those")
     ap.add_argument("--state-dtypes", default="", help="comma-separated state dtypes: re-measure only those")
+    ap.add_argument("--family", choices=("all", "chunk"), default="all",
+                    help="chunk: only the chunk-form MTP tiles, next to each case's tile in the current table")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cases = plan(args.only, {int(b) for b in args.batches.split(",") if b},
@@ -154,7 +166,10 @@ def main() -> int:
     rows = []
     t0 = time.time()
     for c in cases:
-        results = measure(c, candidates(c), TritonGDN, rows)
+        tiles = candidates(c)
+        if args.family == "chunk":
+            tiles = [tuple(TritonGDN().tile(c))] + [t + (0,) * (NFIELDS - len(t)) for t in chunk_candidates(c)]
+        results = measure(c, tiles, TritonGDN, rows)
         if results:
             us, t = min(results)
             key = class_key(c)

@@ -155,13 +155,15 @@ def test_stages_need_a_persistent_grid():
 @pytest.mark.parametrize("tokens", [2, 3, 8])
 @pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("state_dtype,layout", [("float32", "k_last"), ("bfloat16", "k_last"), ("bfloat16", "v_last")])
-def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout):
-    """The chunk-form MTP kernel (forward substitution around the initial state, tensor-core dots) on a
-    padded pool with GQA, T = 2, 3 (padded to the 16-wide token operand) and 8 (the largest)."""
+@pytest.mark.parametrize("tile", [(16, 1, 0, 1), (16, 1, 0, 2, 0, 2)])
+def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout, tile):
+    """The chunk-form MTP kernel (the T steps solved around the initial state, tensor-core dots) on a
+    padded pool with GQA, T = 2, 3 (padded to the 16-wide token operand) and 8 (the largest); one block
+    of rows per program, and a program looping over both blocks of a head, pipelined over 2 stages."""
     case = tiny_case(phase="mtp", tokens=tokens, batch=3, pool="padded", write_back=write_back,
                      intermediate=intermediate, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=16,
                      head_dim_v=32)
-    r = gate(case, TritonGDN(tile_override=(16, 1, 0, 1)))
+    r = gate(case, TritonGDN(tile_override=tile))
     assert r.ok, r.message
 
 
@@ -233,8 +235,13 @@ def test_chunk_kernel_limits():
     assert "BV >= 16" in tg.chunk_reason(tiny_case(**mtp), 8)
     assert "T = 2..8" in tg.chunk_reason(tiny_case(**{**mtp, "tokens": 1, "phase": "decode"}), 16)
     assert "tree" in tg.chunk_reason(tiny_case(**mtp, tree=True, intermediate=True, write_back=False), 16)
+    assert "bf16 dot operands" in tg.chunk_reason(tiny_case(**mtp, dtype="float16"), 16)
     assert TritonGDN(tile_override=(32, 4, 0, 1)).kernel(tiny_case(**mtp)) == (
         "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=32, warps=4]")
+    assert TritonGDN(tile_override=(16, 1, 0, 4, 0, 2)).kernel(tiny_case(**mtp)) == (
+        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 4 blocks/program, 2 stages]")
+    assert "do not divide V=128" in tg.tile_reason(tiny_case(**mtp), tg.Tile(64, 4, 0, 4))
+    assert tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 0, 8, 0, 2)) is None
     with pytest.raises(ValueError, match="tree"):
         TritonGDN(tile_override=(32, 4, 0, 1)).build(tiny_case(**mtp, tree=True, intermediate=True, write_back=False),
                                                      None)

@@ -79,8 +79,9 @@ def test_measure_records_a_tile_that_cannot_build(monkeypatch):
 
 def test_triton_candidates_are_valid_tiles():
     """Every candidate is a full ``Tile`` the backend accepts (``tile_reason``): BV divides V, KC divides
-    K, stages only on a persistent grid, the pipelined kernel's shared-memory ring within 160 KB per
-    SM, neither persistent kernel on a parent-token tree, two-pass (reread) tiles for decode only."""
+    K, stages only on a persistent grid or the chunk-form kernel's loop over a head's row blocks (MTP),
+    the pipelined kernel's shared-memory ring within 160 KB per SM, neither persistent kernel on a
+    parent-token tree, two-pass (reread) tiles for decode only."""
     from gdnbench.backends.triton_gdn import Tile, tile_reason
 
     for c in tune_triton.plan():
@@ -89,12 +90,15 @@ def test_triton_candidates_are_valid_tiles():
         for t in map(Tile._make, cands):
             assert tile_reason(c, t) is None, (c.id, t)
             assert c.head_dim_v % t.bv == 0 and (t.kc == 0 or c.head_dim_k % t.kc == 0)
-            assert not t.stages or t.progs_per_sm
-            if t.stages:
+            assert not t.stages or t.progs_per_sm or t.chunk
+            if t.chunk:  # the chunk-form MTP kernel: its blocks of a head's rows divide V
+                assert c.tokens > 1 and c.head_dim_v % (t.bv * t.chunk) == 0
+            elif t.stages:
                 assert t.progs_per_sm * t.stages * t.bv * c.head_dim_k * (4 if c.state_dtype == "float32" else 2) \
                     <= 160 * 1024
         assert any(t[5] for t in cands)
         assert any(t[6] for t in cands) == (c.tokens == 1)  # two-pass tiles: decode only
+        assert any(t[3] > 1 and t[5] for t in cands) == (c.tokens > 1)  # pipelined chunk-form tiles: MTP only
 
 
 def test_triton_plan_filters():

@@ -454,22 +454,24 @@ def gdn_pipelined_kernel(
 
 
 @triton.jit
-def split(x, BF16: tl.constexpr):
-    """fp32 x as a (hi, lo) pair of bf16 dot operands, x ~ hi + lo to ~2^-16. Without BF16 (the CPU
-    interpreter, whose bf16 tl.dot is wrong) the pair is (x, 0) in fp32."""
-    if BF16:
-        hi = x.to(tl.bfloat16)
-        return hi, (x - hi.to(tl.float32)).to(tl.bfloat16)
-    else:
-        return x, x * 0.0
+def dup16(x):
+    """[8] -> [16]: x twice (index i holds x[i % 8])."""
+    return tl.reshape(tl.permute(tl.join(x, x), (1, 0)), (16,))
 
 
 @triton.jit
-def split_dot(a_hi, a_lo, b_hi, b_lo, acc):
-    """acc + a @ b for fp32 a, b given as bf16 hi + lo pairs (the lo * lo term, ~2^-18, dropped)."""
-    acc = tl.dot(a_hi, b_hi, acc)
-    acc = tl.dot(a_hi, b_lo, acc)
-    return tl.dot(a_lo, b_hi, acc)
+def mm32(x, y, BF16: tl.constexpr):
+    """x @ y for small fp32 operands on tensor cores, each split as bf16 hi + lo: hi hi + hi lo + lo hi
+    (~2^-16 relative; Triton's tf32x3 costs ~160 instructions per [16, 16] product on sm_90, this ~40).
+    Without BF16 (the CPU interpreter) a plain fp32 dot."""
+    if BF16:
+        x_hi = x.to(tl.bfloat16)
+        y_hi = y.to(tl.bfloat16)
+        x_lo = (x - x_hi.to(tl.float32)).to(tl.bfloat16)
+        y_lo = (y - y_hi.to(tl.float32)).to(tl.bfloat16)
+        return tl.dot(x_lo, y_hi, tl.dot(x_hi, y_lo, tl.dot(x_hi, y_hi)))
+    else:
+        return tl.dot(x, y)
 
 
 @triton.jit
@@ -477,86 +479,125 @@ def gdn_mtp_chunk_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
-    DOT_BF16: tl.constexpr, PDL: tl.constexpr = False,
+    DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PDL: tl.constexpr = False,
 ):
     """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
-    H0 so its K-long products run on tensor cores instead of per-token reductions over K.
+    H0 so that its K-long products are tensor-core dots instead of 3T passes over the tile.
 
-    With cumulative decays ``gc_t = g_1 + .. + g_t``, ``D[s, t] = exp(gc_t - gc_s)`` (s <= t):
-    ``H_t = exp(gc_t) H0 + sum_{s<=t} D[s,t] u_s k_s^T``, so
-    ``u_t = beta_t (v_t - exp(gc_t) H0 k_t - sum_{s<t} D[s,t] (k_s.k_t) u_s)`` (forward substitution)
-    and ``o_t = exp(gc_t) H0 q_t + sum_{s<=t} D[s,t] (k_s.q_t) u_s``. One dot gives H0 k_t and
-    H0 q_t for every t, one the token Gram matrix, one per stored state the rank-T update. Tokens
-    sit in a 16-wide operand (rows 0..7 k_t, rows 8..15 q_t, zero past T) because tensor-core dots
-    need 16 on every side. Dots run on bf16 tensor cores with fp32 operands split as hi + lo bf16
-    pairs (a bf16 state is exact in one; products hi*hi + hi*lo + lo*hi, ~2^-16 relative): about
-    half the registers of tf32x3 for the same accuracy class.
+    With cumulative decays ``gc_t = g_1 + .. + g_t``, ``c_t = exp(gc_t)``, ``D[s, t] = exp(gc_t - gc_s)``
+    (s <= t, else 0), normalised k and scaled q: ``H_t = c_t H0 + sum_{s<=t} D[s,t] u_s k_s^T``, so
+    ``u_t = beta_t (v_t - c_t H0 k_t) - beta_t sum_{s<t} D[s,t] (k_s.k_t) u_s``, i.e. ``U (I + N) = R``
+    with ``R[:, t] = beta_t (v_t - c_t H0 k_t)`` and ``N[s, t] = beta_t D[s,t] (k_s.k_t)`` (s < t:
+    nilpotent, so ``(I + N)^-1 = (I - N)(I + N^2)(I + N^4)`` exactly for T <= 8), and
+    ``o_t = c_t H0 q_t + sum_{s<=t} D[s,t] (k_s.q_t) u_s``.
+
+    Tokens sit on a 16-wide axis: index i < 8 is token i's k side, i >= 8 token i - 8's q side (zero
+    past T; tensor-core dots need 16 on every side). A program owns STEPS consecutive blocks of BV
+    state rows of one (row, value head). Once per program, the head's algebra:
+
+    * one dot of the token operand as stored (k rows, then q rows) with itself: the raw Gram matrix,
+      whose diagonal holds the squared norms, so the L2 norms and the scale land on small results;
+    * ``Z = [[M, M Bq], [0, I]]`` with ``M = (I + N)^-1``, ``Bq[s, t] = D[s,t] (k_s.q_t)``, from
+      [16, 16] dots.
+
+    Then per block of BV rows (a loop Triton software-pipelines over STAGES, so the next block's
+    state is in flight while this one computes): ``P = H0 [k | q]^T`` ([BV, 16], one dot: bf16 x
+    bf16 products are exact in the fp32 accumulator; an fp32 state is split as bf16 hi + lo),
+    ``Y = [R | c * (H0 q)]`` elementwise, ``[U | O] = Y Z``, the outputs stored from it, and each
+    stored state ``c_t H0 + (U w_t) k^T`` as one dot. fp32 dot factors are split as bf16 hi + lo
+    (``mm32``, ~2^-16 relative). The decays enter only as ``D <= 1`` and ``c_t <= 1``: no range
+    limit, unlike the per-token kernel's lazy scale. Without DOT_BF16 (the CPU interpreter, whose
+    bf16 tl.dot is wrong) every operand is fp32.
     """
     wait_for_predecessor(PDL)
-    n, hv, h, offs_v, _, _, slot = grid_tile(slots, HK, HV, K, V, BV, K, K_LAST)
+    i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, V // (BV * STEPS))
+    slot = tl.load(slots + n).to(tl.int64)
     offs_k = tl.arange(0, K)
-    if K_LAST:  # the plain [BV, K] tile (dot operands are 2-D)
-        offs_s = offs_v[:, None] * K + offs_k[None, :]
-    else:
-        offs_s = offs_k[None, :] * V + offs_v[:, None]
-    # the 16-row token operand: row r < 8 is k of token r, row r >= 8 is q of token r - 8
+    rows = tl.arange(0, BV)
+    # the token operand as stored: row r < 8 is k of token r, row r >= 8 q of token r - 8 (zero past T)
     r = tl.arange(0, 16)
     t_r = r % 8
     live_r = t_r < T
-    rows = (n * T + t_r) * HK + h
-    ptr = rows[:, None] * K + offs_k[None, :]
-    kq = (tl.load(k + ptr, mask=(live_r & (r < 8))[:, None], other=0.0).to(tl.float32)
-          + tl.load(q + ptr, mask=(live_r & (r >= 8))[:, None], other=0.0).to(tl.float32))
-    inv = 1.0 / tl.sqrt(tl.sum(kq * kq, axis=1) + 1e-6)
-    kq = kq * (inv * tl.where(r < 8, 1.0, scale))[:, None]
-    # per-token gates on the same 16-wide axis (zero past T: no decay, no update)
-    j = tl.arange(0, 16)
-    live_j = j < T
-    av = tl.load(a + (n * T + j) * HV + hv, mask=live_j, other=0.0).to(tl.float32)
-    bv = tl.load(b + (n * T + j) * HV + hv, mask=live_j, other=0.0).to(tl.float32)
-    dtb = tl.load(dt_bias + hv).to(tl.float32)
-    g = tl.where(live_j, decay(av, -tl.exp(tl.load(A_log + hv).to(tl.float32)), dtb), 0.0)
-    beta = tl.where(live_j, beta_of(bv), 0.0)
-    gc = tl.cumsum(g, axis=0)
-    kq_hi, kq_lo = split(kq, DOT_BF16)
+    ptr = ((n * T + t_r) * HK + h)[:, None] * K + offs_k[None, :]
+    kq = tl.load(tl.where((r < 8)[:, None], k + ptr, q + ptr), mask=live_r[:, None], other=0.0)
+    j = tl.arange(0, 8)  # the gates on an 8-wide token axis (zero past T: no decay, no update)
+    av = tl.load(a + (n * T + j) * HV + hv, mask=j < T, other=0.0)
+    bv = tl.load(b + (n * T + j) * HV + hv, mask=j < T, other=0.0)
+    # v of token i in column i < 8, the outputs in column 8 + t: both addressed as [BV, 16] from here
+    tok_v = ((n * T + t_r) * HV + hv)[None, :] * V + rows[:, None]
+    v_live = ((r < 8) & live_r)[None, :]
+    o_live = ((r >= 8) & live_r)[None, :]
     if slot >= 0:
         state = pool + (slot * HV + hv) * (K * V)
-        Hs = tl.load(state + offs_s)  # kept as stored (bf16: half the registers), widened where used
-        if DOT_BF16 and pool.dtype.element_ty == tl.bfloat16:  # exact in one bf16 operand
-            PQ = tl.dot(Hs, tl.trans(kq_hi)) + tl.dot(Hs, tl.trans(kq_lo))  # [BV, 16]: H0 k_t | H0 q_t
+        if DOT_BF16:
+            kqd = kq.to(tl.bfloat16)
         else:
-            H_hi, H_lo = split(Hs.to(tl.float32), DOT_BF16)
-            PQ = split_dot(H_hi, H_lo, tl.trans(kq_hi), tl.trans(kq_lo), tl.zeros([BV, 16], dtype=tl.float32))
-        G = split_dot(kq_hi, kq_lo, tl.trans(kq_hi), tl.trans(kq_lo), tl.zeros([16, 16], dtype=tl.float32))
-        s_i = tl.arange(0, 16)[:, None]
-        t_i = tl.arange(0, 16)[None, :]
-        gc_col = tl.sum(tl.where(s_i == t_i % 8, gc[:, None], 0.0), axis=0)  # column c: gc of token c mod 8
-        # D[s, c] = exp(gc_t - gc_s) with t = c mod 8 (the k | q column halves), for s <= t; else zero
-        D = tl.where(s_i <= t_i % 8, tl.exp(gc_col[None, :] - gc[:, None]), 0.0)
-        DG = D * G
-        U = tl.zeros([BV, 16], dtype=tl.float32)
-        cols = tl.arange(0, 16)[None, :]
-        for t in tl.static_range(T):
-            tok = n * T + t
-            c_t = tl.exp(tl.sum(tl.where(j == t, gc, 0.0), axis=0))
-            beta_t = tl.sum(tl.where(j == t, beta, 0.0), axis=0)
-            p_t = tl.sum(tl.where(cols == t, PQ, 0.0), axis=1)
-            r_t = tl.sum(tl.where(cols == t + 8, PQ, 0.0), axis=1)
-            w_k = tl.sum(tl.where((t_i == t) & (s_i < t), DG, 0.0), axis=1)      # [16] over s
-            w_q = tl.sum(tl.where(t_i == t + 8, DG, 0.0), axis=1)                # s <= t already in D
-            v_t = tl.load(v + (tok * HV + hv) * V + offs_v).to(tl.float32)
-            u_t = beta_t * (v_t - c_t * p_t - tl.sum(U * w_k[None, :], axis=1))
-            U = tl.where(cols == t, u_t[:, None], U)
-            o_t = c_t * r_t + tl.sum(U * w_q[None, :], axis=1)
-            tl.store(out + (tok * HV + hv) * V + offs_v, o_t.to(out.dtype.element_ty))
-            if INTERMEDIATE or t == T - 1:
-                d_t = tl.sum(tl.where(t_i == t, D, 0.0), axis=1)                 # D[s, t], zero for s > t
-                W_hi, W_lo = split(U * d_t[None, :], DOT_BF16)
-                H_t = split_dot(W_hi, W_lo, kq_hi, kq_lo, c_t * Hs.to(tl.float32))
-                if INTERMEDIATE:
-                    tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H_t.to(inter.dtype.element_ty))
-                if WRITE_BACK and t == T - 1:
-                    tl.store(state + offs_s, H_t.to(pool.dtype.element_ty))
+            kqd = kq.to(tl.float32)
+        G = tl.dot(kqd, tl.trans(kqd))  # [16, 16] raw Gram matrix: squared norms on the diagonal
+        s_i = r[:, None]
+        t_i = r[None, :]
+        # 1 / ||x|| (eps inside the sqrt) of every row, times the scale on the q rows
+        sc = tl.rsqrt(tl.sum(tl.where(s_i == t_i, G, 0.0), axis=1) + 1e-6) * tl.where(r < 8, 1.0, scale)
+        Gn = G * sc[:, None] * sc[None, :]
+        g = tl.where(j < T, decay(av, -tl.exp(tl.load(A_log + hv).to(tl.float32)),
+                                  tl.load(dt_bias + hv).to(tl.float32)), 0.0)
+        gc = dup16(tl.cumsum(g, axis=0))
+        beta = dup16(tl.where(j < T, beta_of(bv), 0.0))
+        c = tl.exp(gc)
+        D = tl.where((s_i < 8) & (s_i <= t_i % 8) & (t_i % 8 < T), tl.exp(gc[None, :] - gc[:, None]), 0.0)
+        N = tl.where(s_i < t_i, D * Gn, 0.0) * tl.where(r < 8, beta, 0.0)[None, :]  # k side only
+        eye = tl.where(s_i == t_i, 1.0, 0.0)
+        M = eye - N
+        if T > 2:
+            N2 = mm32(N, N, DOT_BF16)
+            M = mm32(M, eye + N2, DOT_BF16)
+            if T > 4:
+                M = mm32(M, eye + mm32(N2, N2, DOT_BF16), DOT_BF16)
+        Z = M + mm32(M, tl.where((s_i < 8) & (t_i >= 8), D * Gn, 0.0), DOT_BF16)  # [[M, M Bq], [0, I]]
+        # Y = [beta (v - c H0 k) | c H0 q] from v and the raw products: per-column factors
+        fv = tl.where(r < 8, beta, 0.0)
+        fp = tl.where(r < 8, -beta, 1.0) * c * sc
+        eye_v = rows[:, None] == rows[None, :]
+        for i in tl.range(0, STEPS, num_stages=STAGES):
+            v0 = (i_v * STEPS + i) * BV
+            if K_LAST:  # the plain [BV, K] tile (dot operands are 2-D)
+                offs_s = (v0 + rows)[:, None] * K + offs_k[None, :]
+            else:
+                offs_s = offs_k[None, :] * V + (v0 + rows)[:, None]
+            Hs = tl.load(state + offs_s)  # as stored (bf16: exact in one dot operand), widened where used
+            vm = tl.load(v + tok_v + v0, mask=v_live, other=0.0).to(tl.float32)
+            if DOT_BF16 and pool.dtype.element_ty == tl.bfloat16:
+                P = tl.dot(Hs, tl.trans(kqd))  # [BV, 16]: H0 k_t | H0 q_t, raw
+            elif DOT_BF16:
+                H_hi = Hs.to(tl.bfloat16)
+                P = tl.dot((Hs - H_hi.to(tl.float32)).to(tl.bfloat16), tl.trans(kqd), tl.dot(H_hi, tl.trans(kqd)))
+            else:
+                P = tl.dot(Hs.to(tl.float32), tl.trans(kqd))
+            UO = mm32(vm * fv[None, :] + P * fp[None, :], Z, DOT_BF16)  # [BV, 16]: u_t | o_t
+            tl.store(out + tok_v + v0, UO.to(out.dtype.element_ty), mask=o_live)
+            for t in tl.static_range(T):
+                if INTERMEDIATE or t == T - 1:
+                    c_t = tl.sum(tl.where(r == t, c, 0.0), axis=0)
+                    w = tl.where(r < 8, sc * tl.sum(tl.where(t_i == t, D, 0.0), axis=1), 0.0)  # D[s, t] / ||k_s||
+                    Wt = UO * w[None, :]  # the weights of the raw k rows (the q rows get zero)
+                    if DOT_BF16 and pool.dtype.element_ty == tl.bfloat16:
+                        # c_t H0 as a dot too: (c_t I) H0 with c_t split as bf16 hi + lo, H0 read by the
+                        # tensor cores as it is (no widening, no multiply over the tile)
+                        c_hi = c_t.to(tl.bfloat16)
+                        c_lo = (c_t - c_hi.to(tl.float32)).to(tl.bfloat16)
+                        acc = tl.dot(tl.where(eye_v, c_lo, 0.0).to(tl.bfloat16), Hs,
+                                     tl.dot(tl.where(eye_v, c_hi, 0.0).to(tl.bfloat16), Hs))
+                    else:
+                        acc = c_t * Hs.to(tl.float32)
+                    if DOT_BF16:
+                        W_hi = Wt.to(tl.bfloat16)
+                        H_t = tl.dot((Wt - W_hi.to(tl.float32)).to(tl.bfloat16), kqd, tl.dot(W_hi, kqd, acc))
+                    else:
+                        H_t = tl.dot(Wt, kqd, acc)
+                    if INTERMEDIATE:
+                        tl.store(inter + ((n * T + t) * HV + hv) * (K * V) + offs_s, H_t.to(inter.dtype.element_ty))
+                    if WRITE_BACK and t == T - 1:
+                        tl.store(state + offs_s, H_t.to(pool.dtype.element_ty))
     else:  # padded row (slot -1): zero output, nothing else touched
-        for t in tl.static_range(T):
-            tl.store(out + ((n * T + t) * HV + hv) * V + offs_v, tl.zeros([BV], dtype=out.dtype.element_ty))
+        for i in tl.range(0, STEPS):
+            tl.store(out + tok_v + (i_v * STEPS + i) * BV, tl.zeros([BV, 16], dtype=out.dtype.element_ty), mask=o_live)

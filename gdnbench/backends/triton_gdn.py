@@ -140,7 +140,8 @@ def _jit(name: str):
 
 class Tile(NamedTuple):
     """BV state rows per tile, warps per program, programs per SM for the persistent kernel (0: one
-    program per tile), ``chunk`` = 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8), and KC,
+    program per tile), ``chunk`` >= 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8; ``chunk`` blocks of BV rows per
+    program, the loop over them software-pipelined over ``stages``), and KC,
     the K columns per register chunk of the per-token kernels' ``[K / KC, BV, KC]`` tile (0: KC = K), and
     ``stages`` > 0 with programs per SM: the persistent loop pipelined by Triton over that many stages
     (``gdn_pipelined_kernel``) instead of the register double buffer; ``reread`` = 1: decode in two
@@ -168,6 +169,8 @@ def chunk_reason(case: Case, bv: int) -> str | None:
         return "the chunk-form kernel has no parent-token tree"
     if bv < 16 or case.head_dim_k < 16:
         return f"tensor-core dots need BV >= 16 and K >= 16 (BV={bv}, K={case.head_dim_k})"
+    if case.dtype != "bfloat16":
+        return f"the chunk-form kernel takes q and k as bf16 dot operands (inputs {case.dtype})"
     return None
 
 
@@ -205,10 +208,12 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return f"K chunk KC={kc} must be a power of two dividing K={case.head_dim_k}"
     if case.head_dim_v % t.bv:
         return f"tile BV={t.bv} does not divide V={case.head_dim_v}"
+    if t.chunk and case.head_dim_v % (t.bv * t.chunk):
+        return f"{t.chunk} blocks of BV={t.bv} rows per program do not divide V={case.head_dim_v}"
     if t.progs_per_sm and case.tree:
         return "the persistent kernels have no parent-token tree"
-    if t.stages and not t.progs_per_sm:
-        return f"stages={t.stages} pipeline the persistent loop: they need programs per SM"
+    if t.stages and not (t.progs_per_sm or t.chunk):
+        return f"stages={t.stages} pipeline a loop over tiles: the persistent or the chunk-form kernel's"
     if t.chunk and (t.progs_per_sm or chunk_reason(case, t.bv)):
         return chunk_reason(case, t.bv) or "the chunk-form kernel is not persistent"
     if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
@@ -289,7 +294,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
             fn = _jit("gdn_pipelined_kernel")
     elif chunk:
         del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"], consts["TP"]
-        consts["DOT_BF16"] = True
+        consts.update(DOT_BF16=True, STEPS=chunk, STAGES=max(t.stages, 1))
         fn = _jit("gdn_mtp_chunk_kernel")
     sig.update({name: "constexpr" for name in consts})
     n_ptr = sum(str(t).startswith("*") for t in sig.values())
@@ -376,7 +381,8 @@ class TritonGDN(Backend):
         kc = t.k_chunk(case)
         chunks = f", KC={kc}" if kc < case.head_dim_k else ""
         if t.chunk:
-            name, chunks = "gdn_mtp_chunk_kernel", ""
+            name, chunks = "gdn_mtp_chunk_kernel", f", {t.chunk} blocks/program" if t.chunk > 1 else ""
+            chunks += f", {t.stages} stages" if t.stages > 1 else ""
         if t.reread:
             chunks += ", two-pass"
         cap = register_cap(case, t)
@@ -425,6 +431,8 @@ class TritonGDN(Backend):
         grid = (case.batch * case.hv * (case.head_dim_v // bv),)
         if chunk:
             kern = _jit("gdn_mtp_chunk_kernel")
+            grid = (case.batch * case.hv * (case.head_dim_v // (bv * chunk)),)
+            meta.update(STEPS=chunk, STAGES=max(t.stages, 1))
 
             dot_bf16 = not triton_interpreted()  # the interpreter's bf16 tl.dot is wrong: fp32 operands there
 
