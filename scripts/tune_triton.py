@@ -95,12 +95,14 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
 def chunk_candidates(case: Case) -> list[tuple[int, ...]]:
     """The chunk-form MTP kernel: BV rows x warps per block, 1-8 blocks of a head's rows per program
     (the head's T x T algebra done once for all of them), the loop over the blocks unpipelined or
-    software-pipelined over 2 stages."""
+    software-pipelined over 2 or 3 stages; 1-warp blocks also under a 128-register cap."""
     if case.tokens == 1 or chunk_reason(case, 16) is not None:
         return []
-    return [(bv, w, 0, steps, 0, stages) for bv, w in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4))
-            for steps in (1, 2, 4, 8) if bv * steps <= case.head_dim_v
-            for stages in ((0,) if steps == 1 else (0, 2))]
+    out = [(bv, w, 0, steps, 0, stages) for bv, w in ((16, 1), (16, 2), (16, 4), (32, 2), (32, 4), (64, 4))
+           for steps in (1, 2, 4, 8) if bv * steps <= case.head_dim_v
+           for stages in ((0,) if steps == 1 else (0, 2, 3))]
+    # one warp per block under a 128-register cap: 16 programs per SM (ptxas takes ~166 at bf16 T = 4)
+    return out + [(16, 1, 0, steps, 0, stages, 0, 128) for steps in (4, 8) for stages in (0, 2)]
 
 
 def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[str] | None = None) -> list[Case]:

@@ -161,7 +161,7 @@ def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout,
     padded pool with GQA, T = 2, 3 (padded to the 16-wide token operand) and 8 (the largest); one block
     of rows per program, and a program looping over both blocks of a head, pipelined over 2 stages."""
     case = tiny_case(phase="mtp", tokens=tokens, batch=3, pool="padded", write_back=write_back,
-                     intermediate=intermediate, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=16,
+                     intermediate=intermediate, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
                      head_dim_v=32)
     r = gate(case, TritonGDN(tile_override=tile))
     assert r.ok, r.message
@@ -233,6 +233,7 @@ def test_chunk_kernel_limits():
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
     assert tg.chunk_reason(tiny_case(**mtp), 16) is None
     assert "BV >= 16" in tg.chunk_reason(tiny_case(**mtp), 8)
+    assert "K >= 32" in tg.chunk_reason(tiny_case(**{**mtp, "head_dim_k": 16}), 16)
     assert "T = 2..8" in tg.chunk_reason(tiny_case(**{**mtp, "tokens": 1, "phase": "decode"}), 16)
     assert "tree" in tg.chunk_reason(tiny_case(**mtp, tree=True, intermediate=True, write_back=False), 16)
     assert "bf16 dot operands" in tg.chunk_reason(tiny_case(**mtp, dtype="float16"), 16)

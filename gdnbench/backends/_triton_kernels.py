@@ -475,6 +475,49 @@ def mm32(x, y, BF16: tl.constexpr):
 
 
 @triton.jit
+def state_half(state, v0, kh, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
+    """Offsets of a [BV, K / 2] half (columns kh * K / 2 ..) of the state block at rows v0.."""
+    rows = v0 + tl.arange(0, BV)
+    cols = kh * (K // 2) + tl.arange(0, K // 2)
+    if K_LAST:
+        return rows[:, None] * K + cols[None, :]
+    else:
+        return cols[None, :] * V + rows[:, None]
+
+
+@triton.jit
+def raw_products(Hs, kqd, DOT_BF16: tl.constexpr):
+    """H kq^T ([BV, 16] fp32) for a block of the state as stored and the token operand: bf16 x bf16
+    exact in the fp32 accumulator; an fp32 state split as bf16 hi + lo."""
+    if DOT_BF16 and Hs.dtype == tl.bfloat16:
+        return tl.dot(Hs, tl.trans(kqd))
+    elif DOT_BF16:
+        H_hi = Hs.to(tl.bfloat16)
+        return tl.dot((Hs - H_hi.to(tl.float32)).to(tl.bfloat16), tl.trans(kqd), tl.dot(H_hi, tl.trans(kqd)))
+    else:
+        return tl.dot(Hs.to(tl.float32), tl.trans(kqd))
+
+
+@triton.jit
+def updated_half(Hs, kqd, Wt, c_t, eye_v, DOT_BF16: tl.constexpr):
+    """``c_t Hs + Wt kq`` ([BV, K / 2] fp32) for a half of a state block as stored, the token operand's
+    matching half and the fp32 weights Wt [BV, 16] (split as bf16 hi + lo). For a bf16 state ``c_t Hs``
+    is a dot too, ``(c_t I) Hs`` with c_t split likewise: the tensor cores read Hs as it is (no widening,
+    no multiply over the tile)."""
+    if DOT_BF16 and Hs.dtype == tl.bfloat16:
+        c_hi = c_t.to(tl.bfloat16)
+        c_lo = (c_t - c_hi.to(tl.float32)).to(tl.bfloat16)
+        acc = tl.dot(tl.where(eye_v, c_lo, 0.0).to(tl.bfloat16), Hs, tl.dot(tl.where(eye_v, c_hi, 0.0).to(tl.bfloat16), Hs))
+    else:
+        acc = c_t * Hs.to(tl.float32)
+    if DOT_BF16:
+        W_hi = Wt.to(tl.bfloat16)
+        return tl.dot((Wt - W_hi.to(tl.float32)).to(tl.bfloat16), kqd, tl.dot(W_hi, kqd, acc))
+    else:
+        return tl.dot(Wt, kqd, acc)
+
+
+@triton.jit
 def gdn_mtp_chunk_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -512,14 +555,16 @@ def gdn_mtp_chunk_kernel(
     wait_for_predecessor(PDL)
     i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, V // (BV * STEPS))
     slot = tl.load(slots + n).to(tl.int64)
-    offs_k = tl.arange(0, K)
     rows = tl.arange(0, BV)
-    # the token operand as stored: row r < 8 is k of token r, row r >= 8 q of token r - 8 (zero past T)
+    # the token operand as stored, in two K halves: row r < 8 is k of token r, row r >= 8 q of token
+    # r - 8 (zero past T)
     r = tl.arange(0, 16)
     t_r = r % 8
     live_r = t_r < T
-    ptr = ((n * T + t_r) * HK + h)[:, None] * K + offs_k[None, :]
-    kq = tl.load(tl.where((r < 8)[:, None], k + ptr, q + ptr), mask=live_r[:, None], other=0.0)
+    ptr = ((n * T + t_r) * HK + h)[:, None] * K + tl.arange(0, K // 2)[None, :]
+    ptr = tl.where((r < 8)[:, None], k + ptr, q + ptr)
+    kq_a = tl.load(ptr, mask=live_r[:, None], other=0.0)
+    kq_b = tl.load(ptr + K // 2, mask=live_r[:, None], other=0.0)
     j = tl.arange(0, 8)  # the gates on an 8-wide token axis (zero past T: no decay, no update)
     av = tl.load(a + (n * T + j) * HV + hv, mask=j < T, other=0.0)
     bv = tl.load(b + (n * T + j) * HV + hv, mask=j < T, other=0.0)
@@ -530,13 +575,15 @@ def gdn_mtp_chunk_kernel(
     if slot >= 0:
         state = pool + (slot * HV + hv) * (K * V)
         if DOT_BF16:
-            kqd = kq.to(tl.bfloat16)
+            kq_a = kq_a.to(tl.bfloat16)
+            kq_b = kq_b.to(tl.bfloat16)
         else:
-            kqd = kq.to(tl.float32)
-        G = tl.dot(kqd, tl.trans(kqd))  # [16, 16] raw Gram matrix: squared norms on the diagonal
+            kq_a = kq_a.to(tl.float32)
+            kq_b = kq_b.to(tl.float32)
+        G = tl.dot(kq_b, tl.trans(kq_b), tl.dot(kq_a, tl.trans(kq_a)))  # [16, 16] raw Gram matrix
         s_i = r[:, None]
         t_i = r[None, :]
-        # 1 / ||x|| (eps inside the sqrt) of every row, times the scale on the q rows
+        # 1 / ||x|| (eps inside the sqrt) of every row, from the Gram diagonal, times the scale on the q rows
         sc = tl.rsqrt(tl.sum(tl.where(s_i == t_i, G, 0.0), axis=1) + 1e-6) * tl.where(r < 8, 1.0, scale)
         Gn = G * sc[:, None] * sc[None, :]
         g = tl.where(j < T, decay(av, -tl.exp(tl.load(A_log + hv).to(tl.float32)),
@@ -560,19 +607,13 @@ def gdn_mtp_chunk_kernel(
         eye_v = rows[:, None] == rows[None, :]
         for i in tl.range(0, STEPS, num_stages=STAGES):
             v0 = (i_v * STEPS + i) * BV
-            if K_LAST:  # the plain [BV, K] tile (dot operands are 2-D)
-                offs_s = (v0 + rows)[:, None] * K + offs_k[None, :]
-            else:
-                offs_s = offs_k[None, :] * V + (v0 + rows)[:, None]
-            Hs = tl.load(state + offs_s)  # as stored (bf16: exact in one dot operand), widened where used
+            # the block as stored, in two K halves (each half's update needs only its own accumulator)
+            offs_a = state_half(state, v0, 0, K, V, BV, K_LAST)
+            offs_b = state_half(state, v0, 1, K, V, BV, K_LAST)
+            Hs_a = tl.load(state + offs_a)
+            Hs_b = tl.load(state + offs_b)
             vm = tl.load(v + tok_v + v0, mask=v_live, other=0.0).to(tl.float32)
-            if DOT_BF16 and pool.dtype.element_ty == tl.bfloat16:
-                P = tl.dot(Hs, tl.trans(kqd))  # [BV, 16]: H0 k_t | H0 q_t, raw
-            elif DOT_BF16:
-                H_hi = Hs.to(tl.bfloat16)
-                P = tl.dot((Hs - H_hi.to(tl.float32)).to(tl.bfloat16), tl.trans(kqd), tl.dot(H_hi, tl.trans(kqd)))
-            else:
-                P = tl.dot(Hs.to(tl.float32), tl.trans(kqd))
+            P = raw_products(Hs_a, kq_a, DOT_BF16) + raw_products(Hs_b, kq_b, DOT_BF16)  # [BV, 16]: H0 k_t | H0 q_t
             UO = mm32(vm * fv[None, :] + P * fp[None, :], Z, DOT_BF16)  # [BV, 16]: u_t | o_t
             tl.store(out + tok_v + v0, UO.to(out.dtype.element_ty), mask=o_live)
             for t in tl.static_range(T):
@@ -580,24 +621,16 @@ def gdn_mtp_chunk_kernel(
                     c_t = tl.sum(tl.where(r == t, c, 0.0), axis=0)
                     w = tl.where(r < 8, sc * tl.sum(tl.where(t_i == t, D, 0.0), axis=1), 0.0)  # D[s, t] / ||k_s||
                     Wt = UO * w[None, :]  # the weights of the raw k rows (the q rows get zero)
-                    if DOT_BF16 and pool.dtype.element_ty == tl.bfloat16:
-                        # c_t H0 as a dot too: (c_t I) H0 with c_t split as bf16 hi + lo, H0 read by the
-                        # tensor cores as it is (no widening, no multiply over the tile)
-                        c_hi = c_t.to(tl.bfloat16)
-                        c_lo = (c_t - c_hi.to(tl.float32)).to(tl.bfloat16)
-                        acc = tl.dot(tl.where(eye_v, c_lo, 0.0).to(tl.bfloat16), Hs,
-                                     tl.dot(tl.where(eye_v, c_hi, 0.0).to(tl.bfloat16), Hs))
-                    else:
-                        acc = c_t * Hs.to(tl.float32)
-                    if DOT_BF16:
-                        W_hi = Wt.to(tl.bfloat16)
-                        H_t = tl.dot((Wt - W_hi.to(tl.float32)).to(tl.bfloat16), kqd, tl.dot(W_hi, kqd, acc))
-                    else:
-                        H_t = tl.dot(Wt, kqd, acc)
+                    H_a = updated_half(Hs_a, kq_a, Wt, c_t, eye_v, DOT_BF16)
                     if INTERMEDIATE:
-                        tl.store(inter + ((n * T + t) * HV + hv) * (K * V) + offs_s, H_t.to(inter.dtype.element_ty))
+                        tl.store(inter + ((n * T + t) * HV + hv) * (K * V) + offs_a, H_a.to(inter.dtype.element_ty))
                     if WRITE_BACK and t == T - 1:
-                        tl.store(state + offs_s, H_t.to(pool.dtype.element_ty))
+                        tl.store(state + offs_a, H_a.to(pool.dtype.element_ty))
+                    H_b = updated_half(Hs_b, kq_b, Wt, c_t, eye_v, DOT_BF16)
+                    if INTERMEDIATE:
+                        tl.store(inter + ((n * T + t) * HV + hv) * (K * V) + offs_b, H_b.to(inter.dtype.element_ty))
+                    if WRITE_BACK and t == T - 1:
+                        tl.store(state + offs_b, H_b.to(pool.dtype.element_ty))
     else:  # padded row (slot -1): zero output, nothing else touched
         for i in tl.range(0, STEPS):
             tl.store(out + tok_v + (i_v * STEPS + i) * BV, tl.zeros([BV, 16], dtype=out.dtype.element_ty), mask=o_live)

@@ -167,8 +167,9 @@ def chunk_reason(case: Case, bv: int) -> str | None:
         return f"the chunk-form kernel takes T = 2..8 (T={case.tokens})"
     if case.tree:
         return "the chunk-form kernel has no parent-token tree"
-    if bv < 16 or case.head_dim_k < 16:
-        return f"tensor-core dots need BV >= 16 and K >= 16 (BV={bv}, K={case.head_dim_k})"
+    if bv < 16 or case.head_dim_k < 32:
+        return (f"tensor-core dots need 16 on every side: BV >= 16 and K >= 32 (two K halves; BV={bv}, "
+                f"K={case.head_dim_k})")
     if case.dtype != "bfloat16":
         return f"the chunk-form kernel takes q and k as bf16 dot operands (inputs {case.dtype})"
     return None
@@ -436,9 +437,11 @@ class TritonGDN(Backend):
 
             dot_bf16 = not triton_interpreted()  # the interpreter's bf16 tl.dot is wrong: fp32 operands there
 
+            cap = {} if triton_interpreted() else register_cap(case, t)
+
             def launch_chunk():
                 kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, inter, out, x.scale,
-                           case.hk, case.hv, DOT_BF16=dot_bf16, **meta)
+                           case.hk, case.hv, DOT_BF16=dot_bf16, **meta, **cap)
                 return out
 
             return launch_chunk
