@@ -37,7 +37,7 @@
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|X|Y}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|X|Y|Z}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -96,13 +96,18 @@ case $step in
   X)
     run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k chunk > "$OUT/chunk-tests.log" 2>&1
     tail -3 "$OUT/chunk-tests.log"
-    run 420 python3 scripts/tune_triton.py --only mtp --family chunk --out "$OUT" > "$OUT/tune-chunk.log" 2>&1
+    run 420 python3 scripts/tune_triton.py --only mtp --family chunk --state-dtypes ${DTYPES:-bfloat16,float32} --out "$OUT" > "$OUT/tune-chunk.log" 2>&1
     tail -12 "$OUT/tune-chunk.log"; cp "$TILES" "$KEEP/" 2>/dev/null
     tar czf "$OUT/X.tgz" $TILES ;;
   Y)
     run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and mtp" \
       > "$OUT/gpu-tests.log" 2>&1; tail -3 "$OUT/gpu-tests.log"
     ncu_profile ncu-chunk.csv triton "--batch 64 --tokens 4" "--batch 64 --tokens 4 --state-dtype float32" ;;
+  Z)  # warp stall breakdown of chosen chunk-form tiles at B = 64 (scripts/ncu_stalls.py)
+    for t in 16,1,0,8,0,2 16,1,0,8,0,2,0,128 16,1,0,4,0,2; do echo "### $t" | tee -a "$OUT/stalls.txt"
+      run 90 ncu --profile-from-start off --csv --page raw --section WarpStateStats --section SpeedOfLight \
+        --section Occupancy --section LaunchStats python3 scripts/profile_kernel.py --batch 64 --tokens 4 --tile $t \
+        2>/dev/null | python3 scripts/ncu_stalls.py | tee -a "$OUT/stalls.txt"; done ;;
   I)
     run 540 python3 scripts/tune_triton.py --only decode --out "$OUT" > "$OUT/tune-decode.log" 2>&1
     tail -20 "$OUT/tune-decode.log"; cp "$TILES" "$KEEP/" 2>/dev/null; cp "$OUT/tune_triton.csv" "$KEEP/tune-decode.csv"

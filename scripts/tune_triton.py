@@ -95,14 +95,18 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
 def chunk_candidates(case: Case) -> list[tuple[int, ...]]:
     """The chunk-form MTP kernel: BV rows x warps per block, 1-8 blocks of a head's rows per program
     (the head's T x T algebra done once for all of them), the loop over the blocks unpipelined or
-    software-pipelined over 2 or 3 stages; 1-warp blocks also under a 128-register cap."""
+    software-pipelined over 2 or 3 stages; 1-warp blocks also under a 128-register cap; 16-row blocks
+    also with the program's rows prefetched into L2."""
     if case.tokens == 1 or chunk_reason(case, 16) is not None:
         return []
     out = [(bv, w, 0, steps, 0, stages) for bv, w in ((16, 1), (16, 2), (16, 4), (32, 2), (32, 4), (64, 4))
            for steps in (1, 2, 4, 8) if bv * steps <= case.head_dim_v
            for stages in ((0,) if steps == 1 else (0, 2, 3))]
     # one warp per block under a 128-register cap: 16 programs per SM (ptxas takes ~166 at bf16 T = 4)
-    return out + [(16, 1, 0, steps, 0, stages, 0, 128) for steps in (4, 8) for stages in (0, 2)]
+    out += [(16, 1, 0, steps, 0, stages, 0, 128) for steps in (4, 8) for stages in (0, 2)]
+    # a program's rows requested into L2 before the head's algebra (the loop's loads then hit in L2)
+    return out + [(16, w, 0, steps, 0, stages, 0, cap, 1) for w, cap in ((1, 0), (1, 128), (2, 0))
+                  for steps in (4, 8) for stages in (2, 3)]
 
 
 def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[str] | None = None) -> list[Case]:
@@ -178,7 +182,7 @@ def main() -> int:
             if key not in best or us < best[key][0]:
                 best[key] = (us, t)
             print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d} "
-                  f"stages={t[5]} reread={t[6]} maxnreg={t[7]}  {us:9.2f} us  "
+                  f"stages={t[5]} reread={t[6]} maxnreg={t[7]} prefetch={t[8]}  {us:9.2f} us  "
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
     print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")

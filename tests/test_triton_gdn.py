@@ -155,11 +155,12 @@ def test_stages_need_a_persistent_grid():
 @pytest.mark.parametrize("tokens", [2, 3, 8])
 @pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("state_dtype,layout", [("float32", "k_last"), ("bfloat16", "k_last"), ("bfloat16", "v_last")])
-@pytest.mark.parametrize("tile", [(16, 1, 0, 1), (16, 1, 0, 2, 0, 2)])
+@pytest.mark.parametrize("tile", [(16, 1, 0, 1), (16, 1, 0, 2, 0, 2), (16, 1, 0, 2, 0, 2, 0, 0, 1)])
 def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout, tile):
     """The chunk-form MTP kernel (the T steps solved around the initial state, tensor-core dots) on a
     padded pool with GQA, T = 2, 3 (padded to the 16-wide token operand) and 8 (the largest); one block
-    of rows per program, and a program looping over both blocks of a head, pipelined over 2 stages."""
+    of rows per program, and a program looping over both blocks of a head, pipelined over 2 stages,
+    with and without the L2 prefetch of its rows (PTX: on the GPU only; the interpreter skips it)."""
     case = tiny_case(phase="mtp", tokens=tokens, batch=3, pool="padded", write_back=write_back,
                      intermediate=intermediate, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
                      head_dim_v=32)
@@ -243,6 +244,10 @@ def test_chunk_kernel_limits():
         "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 4 blocks/program, 2 stages]")
     assert "do not divide V=128" in tg.tile_reason(tiny_case(**mtp), tg.Tile(64, 4, 0, 4))
     assert tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 0, 8, 0, 2)) is None
+    assert "chunk-form" in tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 0, 0, 0, 0, 0, 0, 1))
+    assert TritonGDN(tile_override=(16, 1, 0, 8, 0, 2, 0, 128, 1)).kernel(tiny_case(**mtp)) == (
+        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 8 blocks/program, 2 stages, L2 prefetch, "
+        "maxnreg=128]")
     with pytest.raises(ValueError, match="tree"):
         TritonGDN(tile_override=(32, 4, 0, 1)).build(tiny_case(**mtp, tree=True, intermediate=True, write_back=False),
                                                      None)
@@ -259,11 +264,11 @@ def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
                entry(mtp=True, pairs_min=1024, bv=16, warps=1, progs_per_sm=8, stages=2)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0, 0, 0, 0)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0, 0, 0, 0, 0)
     # a pipelined persistent entry on a tree case: the per-tile kernel at the same tile (no stages)
     big = {**mtp, "batch": 64, "tree": True, "intermediate": True, "write_back": False}
-    assert tile(tiny_case(**big)) == (16, 1, 0, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(**big)) == (16, 1, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_supports_and_kernel_column():
@@ -340,11 +345,11 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
                entry(state_dtype="float32", mtp=True, pairs_min=1, bv=32, warps=4, progs_per_sm=4, kc=32)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
-    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
+    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0, 0, 0, 0, 0)
     mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32, 0, 0, 0)  # the entry's K chunk carries through
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32, 0, 0, 0)  # no tree: grid kernel
+    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32, 0, 0, 0, 0)  # the entry's K chunk carries through
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32, 0, 0, 0, 0)  # no tree: grid kernel
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 

@@ -518,11 +518,31 @@ def updated_half(Hs, kqd, Wt, c_t, eye_v, DOT_BF16: tl.constexpr):
 
 
 @triton.jit
+def prefetch_rows(state, v0, NR: tl.constexpr, K: tl.constexpr, V: tl.constexpr, K_LAST: tl.constexpr):
+    """Ask L2 for state rows v0 .. v0 + NR - 1 (all K columns) with sm90 bulk prefetches
+    (``cp.async.bulk.prefetch.L2``: no registers, no waiting): one contiguous range in a K-last pool,
+    issued by thread 0; K ranges of NR elements in a V-last pool."""
+    ESIZE: tl.constexpr = state.dtype.element_ty.primitive_bitwidth // 8
+    if K_LAST:
+        ptrs = state + v0 * K + tl.zeros([1], dtype=tl.int32)
+        nbytes: tl.constexpr = NR * K * ESIZE
+    else:
+        ptrs = state + tl.arange(0, K) * V + v0
+        nbytes: tl.constexpr = NR * ESIZE
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .u32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
+        f"@p cp.async.bulk.prefetch.L2.global [$1], {nbytes}; mov.u32 $0, 0; }}" if K_LAST else
+        f"{{ cp.async.bulk.prefetch.L2.global [$1], {nbytes}; mov.u32 $0, 0; }}",
+        "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def gdn_mtp_chunk_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
-    DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PDL: tl.constexpr = False,
+    DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
+    PDL: tl.constexpr = False,
 ):
     """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
     H0 so that its K-long products are tensor-core dots instead of 3T passes over the tile.
@@ -574,6 +594,8 @@ def gdn_mtp_chunk_kernel(
     o_live = ((r >= 8) & live_r)[None, :]
     if slot >= 0:
         state = pool + (slot * HV + hv) * (K * V)
+        if PREFETCH:  # every row block of this program requested into L2 now, before the head's algebra
+            prefetch_rows(state, i_v * STEPS * BV, STEPS * BV, K, V, K_LAST)
         if DOT_BF16:
             kq_a = kq_a.to(tl.bfloat16)
             kq_b = kq_b.to(tl.bfloat16)

@@ -146,7 +146,9 @@ class Tile(NamedTuple):
     ``stages`` > 0 with programs per SM: the persistent loop pipelined by Triton over that many stages
     (``gdn_pipelined_kernel``) instead of the register double buffer; ``reread`` = 1: decode in two
     passes over the tile, the second reading it again from L2 (``reread_decode``: half the registers);
-    ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule)."""
+    ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = 1: the
+    chunk-form kernel asks L2 for all of a program's state rows before the head's algebra (TMA bulk
+    prefetch, sm90+)."""
     bv: int
     warps: int
     progs_per_sm: int = 0
@@ -155,6 +157,7 @@ class Tile(NamedTuple):
     stages: int = 0
     reread: int = 0
     maxnreg: int = 0
+    prefetch: int = 0
 
     def k_chunk(self, case: Case) -> int:
         """KC for this case (K when unset or larger than K)."""
@@ -217,6 +220,8 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return f"stages={t.stages} pipeline a loop over tiles: the persistent or the chunk-form kernel's"
     if t.chunk and (t.progs_per_sm or chunk_reason(case, t.bv)):
         return chunk_reason(case, t.bv) or "the chunk-form kernel is not persistent"
+    if t.prefetch and not t.chunk:
+        return "prefetch = 1 is the chunk-form kernel's (an L2 prefetch of a program's row blocks)"
     if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
         return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
     return None
@@ -295,7 +300,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
             fn = _jit("gdn_pipelined_kernel")
     elif chunk:
         del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"], consts["TP"]
-        consts.update(DOT_BF16=True, STEPS=chunk, STAGES=max(t.stages, 1))
+        consts.update(DOT_BF16=True, STEPS=chunk, STAGES=max(t.stages, 1), PREFETCH=bool(t.prefetch))
         fn = _jit("gdn_mtp_chunk_kernel")
     sig.update({name: "constexpr" for name in consts})
     n_ptr = sum(str(t).startswith("*") for t in sig.values())
@@ -384,6 +389,7 @@ class TritonGDN(Backend):
         if t.chunk:
             name, chunks = "gdn_mtp_chunk_kernel", f", {t.chunk} blocks/program" if t.chunk > 1 else ""
             chunks += f", {t.stages} stages" if t.stages > 1 else ""
+            chunks += ", L2 prefetch" if t.prefetch else ""
         if t.reread:
             chunks += ", two-pass"
         cap = register_cap(case, t)
@@ -433,7 +439,8 @@ class TritonGDN(Backend):
         if chunk:
             kern = _jit("gdn_mtp_chunk_kernel")
             grid = (case.batch * case.hv * (case.head_dim_v // (bv * chunk)),)
-            meta.update(STEPS=chunk, STAGES=max(t.stages, 1))
+            # the L2 prefetch is PTX (inline asm): not under the interpreter
+            meta.update(STEPS=chunk, STAGES=max(t.stages, 1), PREFETCH=bool(t.prefetch) and not triton_interpreted())
 
             dot_bf16 = not triton_interpreted()  # the interpreter's bf16 tl.dot is wrong: fp32 operands there
 
