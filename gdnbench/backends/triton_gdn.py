@@ -60,12 +60,19 @@ every decode class of the committed table and every MTP class (the pipelined ker
 at B = 512 and lost by 2-6% at B = 16 - 64).
 
 A fourth kernel, ``gdn_mtp_chunk_kernel``, is MTP in chunk form: the T steps rewritten around the
-initial state (forward substitution over the tokens' Gram matrix), so the K-long products are three
-bf16 tensor-core dots with hi/lo-split operands instead of 2T per-token reductions. It passes the
-gate but loses on the H100 (bf16 T = 4, B = 64: 90-95 µs at best vs 77-79 µs for the per-token
-kernel): its sm_90 compile needs 128-180 registers and 12-80 KB of shared memory for the conversions
-between the state's load layout and the dot-operand / accumulator layouts. The tuner keeps it as a
-candidate; on the H100 it was picked for no case of the committed table.
+initial state H0, so the K-long work is tensor-core dots instead of 3T passes over a register tile. q, k
+and a bf16 state enter the dots as stored (bf16 x bf16 products are exact in the fp32 accumulator); the
+tokens' raw Gram matrix gives the L2 norms on its diagonal; the triangular solve over the tokens is a few
+[16, 16] dots done once per program; per block of 16 state rows: ``P = H0 [k | q]^T``, ``[U | O] = Y Z``
+(outputs), ``c_T H0 + W k^T`` (the new state, ``c_T H0`` itself a dot with ``c_T I``). A program loops over
+1-8 row blocks of one head (the ``chunk`` tile field), so the head's algebra (~900 instructions) is paid
+once per program; Triton software-pipelines the loop's loads (``stages``), and a tile may ask L2 for all of
+the program's rows up front (``prefetch``, an sm90 bulk prefetch). sm_90 offline, bf16 T = 4: ~380
+instructions per 16-row block against ~2000 for the per-token kernel. On the H100 it wins every bf16 class
+from B = 16 (B = 64: 60.2 µs against 63.0; B = 256: 214.0 against 230.3) and loses at B <= 4 (too few
+programs) and for fp32 (the state splits into bf16 hi + lo for the dots); there it is latency-bound on its
+pipelined loads at 8-16 warps per SM, not issue-bound (ncu: 20% SM throughput, long-scoreboard stalls).
+The tile table picks per class (``results/*_triton-tune``, session 7).
 
 Launch. ``triton_pdl`` launches the same kernels with programmatic dependent launch (PDL, SM90+): a
 launch may start while the previous kernel on the stream drains, and its programs wait for that kernel's
@@ -95,16 +102,15 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (results/2026-11-21_h100-sm90_roofline-*, graph timer, cold L2, copy bandwidth
-3008 GB/s): TP1 bf16 decode runs at 89.6-96.3% of the measured copy bandwidth from B = 64 on a scattered
-pool (91.7-98.6% contiguous) and is 2.7-16% faster than FlashInfer at every batch; fp32 reaches
+Measured on the H100 (results/2026-11-22_h100-sm90_roofline-*, graph timer, cold L2, copy bandwidth
+3008 GB/s): TP1 bf16 decode runs at 90.0-96.1% of the measured copy bandwidth from B = 64 on a scattered
+pool (91.9-98.6% contiguous) and takes 0.86-0.98x FlashInfer's time at every batch; fp32 reaches
 96.5-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state load,
 compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
 2.72 µs of triton's 3.20, and at 512 row-heads (TP1 B = 16) it reaches 84.7% where triton reaches 76.9%
-(``scripts/latency_floor.py``). MTP (T = 4) is issue-bound: ncu at B = 64 shows 63% SM throughput and
-53% DRAM throughput at 128 registers (66.4 µs; 78.0 with the per-token decay multiply); bf16 reaches
-70-81% of copy bandwidth from B = 64 and is faster than FlashInfer's MTP kernel at every batch
-(0.82-0.99x; FlashInfer 66-79%).
+(``scripts/latency_floor.py``, session 5). MTP T = 4 bf16 (chunk form from B = 16) reaches 77.7-89.6% of copy
+bandwidth from B = 64 (scattered; 80.4-91.2% contiguous) and is 0.72-0.89x FlashInfer's time from B = 16;
+fp32 MTP (per-token kernel) reaches 89.6-96.6%.
 """
 
 from __future__ import annotations
