@@ -96,7 +96,7 @@ case $step in
   X)
     run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k chunk > "$OUT/chunk-tests.log" 2>&1
     tail -3 "$OUT/chunk-tests.log"
-    run 420 python3 scripts/tune_triton.py --only mtp --family chunk --state-dtypes ${DTYPES:-bfloat16,float32} --out "$OUT" > "$OUT/tune-chunk.log" 2>&1
+    run 420 python3 scripts/tune_triton.py --only mtp --family chunk --state-dtypes ${DTYPES:-bfloat16,float32} --batches ${BATCHES:-} --out "$OUT" > "$OUT/tune-chunk.log" 2>&1
     tail -12 "$OUT/tune-chunk.log"; cp "$TILES" "$KEEP/" 2>/dev/null
     tar czf "$OUT/X.tgz" $TILES ;;
   Y)

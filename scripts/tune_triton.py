@@ -115,7 +115,7 @@ def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[s
     bs = (1, 4, 16, 64, 256, 512)
     cases = [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in bs]
     cases += [case(b, hk=4, hv=8) for b in bs]
-    cases += [case(b, sd=sd, tokens=4) for sd in ("bfloat16", "float32") for b in (1, 4, 16, 64, 256)]
+    cases += [case(b, sd=sd, tokens=4) for sd in ("bfloat16", "float32") for b in (1, 4, 16, 64, 128, 256)]
     return [c for c in cases if (only is None or (c.tokens > 1) == (only == "mtp"))
             and (not batches or c.batch in batches) and (not dtypes or c.state_dtype in dtypes)]
 
