@@ -69,7 +69,7 @@ tokens' raw Gram matrix gives the L2 norms on its diagonal; the triangular solve
 once per program; Triton software-pipelines the loop's loads (``stages``), and a tile may ask L2 for all of
 the program's rows up front (``prefetch``, an sm90 bulk prefetch). sm_90 offline, bf16 T = 4: ~380
 instructions per 16-row block against ~2000 for the per-token kernel. On the H100 it wins every bf16 class
-from B = 16 (B = 64: 60.2 µs against 63.0; B = 256: 214.0 against 230.3) and loses at B <= 4 (too few
+from B = 16 (tuning, B = 64: 60.2 µs against 63.0; B = 256: 214.0 against 230.3) and loses at B <= 4 (too few
 programs) and for fp32 (the state splits into bf16 hi + lo for the dots); there it is latency-bound on its
 pipelined loads at 8-16 warps per SM, not issue-bound (ncu: 20% SM throughput, long-scoreboard stalls).
 The tile table picks per class (``results/*_triton-tune``, session 7).
@@ -103,14 +103,14 @@ in all takes the per-token multiply instead (a uniform branch; the benchmark's r
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
 Measured on the H100 (results/2026-11-22_h100-sm90_roofline-*, graph timer, cold L2, copy bandwidth
-3008 GB/s): TP1 bf16 decode runs at 90.0-96.1% of the measured copy bandwidth from B = 64 on a scattered
-pool (91.9-98.6% contiguous) and takes 0.86-0.98x FlashInfer's time at every batch; fp32 reaches
-96.5-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state load,
+3007 GB/s): TP1 bf16 decode runs at 90.0-96.4% of the measured copy bandwidth from B = 64 on a scattered
+pool (91.8-98.7% contiguous) and takes 0.86-0.97x FlashInfer's time at every batch; fp32 reaches
+96.4-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state load,
 compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
 2.72 µs of triton's 3.20, and at 512 row-heads (TP1 B = 16) it reaches 84.7% where triton reaches 76.9%
-(``scripts/latency_floor.py``, session 5). MTP T = 4 bf16 (chunk form from B = 16) reaches 77.7-89.6% of copy
-bandwidth from B = 64 (scattered; 80.4-91.2% contiguous) and is 0.72-0.89x FlashInfer's time from B = 16;
-fp32 MTP (per-token kernel) reaches 89.6-96.6%.
+(``scripts/latency_floor.py``, session 5). MTP T = 4 bf16 (chunk form from B = 16) reaches 77.4-89.7% of copy
+bandwidth from B = 64 (scattered; 80.1-91.2% contiguous) and takes 0.70-0.88x FlashInfer's time from
+B = 16; fp32 MTP (per-token kernel) reaches 89.7-96.4%.
 """
 
 from __future__ import annotations
