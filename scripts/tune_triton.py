@@ -49,7 +49,12 @@ def candidates(case: Case) -> list[tuple[int, ...]]:
     1-warp programs of 512 row-heads resident at once), and the 64-element one-pass tiles at register
     caps of 96-112; and for MTP the chunk-form kernel (tensor-core
     dots need BV >= 16)."""
-    return [t + (0,) * (NFIELDS - len(t)) for t in _candidates(case)]
+    return [full(t) for t in _candidates(case)]
+
+
+def full(t: tuple[int, ...]) -> tuple[int, ...]:
+    """A candidate as a whole ``Tile`` tuple (the fields it leaves out are 0)."""
+    return t + (0,) * (NFIELDS - len(t))
 
 
 def _candidates(case: Case) -> list[tuple[int, ...]]:
@@ -174,7 +179,7 @@ def main() -> int:
     for c in cases:
         tiles = candidates(c)
         if args.family == "chunk":
-            tiles = [tuple(TritonGDN().tile(c))] + [t + (0,) * (NFIELDS - len(t)) for t in chunk_candidates(c)]
+            tiles = [tuple(TritonGDN().tile(c))] + [full(t) for t in chunk_candidates(c)]
         results = measure(c, tiles, TritonGDN, rows)
         if results:
             us, t = min(results)

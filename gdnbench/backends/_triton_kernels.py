@@ -460,22 +460,27 @@ def dup16(x):
 
 
 @triton.jit
+def bf16_pair(x):
+    """fp32 x as bf16 hi + lo (x ~ hi + lo to ~2^-16): the two halves of a split dot operand."""
+    hi = x.to(tl.bfloat16)
+    return hi, (x - hi.to(tl.float32)).to(tl.bfloat16)
+
+
+@triton.jit
 def mm32(x, y, BF16: tl.constexpr):
     """x @ y for small fp32 operands on tensor cores, each split as bf16 hi + lo: hi hi + hi lo + lo hi
     (~2^-16 relative; Triton's tf32x3 costs ~160 instructions per [16, 16] product on sm_90, this ~40).
     Without BF16 (the CPU interpreter) a plain fp32 dot."""
     if BF16:
-        x_hi = x.to(tl.bfloat16)
-        y_hi = y.to(tl.bfloat16)
-        x_lo = (x - x_hi.to(tl.float32)).to(tl.bfloat16)
-        y_lo = (y - y_hi.to(tl.float32)).to(tl.bfloat16)
+        x_hi, x_lo = bf16_pair(x)
+        y_hi, y_lo = bf16_pair(y)
         return tl.dot(x_lo, y_hi, tl.dot(x_hi, y_lo, tl.dot(x_hi, y_hi)))
     else:
         return tl.dot(x, y)
 
 
 @triton.jit
-def state_half(state, v0, kh, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
+def state_half(v0, kh, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr):
     """Offsets of a [BV, K / 2] half (columns kh * K / 2 ..) of the state block at rows v0.."""
     rows = v0 + tl.arange(0, BV)
     cols = kh * (K // 2) + tl.arange(0, K // 2)
@@ -492,8 +497,8 @@ def raw_products(Hs, kqd, DOT_BF16: tl.constexpr):
     if DOT_BF16 and Hs.dtype == tl.bfloat16:
         return tl.dot(Hs, tl.trans(kqd))
     elif DOT_BF16:
-        H_hi = Hs.to(tl.bfloat16)
-        return tl.dot((Hs - H_hi.to(tl.float32)).to(tl.bfloat16), tl.trans(kqd), tl.dot(H_hi, tl.trans(kqd)))
+        H_hi, H_lo = bf16_pair(Hs)
+        return tl.dot(H_lo, tl.trans(kqd), tl.dot(H_hi, tl.trans(kqd)))
     else:
         return tl.dot(Hs.to(tl.float32), tl.trans(kqd))
 
@@ -505,16 +510,25 @@ def updated_half(Hs, kqd, Wt, c_t, eye_v, DOT_BF16: tl.constexpr):
     is a dot too, ``(c_t I) Hs`` with c_t split likewise: the tensor cores read Hs as it is (no widening,
     no multiply over the tile)."""
     if DOT_BF16 and Hs.dtype == tl.bfloat16:
-        c_hi = c_t.to(tl.bfloat16)
-        c_lo = (c_t - c_hi.to(tl.float32)).to(tl.bfloat16)
+        c_hi, c_lo = bf16_pair(c_t)
         acc = tl.dot(tl.where(eye_v, c_lo, 0.0).to(tl.bfloat16), Hs, tl.dot(tl.where(eye_v, c_hi, 0.0).to(tl.bfloat16), Hs))
     else:
         acc = c_t * Hs.to(tl.float32)
     if DOT_BF16:
-        W_hi = Wt.to(tl.bfloat16)
-        return tl.dot((Wt - W_hi.to(tl.float32)).to(tl.bfloat16), kqd, tl.dot(W_hi, kqd, acc))
+        W_hi, W_lo = bf16_pair(Wt)
+        return tl.dot(W_lo, kqd, tl.dot(W_hi, kqd, acc))
     else:
         return tl.dot(Wt, kqd, acc)
+
+
+@triton.jit
+def store_state(H, offs, inter_t, state, TO_INTER: tl.constexpr, TO_POOL: tl.constexpr):
+    """Store a state block H (fp32) at ``offs`` into the intermediate buffer of its token and/or the
+    pool slot, each in its own dtype."""
+    if TO_INTER:
+        tl.store(inter_t + offs, H.to(inter_t.dtype.element_ty))
+    if TO_POOL:
+        tl.store(state + offs, H.to(state.dtype.element_ty))
 
 
 @triton.jit
@@ -630,8 +644,8 @@ def gdn_mtp_chunk_kernel(
         for i in tl.range(0, STEPS, num_stages=STAGES):
             v0 = (i_v * STEPS + i) * BV
             # the block as stored, in two K halves (each half's update needs only its own accumulator)
-            offs_a = state_half(state, v0, 0, K, V, BV, K_LAST)
-            offs_b = state_half(state, v0, 1, K, V, BV, K_LAST)
+            offs_a = state_half(v0, 0, K, V, BV, K_LAST)
+            offs_b = state_half(v0, 1, K, V, BV, K_LAST)
             Hs_a = tl.load(state + offs_a)
             Hs_b = tl.load(state + offs_b)
             vm = tl.load(v + tok_v + v0, mask=v_live, other=0.0).to(tl.float32)
@@ -643,16 +657,11 @@ def gdn_mtp_chunk_kernel(
                     c_t = tl.sum(tl.where(r == t, c, 0.0), axis=0)
                     w = tl.where(r < 8, sc * tl.sum(tl.where(t_i == t, D, 0.0), axis=1), 0.0)  # D[s, t] / ||k_s||
                     Wt = UO * w[None, :]  # the weights of the raw k rows (the q rows get zero)
-                    H_a = updated_half(Hs_a, kq_a, Wt, c_t, eye_v, DOT_BF16)
-                    if INTERMEDIATE:
-                        tl.store(inter + ((n * T + t) * HV + hv) * (K * V) + offs_a, H_a.to(inter.dtype.element_ty))
-                    if WRITE_BACK and t == T - 1:
-                        tl.store(state + offs_a, H_a.to(pool.dtype.element_ty))
-                    H_b = updated_half(Hs_b, kq_b, Wt, c_t, eye_v, DOT_BF16)
-                    if INTERMEDIATE:
-                        tl.store(inter + ((n * T + t) * HV + hv) * (K * V) + offs_b, H_b.to(inter.dtype.element_ty))
-                    if WRITE_BACK and t == T - 1:
-                        tl.store(state + offs_b, H_b.to(pool.dtype.element_ty))
+                    inter_t = inter + ((n * T + t) * HV + hv) * (K * V)
+                    store_state(updated_half(Hs_a, kq_a, Wt, c_t, eye_v, DOT_BF16), offs_a, inter_t, state,
+                                INTERMEDIATE, WRITE_BACK and t == T - 1)
+                    store_state(updated_half(Hs_b, kq_b, Wt, c_t, eye_v, DOT_BF16), offs_b, inter_t, state,
+                                INTERMEDIATE, WRITE_BACK and t == T - 1)
     else:  # padded row (slot -1): zero output, nothing else touched
         for i in tl.range(0, STEPS):
             tl.store(out + tok_v + (i_v * STEPS + i) * BV, tl.zeros([BV, 16], dtype=out.dtype.element_ty), mask=o_live)

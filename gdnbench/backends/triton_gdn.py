@@ -233,6 +233,14 @@ def tile_reason(case: Case, t: Tile) -> str | None:
     return None
 
 
+def chunk_consts(t: Tile, interpreted: bool) -> dict:
+    """The chunk-form kernel's compile-time arguments for tile ``t``: row blocks per program, pipeline
+    stages, the L2 prefetch and bf16 dots. Under the interpreter its bf16 tl.dot is wrong (fp32 operands
+    there) and PTX (the prefetch's inline asm) does not run."""
+    return dict(STEPS=t.chunk, STAGES=max(t.stages, 1), PREFETCH=bool(t.prefetch) and not interpreted,
+                DOT_BF16=not interpreted)
+
+
 def flat_rowdot(case: Case, t: Tile) -> bool:
     """Whether the per-token kernels reduce the tile as one [BV, K] sum (``rowdot``'s FLAT): yes
     unless the K chunks are split across lanes, i.e. BV rows x (KC / 16-byte vector) fill fewer than
@@ -306,7 +314,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
             fn = _jit("gdn_pipelined_kernel")
     elif chunk:
         del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"], consts["TP"]
-        consts.update(DOT_BF16=True, STEPS=chunk, STAGES=max(t.stages, 1), PREFETCH=bool(t.prefetch))
+        consts.update(chunk_consts(t, interpreted=False))
         fn = _jit("gdn_mtp_chunk_kernel")
     sig.update({name: "constexpr" for name in consts})
     n_ptr = sum(str(t).startswith("*") for t in sig.values())
@@ -442,26 +450,21 @@ class TritonGDN(Backend):
 
             return launch
         grid = (case.batch * case.hv * (case.head_dim_v // bv),)
+        cap = {} if triton_interpreted() else register_cap(case, t)
         if chunk:
             kern = _jit("gdn_mtp_chunk_kernel")
             grid = (case.batch * case.hv * (case.head_dim_v // (bv * chunk)),)
-            # the L2 prefetch is PTX (inline asm): not under the interpreter
-            meta.update(STEPS=chunk, STAGES=max(t.stages, 1), PREFETCH=bool(t.prefetch) and not triton_interpreted())
-
-            dot_bf16 = not triton_interpreted()  # the interpreter's bf16 tl.dot is wrong: fp32 operands there
-
-            cap = {} if triton_interpreted() else register_cap(case, t)
+            meta.update(chunk_consts(t, triton_interpreted()))
 
             def launch_chunk():
                 kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, inter, out, x.scale,
-                           case.hk, case.hv, DOT_BF16=dot_bf16, **meta, **cap)
+                           case.hk, case.hv, **meta, **cap)
                 return out
 
             return launch_chunk
         kern = _jit("gdn_recurrent_kernel")
         parents = x.parents if case.tree else x.slots
 
-        cap = {} if triton_interpreted() else register_cap(case, t)
         meta.update(TREE=case.tree, TP=triton.next_power_of_2(case.tokens),  # TP: the tokens' gates as one vector
                     REREAD=bool(t.reread))
 
