@@ -17,6 +17,8 @@
 #   X: the chunk-form MTP kernel (row blocks per program, pipelined): its gate at tiny shapes compiled for the
 #      GPU, then MTP tile tuning of the chunk-form tiles next to each case's current tile (kept for B)
 #   Y: the triton backends' GPU gate tests on MTP cases, Nsight Compute on the chosen MTP kernels at B = 64
+#   W: the chunk-form MTP kernel on a persistent grid: its gate at tiny shapes compiled for the GPU (programs
+#      crossing heads), then MTP tuning of the persistent tiles next to each case's current tile (kept for B)
 #   I: decode tile tuning with K-chunked register tiles and the pipelined persistent kernel among the
 #      candidates (MTP entries kept), then that kernel's gate tests compiled for the GPU
 #   J: MTP tile tuning likewise (decode entries kept), the GPU gate tests of triton and of the backends
@@ -37,7 +39,7 @@
 #      triton kernel's gate on padded pools at large batch, the cute disk cache across two processes
 # Everything lands in $OUT (tarred results directories, logs).
 set -u
-step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|X|Y|Z}
+step=${1:?usage: gpu_run.sh A|B|C|D|E|F|G|H|I|J|K|L|M|P|Q|R|W|X|Y|Z}
 source /opt/gdnenv/env.sh
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GDNBENCH_CACHE=/tmp/gdnbench-cache
 OUT=${OUT:-/tmp/gdnbench-out}; mkdir -p "$OUT"
@@ -99,6 +101,13 @@ case $step in
     run 420 python3 scripts/tune_triton.py --only mtp --family chunk --state-dtypes ${DTYPES:-bfloat16,float32} --batches ${BATCHES:-} --out "$OUT" > "$OUT/tune-chunk.log" 2>&1
     tail -12 "$OUT/tune-chunk.log"; cp "$TILES" "$KEEP/" 2>/dev/null
     tar czf "$OUT/X.tgz" $TILES ;;
+  W)
+    run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "chunk and (persistent or tile3)" \
+      > "$OUT/persist-tests.log" 2>&1; tail -3 "$OUT/persist-tests.log"
+    run 400 python3 scripts/tune_triton.py --only mtp --family persist --state-dtypes ${DTYPES:-bfloat16} \
+      --batches ${BATCHES:-16,64,128,256} --out "$OUT" > "$OUT/tune-persist.log" 2>&1
+    tail -12 "$OUT/tune-persist.log"; cp "$TILES" "$KEEP/" 2>/dev/null
+    tar czf "$OUT/W.tgz" $TILES ;;
   Y)
     run 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_backends.py -k "triton and mtp" \
       > "$OUT/gpu-tests.log" 2>&1; tail -3 "$OUT/gpu-tests.log"

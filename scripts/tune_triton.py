@@ -110,8 +110,19 @@ def chunk_candidates(case: Case) -> list[tuple[int, ...]]:
     # one warp per block under a 128-register cap: 16 programs per SM (ptxas takes ~166 at bf16 T = 4)
     out += [(16, 1, 0, steps, 0, stages, 0, 128) for steps in (4, 8) for stages in (0, 2)]
     # a program's rows requested into L2 before the head's algebra (the loop's loads then hit in L2)
-    return out + [(16, w, 0, steps, 0, stages, 0, cap, 1) for w, cap in ((1, 0), (1, 128), (2, 0))
-                  for steps in (4, 8) for stages in (2, 3)]
+    out += [(16, w, 0, steps, 0, stages, 0, cap, steps) for w, cap in ((1, 0), (1, 128), (2, 0))
+            for steps in (4, 8) for stages in (2, 3)]
+    return out + persist_candidates(case)
+
+
+def persist_candidates(case: Case) -> list[tuple[int, ...]]:
+    """The chunk-form MTP kernel on a persistent grid (all row blocks shared out evenly, so no partial
+    last wave): 12 one-warp programs per SM (what fits at its 168-register default) over 2 or 3 stages,
+    with 0, 2 or 4 blocks of each head prefetched into L2; 16 per SM under a 128-register cap; 8 per SM."""
+    if case.tokens == 1 or chunk_reason(case, 16) is not None:
+        return []
+    out = [(16, 1, 12, 1, 0, stages, 0, 0, pf) for stages in (2, 3) for pf in (0, 2, 4)]
+    return out + [(16, 1, 16, 1, 0, 2, 0, 128, pf) for pf in (0, 2)] + [(16, 1, 8, 1, 0, 2)]
 
 
 def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[str] | None = None) -> list[Case]:
@@ -164,8 +175,9 @@ def main() -> int:
     ap.add_argument("--only", choices=("decode", "mtp"), default=None)
     ap.add_argument("--batches", default="", help="comma-separated batch sizes: re-measure only those")
     ap.add_argument("--state-dtypes", default="", help="comma-separated state dtypes: re-measure only those")
-    ap.add_argument("--family", choices=("all", "chunk"), default="all",
-                    help="chunk: only the chunk-form MTP tiles, next to each case's tile in the current table")
+    ap.add_argument("--family", choices=("all", "chunk", "persist"), default="all",
+                    help="chunk: only the chunk-form MTP tiles, next to each case's tile in the current table; "
+                         "persist: only its persistent-grid tiles, likewise")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cases = plan(args.only, {int(b) for b in args.batches.split(",") if b},
@@ -178,8 +190,9 @@ def main() -> int:
     t0 = time.time()
     for c in cases:
         tiles = candidates(c)
-        if args.family == "chunk":
-            tiles = [tuple(TritonGDN().tile(c))] + [full(t) for t in chunk_candidates(c)]
+        if args.family != "all":
+            family = chunk_candidates if args.family == "chunk" else persist_candidates
+            tiles = [tuple(TritonGDN().tile(c))] + [full(t) for t in family(c)]
         results = measure(c, tiles, TritonGDN, rows)
         if results:
             us, t = min(results)

@@ -155,16 +155,33 @@ def test_stages_need_a_persistent_grid():
 @pytest.mark.parametrize("tokens", [2, 3, 8])
 @pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("state_dtype,layout", [("float32", "k_last"), ("bfloat16", "k_last"), ("bfloat16", "v_last")])
-@pytest.mark.parametrize("tile", [(16, 1, 0, 1), (16, 1, 0, 2, 0, 2), (16, 1, 0, 2, 0, 2, 0, 0, 1)])
+@pytest.mark.parametrize("tile", [(16, 1, 0, 1), (16, 1, 0, 2, 0, 2), (16, 1, 0, 2, 0, 2, 0, 0, 1),
+                                  (16, 1, 5, 1, 0, 2, 0, 0, 1)])
 def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout, tile):
     """The chunk-form MTP kernel (the T steps solved around the initial state, tensor-core dots) on a
     padded pool with GQA, T = 2, 3 (padded to the 16-wide token operand) and 8 (the largest); one block
     of rows per program, and a program looping over both blocks of a head, pipelined over 2 stages,
-    with and without the L2 prefetch of its rows (PTX: on the GPU only; the interpreter skips it)."""
+    with and without the L2 prefetch of its rows (PTX: on the GPU only; the interpreter skips it); a
+    persistent grid of 5 programs per SM (the interpreter counts one SM; 132 on the H100) sharing the
+    12 blocks out 3, 3, 2, 2, 2, so programs start and end inside a head."""
     case = tiny_case(phase="mtp", tokens=tokens, batch=3, pool="padded", write_back=write_back,
                      intermediate=intermediate, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
                      head_dim_v=32)
     r = gate(case, TritonGDN(tile_override=tile))
+    assert r.ok, r.message
+
+
+@run_here
+@pytest.mark.parametrize("state_dtype,layout", [("bfloat16", "k_last"), ("float32", "v_last")])
+def test_chunk_persistent_grid_crosses_heads(state_dtype, layout):
+    """The persistent chunk-form grid with more blocks than programs, so every program takes blocks of
+    several heads and most start or end inside one: one program per SM, 67 rows x 2 heads x 2 blocks on
+    the H100's 132 SMs (268 blocks: 2-3 each), 5 rows on the interpreter's one SM (one program, 20 blocks);
+    padded pool, GQA, intermediate states and write-back, L2 prefetch of up to 2 blocks on the GPU."""
+    case = tiny_case(phase="mtp", tokens=3, batch=67 if HAS_CUDA else 5, pool="padded", write_back=True,
+                     intermediate=True, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
+                     head_dim_v=32)
+    r = gate(case, TritonGDN(tile_override=(16, 1, 1, 1, 0, 2, 0, 0, 2)))
     assert r.ok, r.message
 
 
@@ -245,9 +262,14 @@ def test_chunk_kernel_limits():
     assert "do not divide V=128" in tg.tile_reason(tiny_case(**mtp), tg.Tile(64, 4, 0, 4))
     assert tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 0, 8, 0, 2)) is None
     assert "chunk-form" in tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 0, 0, 0, 0, 0, 0, 1))
-    assert TritonGDN(tile_override=(16, 1, 0, 8, 0, 2, 0, 128, 1)).kernel(tiny_case(**mtp)) == (
-        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 8 blocks/program, 2 stages, L2 prefetch, "
-        "maxnreg=128]")
+    assert TritonGDN(tile_override=(16, 1, 0, 8, 0, 2, 0, 128, 8)).kernel(tiny_case(**mtp)) == (
+        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 8 blocks/program, 2 stages, L2 prefetch of 8 "
+        "blocks, maxnreg=128]")
+    # the persistent grid: blocks shared out evenly, one block per loop step, registers capped at 168
+    assert TritonGDN(tile_override=(16, 1, 12, 1, 0, 3, 0, 0, 2)).kernel(tiny_case(**mtp)) == (
+        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, persistent, 12 programs/SM, 3 stages, L2 prefetch "
+        "of 2 blocks, maxnreg=168]")
+    assert "chunk = 1" in tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 12, 4, 0, 2))
     with pytest.raises(ValueError, match="tree"):
         TritonGDN(tile_override=(32, 4, 0, 1)).build(tiny_case(**mtp, tree=True, intermediate=True, write_back=False),
                                                      None)

@@ -532,63 +532,33 @@ def store_state(H, offs, inter_t, state, TO_INTER: tl.constexpr, TO_POOL: tl.con
 
 
 @triton.jit
-def prefetch_rows(state, v0, NR: tl.constexpr, K: tl.constexpr, V: tl.constexpr, K_LAST: tl.constexpr):
-    """Ask L2 for state rows v0 .. v0 + NR - 1 (all K columns) with sm90 bulk prefetches
+def prefetch_rows(state, v0, nr, K: tl.constexpr, V: tl.constexpr, K_LAST: tl.constexpr):
+    """Ask L2 for state rows v0 .. v0 + nr - 1 (all K columns) with sm90 bulk prefetches
     (``cp.async.bulk.prefetch.L2``: no registers, no waiting): one contiguous range in a K-last pool,
-    issued by thread 0; K ranges of NR elements in a V-last pool."""
+    issued by thread 0; K ranges of nr elements in a V-last pool."""
     ESIZE: tl.constexpr = state.dtype.element_ty.primitive_bitwidth // 8
     if K_LAST:
         ptrs = state + v0 * K + tl.zeros([1], dtype=tl.int32)
-        nbytes: tl.constexpr = NR * K * ESIZE
+        nbytes = nr * (K * ESIZE) + tl.zeros([1], dtype=tl.int32)
     else:
         ptrs = state + tl.arange(0, K) * V + v0
-        nbytes: tl.constexpr = NR * ESIZE
+        nbytes = nr * ESIZE + tl.zeros([K], dtype=tl.int32)
     tl.inline_asm_elementwise(
         "{ .reg .pred p; .reg .u32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
-        f"@p cp.async.bulk.prefetch.L2.global [$1], {nbytes}; mov.u32 $0, 0; }}" if K_LAST else
-        f"{{ cp.async.bulk.prefetch.L2.global [$1], {nbytes}; mov.u32 $0, 0; }}",
-        "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
+        "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }" if K_LAST else
+        "{ cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
+        "=r,l,r", [ptrs, nbytes], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
-def gdn_mtp_chunk_kernel(
-    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr,
-    T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
-    DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
-    PDL: tl.constexpr = False,
-):
-    """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
-    H0 so that its K-long products are tensor-core dots instead of 3T passes over the tile.
-
-    With cumulative decays ``gc_t = g_1 + .. + g_t``, ``c_t = exp(gc_t)``, ``D[s, t] = exp(gc_t - gc_s)``
-    (s <= t, else 0), normalised k and scaled q: ``H_t = c_t H0 + sum_{s<=t} D[s,t] u_s k_s^T``, so
-    ``u_t = beta_t (v_t - c_t H0 k_t) - beta_t sum_{s<t} D[s,t] (k_s.k_t) u_s``, i.e. ``U (I + N) = R``
-    with ``R[:, t] = beta_t (v_t - c_t H0 k_t)`` and ``N[s, t] = beta_t D[s,t] (k_s.k_t)`` (s < t:
-    nilpotent, so ``(I + N)^-1 = (I - N)(I + N^2)(I + N^4)`` exactly for T <= 8), and
-    ``o_t = c_t H0 q_t + sum_{s<=t} D[s,t] (k_s.q_t) u_s``.
-
-    Tokens sit on a 16-wide axis: index i < 8 is token i's k side, i >= 8 token i - 8's q side (zero
-    past T; tensor-core dots need 16 on every side). A program owns STEPS consecutive blocks of BV
-    state rows of one (row, value head). Once per program, the head's algebra:
-
-    * one dot of the token operand as stored (k rows, then q rows) with itself: the raw Gram matrix,
-      whose diagonal holds the squared norms, so the L2 norms and the scale land on small results;
-    * ``Z = [[M, M Bq], [0, I]]`` with ``M = (I + N)^-1``, ``Bq[s, t] = D[s,t] (k_s.q_t)``, from
-      [16, 16] dots.
-
-    Then per block of BV rows (a loop Triton software-pipelines over STAGES, so the next block's
-    state is in flight while this one computes): ``P = H0 [k | q]^T`` ([BV, 16], one dot: bf16 x
-    bf16 products are exact in the fp32 accumulator; an fp32 state is split as bf16 hi + lo),
-    ``Y = [R | c * (H0 q)]`` elementwise, ``[U | O] = Y Z``, the outputs stored from it, and each
-    stored state ``c_t H0 + (U w_t) k^T`` as one dot. fp32 dot factors are split as bf16 hi + lo
-    (``mm32``, ~2^-16 relative). The decays enter only as ``D <= 1`` and ``c_t <= 1``: no range
-    limit, unlike the per-token kernel's lazy scale. Without DOT_BF16 (the CPU interpreter, whose
-    bf16 tl.dot is wrong) every operand is fp32.
-    """
-    wait_for_predecessor(PDL)
-    i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, V // (BV * STEPS))
-    slot = tl.load(slots + n).to(tl.int64)
+def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, hv, h, b_lo, n_blk,
+               HK: tl.constexpr, HV: tl.constexpr, T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+               BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
+               DOT_BF16: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr):
+    """Row blocks ``b_lo .. b_lo + n_blk - 1`` (BV state rows each) of one (row n, value head hv, key head
+    h) whose pool slot is ``slot`` (int64, -1: padded): the head's algebra once, then the blocks
+    (``gdn_mtp_chunk_kernel``). ``n_blk`` constexpr where it is (a fixed trip count: the per-program
+    grid compiles as it did before the persistent one)."""
     rows = tl.arange(0, BV)
     # the token operand as stored, in two K halves: row r < 8 is k of token r, row r >= 8 q of token
     # r - 8 (zero past T)
@@ -608,8 +578,8 @@ def gdn_mtp_chunk_kernel(
     o_live = ((r >= 8) & live_r)[None, :]
     if slot >= 0:
         state = pool + (slot * HV + hv) * (K * V)
-        if PREFETCH:  # every row block of this program requested into L2 now, before the head's algebra
-            prefetch_rows(state, i_v * STEPS * BV, STEPS * BV, K, V, K_LAST)
+        if PREFETCH > 0:  # up to PREFETCH of the blocks requested into L2 now, before the head's algebra
+            prefetch_rows(state, b_lo * BV, tl.minimum(n_blk, PREFETCH) * BV, K, V, K_LAST)
         if DOT_BF16:
             kq_a = kq_a.to(tl.bfloat16)
             kq_b = kq_b.to(tl.bfloat16)
@@ -641,8 +611,8 @@ def gdn_mtp_chunk_kernel(
         fv = tl.where(r < 8, beta, 0.0)
         fp = tl.where(r < 8, -beta, 1.0) * c * sc
         eye_v = rows[:, None] == rows[None, :]
-        for i in tl.range(0, STEPS, num_stages=STAGES):
-            v0 = (i_v * STEPS + i) * BV
+        for i in tl.range(0, n_blk, num_stages=STAGES):
+            v0 = (b_lo + i) * BV
             # the block as stored, in two K halves (each half's update needs only its own accumulator)
             offs_a = state_half(v0, 0, K, V, BV, K_LAST)
             offs_b = state_half(v0, 1, K, V, BV, K_LAST)
@@ -663,5 +633,64 @@ def gdn_mtp_chunk_kernel(
                     store_state(updated_half(Hs_b, kq_b, Wt, c_t, eye_v, DOT_BF16), offs_b, inter_t, state,
                                 INTERMEDIATE, WRITE_BACK and t == T - 1)
     else:  # padded row (slot -1): zero output, nothing else touched
-        for i in tl.range(0, STEPS):
-            tl.store(out + tok_v + (i_v * STEPS + i) * BV, tl.zeros([BV, 16], dtype=out.dtype.element_ty), mask=o_live)
+        for i in tl.range(0, n_blk):
+            tl.store(out + tok_v + (b_lo + i) * BV, tl.zeros([BV, 16], dtype=out.dtype.element_ty), mask=o_live)
+
+
+@triton.jit
+def gdn_mtp_chunk_kernel(
+    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, n_blocks, HK: tl.constexpr, HV: tl.constexpr,
+    T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
+    DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = 0,
+    PERSIST: tl.constexpr = False, PDL: tl.constexpr = False,
+):
+    """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
+    H0 so that its K-long products are tensor-core dots instead of 3T passes over the tile.
+
+    With cumulative decays ``gc_t = g_1 + .. + g_t``, ``c_t = exp(gc_t)``, ``D[s, t] = exp(gc_t - gc_s)``
+    (s <= t, else 0), normalised k and scaled q: ``H_t = c_t H0 + sum_{s<=t} D[s,t] u_s k_s^T``, so
+    ``u_t = beta_t (v_t - c_t H0 k_t) - beta_t sum_{s<t} D[s,t] (k_s.k_t) u_s``, i.e. ``U (I + N) = R``
+    with ``R[:, t] = beta_t (v_t - c_t H0 k_t)`` and ``N[s, t] = beta_t D[s,t] (k_s.k_t)`` (s < t:
+    nilpotent, so ``(I + N)^-1 = (I - N)(I + N^2)(I + N^4)`` exactly for T <= 8), and
+    ``o_t = c_t H0 q_t + sum_{s<=t} D[s,t] (k_s.q_t) u_s``.
+
+    Tokens sit on a 16-wide axis: index i < 8 is token i's k side, i >= 8 token i - 8's q side (zero
+    past T; tensor-core dots need 16 on every side). A program owns STEPS consecutive blocks of BV
+    state rows of one (row, value head). Once per program, the head's algebra:
+
+    * one dot of the token operand as stored (k rows, then q rows) with itself: the raw Gram matrix,
+      whose diagonal holds the squared norms, so the L2 norms and the scale land on small results;
+    * ``Z = [[M, M Bq], [0, I]]`` with ``M = (I + N)^-1``, ``Bq[s, t] = D[s,t] (k_s.q_t)``, from
+      [16, 16] dots.
+
+    Then per block of BV rows (a loop Triton software-pipelines over STAGES, so the next block's
+    state is in flight while this one computes): ``P = H0 [k | q]^T`` ([BV, 16], one dot: bf16 x
+    bf16 products are exact in the fp32 accumulator; an fp32 state is split as bf16 hi + lo),
+    ``Y = [R | c * (H0 q)]`` elementwise, ``[U | O] = Y Z``, the outputs stored from it, and each
+    stored state ``c_t H0 + (U w_t) k^T`` as one dot. fp32 dot factors are split as bf16 hi + lo
+    (``mm32``, ~2^-16 relative). The decays enter only as ``D <= 1`` and ``c_t <= 1``: no range
+    limit, unlike the per-token kernel's lazy scale. Without DOT_BF16 (the CPU interpreter, whose
+    bf16 tl.dot is wrong) every operand is fp32.
+    """
+    wait_for_predecessor(PDL)
+    NV: tl.constexpr = V // BV  # row blocks per head
+    if PERSIST:
+        # blocks b of all heads (head-major: head b // NV, rows (b % NV) * BV ..) split evenly over the
+        # grid, each program a contiguous run, crossing heads where it must
+        P = tl.num_programs(0)
+        p = tl.program_id(0)
+        start = p * (n_blocks // P) + tl.minimum(p, n_blocks % P)
+        end = start + n_blocks // P + (p < n_blocks % P).to(tl.int32)
+        for pair in range(start // NV, (end - 1) // NV + 1):
+            hv = pair % HV
+            n = tl.cast(pair // HV, tl.int64)
+            b_lo = tl.maximum(start - pair * NV, 0)
+            chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, tl.load(slots + n).to(tl.int64),
+                       n, hv, hv // (HV // HK), b_lo, tl.minimum(end - pair * NV, NV) - b_lo,
+                       HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE, DOT_BF16, STAGES, PREFETCH)
+    else:
+        i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, NV // STEPS)
+        chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, tl.load(slots + n).to(tl.int64), n, hv,
+                   h, i_v * STEPS, STEPS, HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE,
+                   DOT_BF16, STAGES, PREFETCH)

@@ -145,16 +145,17 @@ def _jit(name: str):
 
 
 class Tile(NamedTuple):
-    """BV state rows per tile, warps per program, programs per SM for the persistent kernel (0: one
+    """BV state rows per tile, warps per program, programs per SM for the persistent kernels (0: one
     program per tile), ``chunk`` >= 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8; ``chunk`` blocks of BV rows per
-    program, the loop over them software-pipelined over ``stages``), and KC,
+    program, the loop over them software-pipelined over ``stages``; with programs per SM, chunk = 1 and
+    a persistent grid shares all blocks out evenly), and KC,
     the K columns per register chunk of the per-token kernels' ``[K / KC, BV, KC]`` tile (0: KC = K), and
     ``stages`` > 0 with programs per SM: the persistent loop pipelined by Triton over that many stages
     (``gdn_pipelined_kernel``) instead of the register double buffer; ``reread`` = 1: decode in two
     passes over the tile, the second reading it again from L2 (``reread_decode``: half the registers);
-    ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = 1: the
-    chunk-form kernel asks L2 for all of a program's state rows before the head's algebra (TMA bulk
-    prefetch, sm90+)."""
+    ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = n > 0: the
+    chunk-form kernel asks L2 for up to n of the row blocks it will take of a head before that head's
+    algebra (TMA bulk prefetch, sm90+)."""
     bv: int
     warps: int
     progs_per_sm: int = 0
@@ -224,21 +225,25 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return "the persistent kernels have no parent-token tree"
     if t.stages and not (t.progs_per_sm or t.chunk):
         return f"stages={t.stages} pipeline a loop over tiles: the persistent or the chunk-form kernel's"
-    if t.chunk and (t.progs_per_sm or chunk_reason(case, t.bv)):
-        return chunk_reason(case, t.bv) or "the chunk-form kernel is not persistent"
+    if t.chunk and chunk_reason(case, t.bv):
+        return chunk_reason(case, t.bv)
+    if t.chunk > 1 and t.progs_per_sm:
+        return (f"a persistent chunk-form grid splits the row blocks evenly over its programs: chunk = 1, not "
+                f"{t.chunk} blocks per program")
     if t.prefetch and not t.chunk:
-        return "prefetch = 1 is the chunk-form kernel's (an L2 prefetch of a program's row blocks)"
+        return "prefetch is the chunk-form kernel's (an L2 prefetch of a head's row blocks)"
     if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
         return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
     return None
 
 
 def chunk_consts(t: Tile, interpreted: bool) -> dict:
-    """The chunk-form kernel's compile-time arguments for tile ``t``: row blocks per program, pipeline
-    stages, the L2 prefetch and bf16 dots. Under the interpreter its bf16 tl.dot is wrong (fp32 operands
-    there) and PTX (the prefetch's inline asm) does not run."""
-    return dict(STEPS=t.chunk, STAGES=max(t.stages, 1), PREFETCH=bool(t.prefetch) and not interpreted,
-                DOT_BF16=not interpreted)
+    """The chunk-form kernel's compile-time arguments for tile ``t``: row blocks per program (or a
+    persistent grid sharing them out evenly), pipeline stages, the L2 prefetch and bf16 dots. Under the
+    interpreter its bf16 tl.dot is wrong (fp32 operands there) and PTX (the prefetch's inline asm) does
+    not run."""
+    return dict(STEPS=t.chunk, STAGES=max(t.stages, 1), PREFETCH=0 if interpreted else t.prefetch,
+                PERSIST=bool(t.progs_per_sm), DOT_BF16=not interpreted)
 
 
 def flat_rowdot(case: Case, t: Tile) -> bool:
@@ -258,9 +263,13 @@ def flat_rowdot(case: Case, t: Tile) -> bool:
 def register_cap(case: Case, t: Tile) -> dict:
     """``maxnreg``: the tile's own cap when it sets one; else 128 for the per-token MTP kernel when its
     tile holds 64 state elements per thread (the tuned MTP tiles): it fits without spilling (sm_90,
-    T = 2..8, offline), which keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12)."""
+    T = 2..8, offline), which keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12).
+    The persistent chunk-form grid: 168, the registers ptxas gives the one-head-per-program grid (sm_90
+    offline, bf16 T = 4: without a cap it takes 229-251 around the loop over heads, 8 warps per SM)."""
     if t.maxnreg:
         return {"maxnreg": t.maxnreg}
+    if t.chunk and t.progs_per_sm:  # left alone ptxas takes 229-251 (8 warps per SM); 168 spills nothing
+        return {"maxnreg": 168}
     per_thread = t.bv * case.head_dim_k // (32 * t.warps)
     if case.tokens > 1 and not t.chunk and not t.progs_per_sm and per_thread == 64:
         return {"maxnreg": 128}
@@ -305,7 +314,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
     fn = _jit("gdn_recurrent_kernel")
     if progs or chunk:
         del consts["REREAD"]
-    if progs:
+    if progs and not chunk:
         del sig["parents"], consts["TREE"], consts["TP"]
         sig["n_tiles"] = "i32"
         fn = _jit("gdn_persistent_kernel")
@@ -314,6 +323,8 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
             fn = _jit("gdn_pipelined_kernel")
     elif chunk:
         del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"], consts["TP"]
+        sig = {**{name: ty for name, ty in sig.items() if name not in ("HK", "HV")}, "n_blocks": "i32",
+               "HK": "constexpr", "HV": "constexpr"}
         consts.update(chunk_consts(t, interpreted=False))
         fn = _jit("gdn_mtp_chunk_kernel")
     sig.update({name: "constexpr" for name in consts})
@@ -401,9 +412,10 @@ class TritonGDN(Backend):
         kc = t.k_chunk(case)
         chunks = f", KC={kc}" if kc < case.head_dim_k else ""
         if t.chunk:
-            name, chunks = "gdn_mtp_chunk_kernel", f", {t.chunk} blocks/program" if t.chunk > 1 else ""
+            name, grid = "gdn_mtp_chunk_kernel", f", persistent, {t.progs_per_sm} programs/SM" if t.progs_per_sm else ""
+            chunks = f", {t.chunk} blocks/program" if t.chunk > 1 else ""
             chunks += f", {t.stages} stages" if t.stages > 1 else ""
-            chunks += ", L2 prefetch" if t.prefetch else ""
+            chunks += f", L2 prefetch of {t.prefetch} blocks" if t.prefetch else ""
         if t.reread:
             chunks += ", two-pass"
         cap = register_cap(case, t)
@@ -436,7 +448,7 @@ class TritonGDN(Backend):
         if not chunk:
             meta["KC"] = kc
             meta["FLAT"] = flat_rowdot(case, t)
-        if progs:
+        if progs and not chunk:
             kern = _jit("gdn_persistent_kernel")
             if t.stages:
                 kern = _jit("gdn_pipelined_kernel")
@@ -453,12 +465,13 @@ class TritonGDN(Backend):
         cap = {} if triton_interpreted() else register_cap(case, t)
         if chunk:
             kern = _jit("gdn_mtp_chunk_kernel")
-            grid = (case.batch * case.hv * (case.head_dim_v // (bv * chunk)),)
+            n_blocks = n_tiles  # blocks of BV rows, all heads
+            grid = (min(n_blocks, progs * sm_count(x.device)),) if progs else (n_blocks // chunk,)
             meta.update(chunk_consts(t, triton_interpreted()))
 
             def launch_chunk():
                 kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, inter, out, x.scale,
-                           case.hk, case.hv, **meta, **cap)
+                           n_blocks, case.hk, case.hv, **meta, **cap)
                 return out
 
             return launch_chunk
