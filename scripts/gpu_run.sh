@@ -104,8 +104,10 @@ case $step in
   W)
     run 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py -k "chunk and (persistent or tile3)" \
       > "$OUT/persist-tests.log" 2>&1; tail -3 "$OUT/persist-tests.log"
-    run 400 python3 scripts/tune_triton.py --only mtp --family persist --state-dtypes ${DTYPES:-bfloat16} \
-      --batches ${BATCHES:-16,64,128,256} --out "$OUT" > "$OUT/tune-persist.log" 2>&1
+    # PTILES: explicit tiles (tune_triton --tiles) instead of the persistent family
+    if [ -n "${PTILES:-}" ]; then pick=(--tiles "$PTILES"); else pick=(--family persist); fi
+    run 400 python3 scripts/tune_triton.py --only mtp "${pick[@]}" \
+      --state-dtypes ${DTYPES:-bfloat16} --batches ${BATCHES:-16,64,128,256} --out "$OUT" > "$OUT/tune-persist.log" 2>&1
     tail -12 "$OUT/tune-persist.log"; cp "$TILES" "$KEEP/" 2>/dev/null
     tar czf "$OUT/W.tgz" $TILES ;;
   Y)
@@ -113,7 +115,7 @@ case $step in
       > "$OUT/gpu-tests.log" 2>&1; tail -3 "$OUT/gpu-tests.log"
     ncu_profile ncu-chunk.csv triton "--batch 64 --tokens 4" "--batch 64 --tokens 4 --state-dtype float32" ;;
   Z)  # warp stall breakdown of chosen chunk-form tiles at B = 64 (scripts/ncu_stalls.py)
-    for t in 16,1,0,8,0,2 16,1,0,8,0,2,0,128 16,1,0,4,0,2; do echo "### $t" | tee -a "$OUT/stalls.txt"
+    for t in ${ZTILES:-16,1,0,8,0,2 16,1,0,8,0,2,0,128 16,1,0,4,0,2}; do echo "### $t" | tee -a "$OUT/stalls.txt"
       run 90 ncu --profile-from-start off --csv --page raw --section WarpStateStats --section SpeedOfLight \
         --section Occupancy --section LaunchStats python3 scripts/profile_kernel.py --batch 64 --tokens 4 --tile $t \
         2>/dev/null | python3 scripts/ncu_stalls.py | tee -a "$OUT/stalls.txt"; done ;;

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from gdnbench.backends.triton_gdn import TILES_FILE, Tile, TritonGDN, chunk_reason, tuned_tiles
+from gdnbench.backends.triton_gdn import TILES_FILE, Tile, TritonGDN, chunk_reason, tile_reason, tuned_tiles
 from gdnbench.cases import Case
 from gdnbench.check import run_gate
 from gdnbench.config import Timing
@@ -178,6 +178,8 @@ def main() -> int:
     ap.add_argument("--family", choices=("all", "chunk", "persist"), default="all",
                     help="chunk: only the chunk-form MTP tiles, next to each case's tile in the current table; "
                          "persist: only its persistent-grid tiles, likewise")
+    ap.add_argument("--tiles", default="", help="explicit tiles, e.g. '16,1,0,8,0,4,0,168 16,1,0,4,0,2,0,0,4' "
+                    "(Tile fields in order, the rest 0): these next to each case's current tile, where they are valid")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cases = plan(args.only, {int(b) for b in args.batches.split(",") if b},
@@ -193,6 +195,9 @@ def main() -> int:
         if args.family != "all":
             family = chunk_candidates if args.family == "chunk" else persist_candidates
             tiles = [tuple(TritonGDN().tile(c))] + [full(t) for t in family(c)]
+        if args.tiles:
+            given = [full(tuple(int(f) for f in t.split(","))) for t in args.tiles.split()]
+            tiles = [tuple(TritonGDN().tile(c))] + [t for t in given if tile_reason(c, Tile(*t)) is None]
         results = measure(c, tiles, TritonGDN, rows)
         if results:
             us, t = min(results)
