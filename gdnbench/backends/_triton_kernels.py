@@ -657,7 +657,9 @@ def gdn_mtp_chunk_kernel(
 
     Tokens sit on a 16-wide axis: index i < 8 is token i's k side, i >= 8 token i - 8's q side (zero
     past T; tensor-core dots need 16 on every side). A program owns STEPS consecutive blocks of BV
-    state rows of one (row, value head). Once per program, the head's algebra:
+    state rows of one (row, value head); with PERSIST the grid is fixed and each program takes an
+    even share of all ``n_blocks`` blocks (head-major), a contiguous run that may start and end inside
+    a head (``chunk_head`` per head it touches). Once per head of a program, the head's algebra:
 
     * one dot of the token operand as stored (k rows, then q rows) with itself: the raw Gram matrix,
       whose diagonal holds the squared norms, so the L2 norms and the scale land on small results;
@@ -665,7 +667,8 @@ def gdn_mtp_chunk_kernel(
       [16, 16] dots.
 
     Then per block of BV rows (a loop Triton software-pipelines over STAGES, so the next block's
-    state is in flight while this one computes): ``P = H0 [k | q]^T`` ([BV, 16], one dot: bf16 x
+    state is in flight while this one computes; with PREFETCH = n the first n blocks are requested
+    into L2 before the algebra): ``P = H0 [k | q]^T`` ([BV, 16], one dot: bf16 x
     bf16 products are exact in the fp32 accumulator; an fp32 state is split as bf16 hi + lo),
     ``Y = [R | c * (H0 q)]`` elementwise, ``[U | O] = Y Z``, the outputs stored from it, and each
     stored state ``c_t H0 + (U w_t) k^T`` as one dot. fp32 dot factors are split as bf16 hi + lo

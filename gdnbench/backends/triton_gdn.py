@@ -66,13 +66,18 @@ tokens' raw Gram matrix gives the L2 norms on its diagonal; the triangular solve
 [16, 16] dots done once per program; per block of 16 state rows: ``P = H0 [k | q]^T``, ``[U | O] = Y Z``
 (outputs), ``c_T H0 + W k^T`` (the new state, ``c_T H0`` itself a dot with ``c_T I``). A program loops over
 1-8 row blocks of one head (the ``chunk`` tile field), so the head's algebra (~900 instructions) is paid
-once per program; Triton software-pipelines the loop's loads (``stages``), and a tile may ask L2 for all of
-the program's rows up front (``prefetch``, an sm90 bulk prefetch). sm_90 offline, bf16 T = 4: ~380
+once per program; Triton software-pipelines the loop's loads (``stages``), and a tile may ask L2 for the
+first n of the program's row blocks before the algebra (``prefetch`` = n, an sm90 bulk prefetch): on the
+H100 two of four blocks beat all four by 3-5% at B = 64-256 (the later blocks come through the pipelined
+loads; all of them, for every resident program, crowd the L2). sm_90 offline, bf16 T = 4: ~380
 instructions per 16-row block against ~2000 for the per-token kernel. On the H100 it wins every bf16 class
-from B = 16 (tuning, B = 64: 60.2 µs against 63.0; B = 256: 214.0 against 230.3) and loses at B <= 4 (too few
+from B = 16 (tuning, B = 64: 57.3 µs against 63.0; B = 256: 207.4 against 230.3) and loses at B <= 4 (too few
 programs) and for fp32 (the state splits into bf16 hi + lo for the dots); there it is latency-bound on its
-pipelined loads at 8-16 warps per SM, not issue-bound (ncu: 20% SM throughput, long-scoreboard stalls).
-The tile table picks per class (``results/*_triton-tune``, session 7).
+pipelined loads at ~10 warps per SM, not issue-bound (ncu: 23% SM throughput, long-scoreboard stalls).
+A persistent grid (``progs_per_sm`` with ``chunk`` = 1) shares all row blocks out evenly so that no partial
+last wave of these long programs is left; programs then split heads and redo their algebra, and it lost
+every class by 2-4%: it stays a tuning candidate. The tile table picks per class (``results/*_triton-tune``,
+sessions 7 and 8).
 
 Launch. ``triton_pdl`` launches the same kernels with programmatic dependent launch (PDL, SM90+): a
 launch may start while the previous kernel on the stream drains, and its programs wait for that kernel's
@@ -102,15 +107,16 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (results/2026-11-22_h100-sm90_roofline-*, graph timer, cold L2, copy bandwidth
-3007 GB/s): TP1 bf16 decode runs at 90.0-96.4% of the measured copy bandwidth from B = 64 on a scattered
-pool (91.8-98.7% contiguous) and takes 0.86-0.97x FlashInfer's time at every batch; fp32 reaches
-96.4-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state load,
-compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
-2.72 µs of triton's 3.20, and at 512 row-heads (TP1 B = 16) it reaches 84.7% where triton reaches 76.9%
-(``scripts/latency_floor.py``, session 5). MTP T = 4 bf16 (chunk form from B = 16) reaches 77.4-89.7% of copy
-bandwidth from B = 64 (scattered; 80.1-91.2% contiguous) and takes 0.70-0.88x FlashInfer's time from
-B = 16; fp32 MTP (per-token kernel) reaches 89.7-96.4%.
+Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 8, graph timer, cold
+L2, copy bandwidth 3008 GB/s): TP1 bf16 decode runs at 89.7-96.2% of the measured copy bandwidth from B = 64
+on a scattered pool (91.9-98.7% contiguous; B = 64 reads 89.7-90.0% across four runs of the same kernel)
+and takes 0.84-0.97x FlashInfer's time at every batch; fp32 reaches 96.4-98.2% from B = 128. Below B ~ 64
+the time is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: at
+B = 1 a kernel that only copies each tile at its slot takes 2.72 µs of triton's 3.20, and at 512 row-heads
+(TP1 B = 16) it reaches 84.7% where triton reaches 76.9% (``scripts/latency_floor.py``, session 5). MTP T = 4
+bf16 (chunk form from B = 16) reaches 81.7-92.2% of copy bandwidth from B = 64 (scattered; 83.2-94.9%
+contiguous) and takes 0.68-0.85x FlashInfer's time from B = 16; fp32 MTP (per-token kernel) reaches
+89.7-96.5%.
 """
 
 from __future__ import annotations
@@ -415,7 +421,7 @@ class TritonGDN(Backend):
             name, grid = "gdn_mtp_chunk_kernel", f", persistent, {t.progs_per_sm} programs/SM" if t.progs_per_sm else ""
             chunks = f", {t.chunk} blocks/program" if t.chunk > 1 else ""
             chunks += f", {t.stages} stages" if t.stages > 1 else ""
-            chunks += f", L2 prefetch of {t.prefetch} blocks" if t.prefetch else ""
+            chunks += f", L2 prefetch of {t.prefetch} block{'s' if t.prefetch > 1 else ''}" if t.prefetch else ""
         if t.reread:
             chunks += ", two-pass"
         cap = register_cap(case, t)
