@@ -181,6 +181,10 @@ def main() -> int:
     ap.add_argument("--tiles", default="", help="explicit tiles, e.g. '16,1,0,8,0,4,0,168 16,1,0,4,0,2,0,0,4' "
                     "(Tile fields in order, the rest 0): these next to each case's current tile, where they are valid")
     args = ap.parse_args()
+    try:
+        given = [full(tuple(int(f) for f in t.split(","))) for t in args.tiles.split()]
+    except ValueError:
+        ap.error(f"--tiles: comma-separated integers per tile, tiles separated by spaces (got {args.tiles!r})")
     args.out.mkdir(parents=True, exist_ok=True)
     cases = plan(args.only, {int(b) for b in args.batches.split(",") if b},
                  {d for d in args.state_dtypes.split(",") if d})
@@ -191,13 +195,13 @@ def main() -> int:
     rows = []
     t0 = time.time()
     for c in cases:
-        tiles = candidates(c)
-        if args.family != "all":
+        if given:  # explicit tiles (over --family), next to the case's current one
+            tiles = [tuple(TritonGDN().tile(c))] + [t for t in given if tile_reason(c, Tile(*t)) is None]
+        elif args.family != "all":
             family = chunk_candidates if args.family == "chunk" else persist_candidates
             tiles = [tuple(TritonGDN().tile(c))] + [full(t) for t in family(c)]
-        if args.tiles:
-            given = [full(tuple(int(f) for f in t.split(","))) for t in args.tiles.split()]
-            tiles = [tuple(TritonGDN().tile(c))] + [t for t in given if tile_reason(c, Tile(*t)) is None]
+        else:
+            tiles = candidates(c)
         results = measure(c, tiles, TritonGDN, rows)
         if results:
             us, t = min(results)

@@ -639,7 +639,7 @@ def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, 
 
 @triton.jit
 def gdn_mtp_chunk_kernel(
-    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, n_blocks, HK: tl.constexpr, HV: tl.constexpr,
+    q, k, v, a, b, A_log, dt_bias, slots, pool, inter, out, scale, HK: tl.constexpr, HV: tl.constexpr, n_blocks,
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
     DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = 0,

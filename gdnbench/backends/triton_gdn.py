@@ -274,7 +274,7 @@ def register_cap(case: Case, t: Tile) -> dict:
     offline, bf16 T = 4: without a cap it takes 229-251 around the loop over heads, 8 warps per SM)."""
     if t.maxnreg:
         return {"maxnreg": t.maxnreg}
-    if t.chunk and t.progs_per_sm:  # left alone ptxas takes 229-251 (8 warps per SM); 168 spills nothing
+    if t.chunk and t.progs_per_sm:
         return {"maxnreg": 168}
     per_thread = t.bv * case.head_dim_k // (32 * t.warps)
     if case.tokens > 1 and not t.chunk and not t.progs_per_sm and per_thread == 64:
@@ -329,8 +329,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
             fn = _jit("gdn_pipelined_kernel")
     elif chunk:
         del sig["parents"], consts["TREE"], consts["KC"], consts["FLAT"], consts["TP"]
-        sig = {**{name: ty for name, ty in sig.items() if name not in ("HK", "HV")}, "n_blocks": "i32",
-               "HK": "constexpr", "HV": "constexpr"}
+        sig["n_blocks"] = "i32"
         consts.update(chunk_consts(t, interpreted=False))
         fn = _jit("gdn_mtp_chunk_kernel")
     sig.update({name: "constexpr" for name in consts})
@@ -471,13 +470,12 @@ class TritonGDN(Backend):
         cap = {} if triton_interpreted() else register_cap(case, t)
         if chunk:
             kern = _jit("gdn_mtp_chunk_kernel")
-            n_blocks = n_tiles  # blocks of BV rows, all heads
-            grid = (min(n_blocks, progs * sm_count(x.device)),) if progs else (n_blocks // chunk,)
+            grid = (min(n_tiles, progs * sm_count(x.device)),) if progs else (n_tiles // chunk,)  # tile = BV-row block
             meta.update(chunk_consts(t, triton_interpreted()))
 
             def launch_chunk():
                 kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, inter, out, x.scale,
-                           n_blocks, case.hk, case.hv, **meta, **cap)
+                           case.hk, case.hv, n_tiles, **meta, **cap)
                 return out
 
             return launch_chunk
