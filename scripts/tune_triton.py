@@ -37,7 +37,7 @@ def case(batch, hk=16, hv=32, layout="k_last", sd="bfloat16", tokens=1) -> Case:
 KCS = (0, 64, 32)  # K chunk of the per-token kernels' register tile: whole K, or 2 / 4 chunks at K = 128
 
 
-NFIELDS = len(Tile._fields)  # (BV, warps, programs per SM, chunk, KC, stages, reread, maxnreg)
+NFIELDS = len(Tile._fields)  # (BV, warps, programs per SM, chunk, KC, stages, reread, maxnreg, prefetch, ahead)
 
 
 def candidates(case: Case) -> list[tuple[int, ...]]:
@@ -209,7 +209,7 @@ def main() -> int:
             if key not in best or us < best[key][0]:
                 best[key] = (us, t)
             print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d} "
-                  f"stages={t[5]} reread={t[6]} maxnreg={t[7]} prefetch={t[8]}  {us:9.2f} us  "
+                  f"stages={t[5]} reread={t[6]} maxnreg={t[7]} prefetch={t[8]} ahead={t[9]}  {us:9.2f} us  "
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
     print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")

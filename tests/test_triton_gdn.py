@@ -172,6 +172,41 @@ def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout,
 
 
 @run_here
+@pytest.mark.parametrize("state_dtype,layout", [("bfloat16", "k_last"), ("float32", "v_last"), ("bfloat16", "v_last")])
+@pytest.mark.parametrize("phase,tokens,tile", [("decode", 1, (8, 1, 0, 0, 0, 0, 0, 0, 0, 1)),
+                                               ("mtp", 3, (8, 1, 0, 0, 0, 0, 0, 0, 0, 1)),
+                                               ("mtp", 3, (16, 1, 0, 2, 0, 2, 0, 0, 1, 1))])
+def test_l2_prefetch_ahead(state_dtype, layout, phase, tokens, tile):
+    """``ahead``: the per-tile kernel asks L2 for the tile of the program one SM-count further on (67 rows
+    x 2 heads x 4 tiles = 536 programs on the H100's 132 SMs, so most programs prefetch one, padded rows'
+    slots skipped), the chunk-form kernel for the next row block in each step; PTX, so on the GPU only
+    (the interpreter runs the kernels without it). The results must not change."""
+    case = tiny_case(phase=phase, tokens=tokens, batch=67 if HAS_CUDA else 3, pool="padded", write_back=True,
+                     intermediate=tokens > 1, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
+                     head_dim_v=32)
+    r = gate(case, TritonGDN(tile_override=tile))
+    assert r.ok, r.message
+
+
+def test_l2_prefetch_ahead_tiles():
+    """Which kernels take ``ahead``, and the kernel names that record it."""
+    dec = tiny_case(hk=16, hv=32, head_dim_k=128, head_dim_v=128)
+    mtp = tiny_case(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
+    assert TritonGDN(tile_override=(16, 1, 0, 0, 0, 0, 0, 0, 0, 16)).kernel(dec) == (
+        "gdn_recurrent_kernel [decode, k-last, BV=16, warps=1, L2 prefetch 16 programs/SM ahead]")
+    assert TritonGDN(tile_override=(16, 1, 0, 4, 0, 2, 0, 0, 2, 1)).kernel(mtp) == (
+        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 4 blocks/program, 2 stages, L2 prefetch of 2 "
+        "blocks, L2 prefetch 1 block ahead]")
+    assert "one-program-per-tile" in tg.tile_reason(dec, tg.Tile(16, 1, 8, 0, 0, 0, 0, 0, 0, 1))
+    assert "16 bytes" in tg.tile_reason(tiny_case(layout="v_last", state_dtype="bfloat16"),
+                                        tg.Tile(4, 1, 0, 0, 0, 0, 0, 0, 0, 1))
+    assert tg.tile_reason(tiny_case(layout="v_last", state_dtype="float32"), tg.Tile(4, 1, 0, 0, 0, 0, 0, 0, 0, 1)) is None
+    # the offline compile (what the kernels look like for sm_90) sets the per-tile distance for 132 SMs
+    assert tg.chunk_consts(tg.Tile(16, 1, 0, 4, 0, 2, 0, 0, 2, 1), interpreted=False)["AHEAD"] == 1
+    assert tg.chunk_consts(tg.Tile(16, 1, 0, 4, 0, 2, 0, 0, 2, 1), interpreted=True)["AHEAD"] == 0
+
+
+@run_here
 @pytest.mark.parametrize("state_dtype,layout", [("bfloat16", "k_last"), ("float32", "v_last")])
 def test_chunk_persistent_grid_crosses_heads(state_dtype, layout):
     """The persistent chunk-form grid with more blocks than programs, so every program takes blocks of
@@ -286,11 +321,11 @@ def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
                entry(mtp=True, pairs_min=1024, bv=16, warps=1, progs_per_sm=8, stages=2)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 0, 1, 0, 0, 0, 0, 0)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (16, 1, 0, 0, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(**mtp)) == tg.Tile(32, 4, 0, 1, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == tg.Tile(16, 1, 0, 0, 0, 0, 0, 0, 0)
     # a pipelined persistent entry on a tree case: the per-tile kernel at the same tile (no stages)
     big = {**mtp, "batch": 64, "tree": True, "intermediate": True, "write_back": False}
-    assert tile(tiny_case(**big)) == (16, 1, 0, 0, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(**big)) == tg.Tile(16, 1, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_supports_and_kernel_column():
@@ -367,11 +402,11 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
                entry(state_dtype="float32", mtp=True, pairs_min=1, bv=32, warps=4, progs_per_sm=4, kc=32)]
     monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == (16, 2, 0, 0, 0, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
-    assert tile(tiny_case(batch=64, **qwen)) == (64, 4, 8, 0, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(batch=4, **qwen)) == tg.Tile(16, 2, 0, 0, 0, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
+    assert tile(tiny_case(batch=64, **qwen)) == tg.Tile(64, 4, 8, 0, 0, 0, 0, 0, 0)
     mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
-    assert tile(tiny_case(**mtp)) == (32, 4, 4, 0, 32, 0, 0, 0, 0)  # the entry's K chunk carries through
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == (32, 4, 0, 0, 32, 0, 0, 0, 0)  # no tree: grid kernel
+    assert tile(tiny_case(**mtp)) == tg.Tile(32, 4, 4, 0, 32, 0, 0, 0, 0)  # the entry's K chunk carries through
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == tg.Tile(32, 4, 0, 0, 32, 0, 0, 0, 0)  # no tree: grid kernel
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 

@@ -267,10 +267,14 @@ def gdn_recurrent_kernel(
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
     INTERMEDIATE: tl.constexpr, TREE: tl.constexpr, FLAT: tl.constexpr, TP: tl.constexpr,
-    PDL: tl.constexpr = False, REREAD: tl.constexpr = False,
+    PDL: tl.constexpr = False, REREAD: tl.constexpr = False, AHEAD: tl.constexpr = 0,
 ):
     wait_for_predecessor(PDL)
     n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
+    if AHEAD > 0:  # the tile of the program AHEAD further on (the next wave's): its slot, loaded alongside ours
+        later = tl.program_id(0) + AHEAD
+        i_v2, n2, hv2, _h2 = tile_coords(later, HV, HK, V // BV)
+        slot2 = tl.load(slots + n2, mask=later < tl.num_programs(0), other=-1).to(tl.int64)
     # The first token's raw inputs do not depend on the slot: load them alongside it (small-batch
     # latency). Their arithmetic (norms, gates) waits until the state load is issued: it would
     # otherwise sit between the slot's arrival and that load, the one on the critical path.
@@ -287,6 +291,9 @@ def gdn_recurrent_kernel(
             H = tl.load(state + offs_s)
         else:
             H = tl.load(state + offs_s).to(tl.float32)
+        if AHEAD > 0:  # ask L2 for that tile's state now, so its program's load on the critical path hits L2
+            if slot2 >= 0:
+                prefetch_rows(pool + (slot2 * HV + hv2) * (K * V), i_v2 * BV, BV, K, V, K_LAST)
         neg_A = -tl.exp(alog.to(tl.float32))
         dtb = dtb_r.to(tl.float32)
         if REREAD:
@@ -554,7 +561,7 @@ def prefetch_rows(state, v0, nr, K: tl.constexpr, V: tl.constexpr, K_LAST: tl.co
 def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, hv, h, b_lo, n_blk,
                HK: tl.constexpr, HV: tl.constexpr, T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
-               DOT_BF16: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr):
+               DOT_BF16: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, AHEAD: tl.constexpr):
     """Row blocks ``b_lo .. b_lo + n_blk - 1`` (BV state rows each) of one (row n, value head hv, key head
     h) whose pool slot is ``slot`` (int64, -1: padded): the head's algebra once, then the blocks
     (``gdn_mtp_chunk_kernel``). ``n_blk`` constexpr where it is (a fixed trip count: the per-program
@@ -613,6 +620,8 @@ def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, 
         eye_v = rows[:, None] == rows[None, :]
         for i in tl.range(0, n_blk, num_stages=STAGES):
             v0 = (b_lo + i) * BV
+            if AHEAD > 0:  # L2 kept AHEAD blocks ahead of this one (clamped to the last: no branch in the loop)
+                prefetch_rows(state, (b_lo + tl.minimum(i + AHEAD, n_blk - 1)) * BV, BV, K, V, K_LAST)
             # the block as stored, in two K halves (each half's update needs only its own accumulator)
             offs_a = state_half(v0, 0, K, V, BV, K_LAST)
             offs_b = state_half(v0, 1, K, V, BV, K_LAST)
@@ -643,7 +652,7 @@ def gdn_mtp_chunk_kernel(
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
     DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = 0,
-    PERSIST: tl.constexpr = False, PDL: tl.constexpr = False,
+    PERSIST: tl.constexpr = False, PDL: tl.constexpr = False, AHEAD: tl.constexpr = 0,
 ):
     """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
     H0 so that its K-long products are tensor-core dots instead of 3T passes over the tile.
@@ -691,9 +700,9 @@ def gdn_mtp_chunk_kernel(
             b_lo = tl.maximum(start - pair * NV, 0)
             chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, tl.load(slots + n).to(tl.int64),
                        n, hv, hv // (HV // HK), b_lo, tl.minimum(end - pair * NV, NV) - b_lo,
-                       HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE, DOT_BF16, STAGES, PREFETCH)
+                       HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE, DOT_BF16, STAGES, PREFETCH, AHEAD)
     else:
         i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, NV // STEPS)
         chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, tl.load(slots + n).to(tl.int64), n, hv,
                    h, i_v * STEPS, STEPS, HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE,
-                   DOT_BF16, STAGES, PREFETCH)
+                   DOT_BF16, STAGES, PREFETCH, AHEAD)

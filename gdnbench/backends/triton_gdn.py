@@ -161,7 +161,10 @@ class Tile(NamedTuple):
     passes over the tile, the second reading it again from L2 (``reread_decode``: half the registers);
     ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = n > 0: the
     chunk-form kernel asks L2 for up to n of the row blocks it will take of a head before that head's
-    algebra (TMA bulk prefetch, sm90+)."""
+    algebra (TMA bulk prefetch, sm90+); ``ahead`` = m > 0: an L2 prefetch running ahead of the loads
+    (sm90+), in the one-program-per-tile kernel for the tile of the program m x SMs further on (the next
+    wave's: its program's state load then hits L2), in the chunk-form kernel for the row block m steps
+    further on in each step of its loop."""
     bv: int
     warps: int
     progs_per_sm: int = 0
@@ -171,6 +174,7 @@ class Tile(NamedTuple):
     reread: int = 0
     maxnreg: int = 0
     prefetch: int = 0
+    ahead: int = 0
 
     def k_chunk(self, case: Case) -> int:
         """KC for this case (K when unset or larger than K)."""
@@ -238,6 +242,10 @@ def tile_reason(case: Case, t: Tile) -> str | None:
                 f"{t.chunk} blocks per program")
     if t.prefetch and not t.chunk:
         return "prefetch is the chunk-form kernel's (an L2 prefetch of a head's row blocks)"
+    if t.ahead and t.progs_per_sm and not t.chunk:
+        return "ahead is an L2 prefetch for the one-program-per-tile and chunk-form kernels"
+    if t.ahead and case.layout == "v_last" and t.bv * torch.finfo(getattr(torch, case.state_dtype)).bits < 128:
+        return f"an L2 prefetch of a V-last tile takes K runs of BV elements of >= 16 bytes (BV={t.bv})"
     if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
         return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
     return None
@@ -249,7 +257,7 @@ def chunk_consts(t: Tile, interpreted: bool) -> dict:
     interpreter its bf16 tl.dot is wrong (fp32 operands there) and PTX (the prefetch's inline asm) does
     not run."""
     return dict(STEPS=t.chunk, STAGES=max(t.stages, 1), PREFETCH=0 if interpreted else t.prefetch,
-                PERSIST=bool(t.progs_per_sm), DOT_BF16=not interpreted)
+                AHEAD=0 if interpreted else t.ahead, PERSIST=bool(t.progs_per_sm), DOT_BF16=not interpreted)
 
 
 def flat_rowdot(case: Case, t: Tile) -> bool:
@@ -298,6 +306,9 @@ def heuristic_tile(case: Case) -> Tile:
 _TT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
+AOT_SMS = 132  # the H100's SMs: what an offline compile assumes for ``ahead`` in the per-tile kernel
+
+
 def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool = False):
     """Compile the kernel for ``case`` for an SM generation without a GPU (Triton's own LLVM and
     ptxas), with the 16-byte pointer alignment Triton's JIT specialises on at launch. Returns the
@@ -316,10 +327,11 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
     consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
-                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=bool(t.reread))
+                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=bool(t.reread),
+                  AHEAD=t.ahead * AOT_SMS)
     fn = _jit("gdn_recurrent_kernel")
     if progs or chunk:
-        del consts["REREAD"]
+        del consts["REREAD"], consts["AHEAD"]
     if progs and not chunk:
         del sig["parents"], consts["TREE"], consts["TP"]
         sig["n_tiles"] = "i32"
@@ -421,6 +433,9 @@ class TritonGDN(Backend):
             chunks = f", {t.chunk} blocks/program" if t.chunk > 1 else ""
             chunks += f", {t.stages} stages" if t.stages > 1 else ""
             chunks += f", L2 prefetch of {t.prefetch} block{'s' if t.prefetch > 1 else ''}" if t.prefetch else ""
+            chunks += f", L2 prefetch {t.ahead} block{'s' if t.ahead > 1 else ''} ahead" if t.ahead else ""
+        elif t.ahead:
+            chunks += f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
             chunks += ", two-pass"
         cap = register_cap(case, t)
@@ -483,7 +498,7 @@ class TritonGDN(Backend):
         parents = x.parents if case.tree else x.slots
 
         meta.update(TREE=case.tree, TP=triton.next_power_of_2(case.tokens),  # TP: the tokens' gates as one vector
-                    REREAD=bool(t.reread))
+                    REREAD=bool(t.reread), AHEAD=0 if triton_interpreted() else t.ahead * sm_count(x.device))
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
