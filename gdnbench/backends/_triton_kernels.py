@@ -558,15 +558,38 @@ def prefetch_rows(state, v0, nr, K: tl.constexpr, V: tl.constexpr, K_LAST: tl.co
 
 
 @triton.jit
+def prefetch_l2(ptrs):
+    """Ask L2 for the 128-byte lines at ``ptrs`` (``prefetch.global.L2``: no registers, no waiting)."""
+    tl.inline_asm_elementwise("{ prefetch.global.L2 [$1]; mov.u32 $0, 0; }", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
 def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, hv, h, b_lo, n_blk,
                HK: tl.constexpr, HV: tl.constexpr, T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
-               DOT_BF16: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, AHEAD: tl.constexpr):
+               DOT_BF16: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, AHEAD: tl.constexpr,
+               HINTS: tl.constexpr):
     """Row blocks ``b_lo .. b_lo + n_blk - 1`` (BV state rows each) of one (row n, value head hv, key head
     h) whose pool slot is ``slot`` (int64, -1: padded): the head's algebra once, then the blocks
     (``gdn_mtp_chunk_kernel``). ``n_blk`` constexpr where it is (a fixed trip count: the per-program
     grid compiles as it did before the persistent one)."""
     rows = tl.arange(0, BV)
+    # the gates first, on an 8-wide token axis (zero past T: no decay, no update), with the head's gate
+    # parameters: the token operand below goes through shared memory behind a barrier that waits for
+    # its loads, so whatever is issued after it starts a round trip later (in the slot branch, A_log and
+    # dt_bias were issued only after the Gram dot)
+    j = tl.arange(0, 8)
+    av = tl.load(a + (n * T + j) * HV + hv, mask=j < T, other=0.0)
+    bv = tl.load(b + (n * T + j) * HV + hv, mask=j < T, other=0.0)
+    alog = tl.load(A_log + hv)
+    dtb = tl.load(dt_bias + hv)
+    # L2 is asked now for the program's v rows of every token (the 128-byte lines at its first row and 64
+    # rows on): the first block's v is loaded only after the algebra, and would wait on DRAM there
+    t8 = tl.minimum(j, T - 1)
+    v_row = tl.minimum(tl.arange(0, 2) * 64, n_blk * BV - 1)
+    if HINTS:
+        prefetch_l2(v + ((n * T + t8) * HV + hv)[:, None] * V + (b_lo * BV + v_row)[None, :])
     # the token operand as stored, in two K halves: row r < 8 is k of token r, row r >= 8 q of token
     # r - 8 (zero past T)
     r = tl.arange(0, 16)
@@ -574,11 +597,13 @@ def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, 
     live_r = t_r < T
     ptr = ((n * T + t_r) * HK + h)[:, None] * K + tl.arange(0, K // 2)[None, :]
     ptr = tl.where((r < 8)[:, None], k + ptr, q + ptr)
+    # ptxas issues the second half's loads only once the first half has arrived and gone to shared
+    # memory (on its way to the dots): ask L2 for the second half first, so that wait is an L2 hit
+    rows_b = ((n * T + t_r) * HK + h) * K + K // 2
+    if HINTS:
+        prefetch_l2(tl.where(r < 8, k + rows_b, q + rows_b))
     kq_a = tl.load(ptr, mask=live_r[:, None], other=0.0)
     kq_b = tl.load(ptr + K // 2, mask=live_r[:, None], other=0.0)
-    j = tl.arange(0, 8)  # the gates on an 8-wide token axis (zero past T: no decay, no update)
-    av = tl.load(a + (n * T + j) * HV + hv, mask=j < T, other=0.0)
-    bv = tl.load(b + (n * T + j) * HV + hv, mask=j < T, other=0.0)
     # v of token i in column i < 8, the outputs in column 8 + t: both addressed as [BV, 16] from here
     tok_v = ((n * T + t_r) * HV + hv)[None, :] * V + rows[:, None]
     v_live = ((r < 8) & live_r)[None, :]
@@ -599,8 +624,7 @@ def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, 
         # 1 / ||x|| (eps inside the sqrt) of every row, from the Gram diagonal, times the scale on the q rows
         sc = tl.rsqrt(tl.sum(tl.where(s_i == t_i, G, 0.0), axis=1) + 1e-6) * tl.where(r < 8, 1.0, scale)
         Gn = G * sc[:, None] * sc[None, :]
-        g = tl.where(j < T, decay(av, -tl.exp(tl.load(A_log + hv).to(tl.float32)),
-                                  tl.load(dt_bias + hv).to(tl.float32)), 0.0)
+        g = tl.where(j < T, decay(av, -tl.exp(alog.to(tl.float32)), dtb.to(tl.float32)), 0.0)
         gc = dup16(tl.cumsum(g, axis=0))
         beta = dup16(tl.where(j < T, beta_of(bv), 0.0))
         c = tl.exp(gc)
@@ -652,7 +676,7 @@ def gdn_mtp_chunk_kernel(
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr, INTERMEDIATE: tl.constexpr,
     DOT_BF16: tl.constexpr, STEPS: tl.constexpr = 1, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = 0,
-    PERSIST: tl.constexpr = False, PDL: tl.constexpr = False, AHEAD: tl.constexpr = 0,
+    PERSIST: tl.constexpr = False, PDL: tl.constexpr = False, AHEAD: tl.constexpr = 0, HINTS: tl.constexpr = False,
 ):
     """MTP verify (T = 2..8) in chunk form: the T-step recurrence rewritten around the initial state
     H0 so that its K-long products are tensor-core dots instead of 3T passes over the tile.
@@ -700,9 +724,9 @@ def gdn_mtp_chunk_kernel(
             b_lo = tl.maximum(start - pair * NV, 0)
             chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, tl.load(slots + n).to(tl.int64),
                        n, hv, hv // (HV // HK), b_lo, tl.minimum(end - pair * NV, NV) - b_lo,
-                       HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE, DOT_BF16, STAGES, PREFETCH, AHEAD)
+                       HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE, DOT_BF16, STAGES, PREFETCH, AHEAD, HINTS)
     else:
         i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, NV // STEPS)
         chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, tl.load(slots + n).to(tl.int64), n, hv,
                    h, i_v * STEPS, STEPS, HK, HV, T, K, V, BV, K_LAST, WRITE_BACK, INTERMEDIATE,
-                   DOT_BF16, STAGES, PREFETCH, AHEAD)
+                   DOT_BF16, STAGES, PREFETCH, AHEAD, HINTS)

@@ -257,7 +257,8 @@ def chunk_consts(t: Tile, interpreted: bool) -> dict:
     interpreter its bf16 tl.dot is wrong (fp32 operands there) and PTX (the prefetch's inline asm) does
     not run."""
     return dict(STEPS=t.chunk, STAGES=max(t.stages, 1), PREFETCH=0 if interpreted else t.prefetch,
-                AHEAD=0 if interpreted else t.ahead, PERSIST=bool(t.progs_per_sm), DOT_BF16=not interpreted)
+                AHEAD=0 if interpreted else t.ahead, HINTS=not interpreted, PERSIST=bool(t.progs_per_sm),
+                DOT_BF16=not interpreted)
 
 
 def flat_rowdot(case: Case, t: Tile) -> bool:
