@@ -74,10 +74,21 @@ instructions per 16-row block against ~2000 for the per-token kernel. On the H10
 from B = 16 (tuning, B = 64: 57.3 µs against 63.0; B = 256: 207.4 against 230.3) and loses at B <= 4 (too few
 programs) and for fp32 (the state splits into bf16 hi + lo for the dots); there it is latency-bound on its
 pipelined loads at ~10 warps per SM, not issue-bound (ncu: 23% SM throughput, long-scoreboard stalls).
+Where its time went before the first block (SASS, sm_90): the token operand goes to shared memory on its way
+to the dots, and ptxas issued the second K half's loads only once the first half had arrived there; the
+gates' loads came after both, A_log / dt_bias after the Gram dot (loads are not hoisted into the slot
+branch's algebra), and the first block's v after the algebra, each a DRAM round trip after the last. So the
+gates and the head's parameters are loaded first, and L2 is asked for the second half and the program's v
+lines (``prefetch.global.L2``) before the first half is loaded: on the H100 (same host, two rounds each)
+B = 64 went from 57.2 to 55.4-55.7 µs, B = 128 from 108.0 to 105.5-105.9, B = 256 from 207.3-207.6 to
+205.0-205.3, B = 16 from 17.4 to 17.1. In the loop, Triton issues the next block's copy after this block's
+stores (2 stages: one buffer), so a block waits out its own load; ``ahead`` = 1 asks L2 for the next block
+at the top of each step: 0.7-1% more from B = 64 (B = 64: 54.8-54.9 µs; 2 ahead lost), and at B = 16 two
+stages with it beat the three-stage tile (16.7-16.8 µs against 17.1).
 A persistent grid (``progs_per_sm`` with ``chunk`` = 1) shares all row blocks out evenly so that no partial
 last wave of these long programs is left; programs then split heads and redo their algebra, and it lost
 every class by 2-4%: it stays a tuning candidate. The tile table picks per class (``results/*_triton-tune``,
-sessions 7 and 8).
+sessions 7-9).
 
 Launch. ``triton_pdl`` launches the same kernels with programmatic dependent launch (PDL, SM90+): a
 launch may start while the previous kernel on the stream drains, and its programs wait for that kernel's
@@ -96,7 +107,12 @@ bf16 BV = 16: 80 registers instead of 126, 25 programs per SM instead of 16). On
 every batch it was tuned at (bf16 BV = 16: 15.96 µs vs 14.72 at B = 16, 52.8 vs 50.3 at B = 64; with
 a 64-register cap, 17.2 at B = 16): the second read's latency costs more than the extra resident
 programs win. Capping the one-pass tile's registers (126 -> 112 / 104 / 96: 18-21 warps per SM instead
-of 16) lost too (B = 16: 14.92 µs at 112 vs 14.74). Both stay tuning candidates.
+of 16) lost too (B = 16: 14.92 µs at 112 vs 14.74). Both stay tuning candidates. So did two L2 hints: a
+program asking L2 for the tile of the program one wave on (``ahead`` = m programs per SM; bf16 BV = 16,
+m = 8: 14.72 -> 14.59 µs at B = 16, 50.46 -> 50.24 at B = 64; m = 16 or 24 up to 22% slower), and asking
+for the token's inputs before the slot arrives and for the tile's lines once it has (ptxas had sunk the
+input loads into the slot branch and spread the tile's loads among the norm arithmetic): B = 1 3.20 ->
+4.78 µs, B = 16 14.66 -> 15.42, TP4 B = 16 5.16 -> 6.47 on the H100, so the decode kernel has none.
 
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
