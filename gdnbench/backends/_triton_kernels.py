@@ -642,8 +642,11 @@ def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, 
         fv = tl.where(r < 8, beta, 0.0)
         fp = tl.where(r < 8, -beta, 1.0) * c * sc
         eye_v = rows[:, None] == rows[None, :]
+        vm_next = tl.load(v + tok_v + b_lo * BV, mask=v_live, other=0.0)
         for i in tl.range(0, n_blk, num_stages=STAGES):
             v0 = (b_lo + i) * BV
+            vm = vm_next.to(tl.float32)
+            vm_next = tl.load(v + tok_v + (b_lo + tl.minimum(i + 1, n_blk - 1)) * BV, mask=v_live, other=0.0)
             if AHEAD > 0:  # L2 kept AHEAD blocks ahead of this one (clamped to the last: no branch in the loop)
                 prefetch_rows(state, (b_lo + tl.minimum(i + AHEAD, n_blk - 1)) * BV, BV, K, V, K_LAST)
             # the block as stored, in two K halves (each half's update needs only its own accumulator)
@@ -651,7 +654,6 @@ def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, 
             offs_b = state_half(v0, 1, K, V, BV, K_LAST)
             Hs_a = tl.load(state + offs_a)
             Hs_b = tl.load(state + offs_b)
-            vm = tl.load(v + tok_v + v0, mask=v_live, other=0.0).to(tl.float32)
             P = raw_products(Hs_a, kq_a, DOT_BF16) + raw_products(Hs_b, kq_b, DOT_BF16)  # [BV, 16]: H0 k_t | H0 q_t
             UO = mm32(vm * fv[None, :] + P * fp[None, :], Z, DOT_BF16)  # [BV, 16]: u_t | o_t
             tl.store(out + tok_v + v0, UO.to(out.dtype.element_ty), mask=o_live)
