@@ -84,7 +84,13 @@ B = 64 went from 57.2 to 55.4-55.7 µs, B = 128 from 108.0 to 105.5-105.9, B = 2
 205.0-205.3, B = 16 from 17.4 to 17.1. In the loop, Triton issues the next block's copy after this block's
 stores (2 stages: one buffer), so a block waits out its own load; ``ahead`` = 1 asks L2 for the next block
 at the top of each step: 0.7-1% more from B = 64 (B = 64: 54.8-54.9 µs; 2 ahead lost), and at B = 16 two
-stages with it beat the three-stage tile (16.7-16.8 µs against 17.1).
+stages with it beat the three-stage tile (16.7-16.8 µs against 17.1). The block's v, a plain load, Triton
+pipelined into registers one step ahead, but issued it at the end of the step and copied it into its
+loop-carried registers at once, so every step waited out its L2 round trip there (ncu at B = 64: 17% of the
+stall samples on that copy); it is now loaded by hand at the top of the step before (174 registers, 11 warps
+per SM, and still faster than capped at 168: B = 64 54.4 µs against 54.85, B = 256 201.7 against 203.9).
+Through shared memory instead (v as a dot operand with diag(beta)) it was no faster: the block's wait moved to
+the state copy's barrier.
 A persistent grid (``progs_per_sm`` with ``chunk`` = 1) shares all row blocks out evenly so that no partial
 last wave of these long programs is left; programs then split heads and redo their algebra, and it lost
 every class by 2-4%: it stays a tuning candidate. The tile table picks per class (``results/*_triton-tune``,
