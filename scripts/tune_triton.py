@@ -47,8 +47,8 @@ def candidates(case: Case) -> list[tuple[int, ...]]:
     KCS; the Triton-pipelined persistent kernel at 2 and 3 stages where the grid's shared-memory
     buffers fit (whole-K tiles); for decode the two-pass (reread) tiles, also at a 64-register cap (all
     1-warp programs of 512 row-heads resident at once), and the 64-element one-pass tiles at register
-    caps of 96-112; and for MTP the chunk-form kernel (tensor-core
-    dots need BV >= 16)."""
+    caps of 96-112 and with an L2 prefetch of the next wave's tile (``ahead``); and for MTP the chunk-form
+    kernel (tensor-core dots need BV >= 16)."""
     return [full(t) for t in _candidates(case)]
 
 
@@ -76,6 +76,8 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
                 # one pass under a register cap: ptxas takes 126 for these tiles (16 warps per SM); 112
                 # spills nothing (18 warps), 104 / 96 park 16 / 48 bytes on the stack (19 / 21 warps)
                 out += [(bv, w, 0, 0, kc, 0, 0, cap) for kc in (0, 64) for cap in (96, 104, 112)]
+                # L2 asked for the next wave's tile (ahead = programs per SM; 16 fit at ~126 registers)
+                out += [(bv, w, 0, 0, 0, 0, 0, 0, 0, ahead) for ahead in (8, 16)]
     out += chunk_candidates(case)
     if not case.tree:
         for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4)):
@@ -101,7 +103,8 @@ def chunk_candidates(case: Case) -> list[tuple[int, ...]]:
     """The chunk-form MTP kernel: BV rows x warps per block, 1-8 blocks of a head's rows per program
     (the head's T x T algebra done once for all of them), the loop over the blocks unpipelined or
     software-pipelined over 2 or 3 stages; 1-warp blocks also under a 128-register cap; 16-row blocks
-    also with the program's rows prefetched into L2."""
+    also with the program's rows prefetched into L2, and with the first 1-2 prefetched and L2 kept 1-2
+    blocks ahead in the loop (``ahead``), uncapped or at 168 registers."""
     if case.tokens == 1 or chunk_reason(case, 16) is not None:
         return []
     out = [(bv, w, 0, steps, 0, stages) for bv, w in ((16, 1), (16, 2), (16, 4), (32, 2), (32, 4), (64, 4))
@@ -112,6 +115,9 @@ def chunk_candidates(case: Case) -> list[tuple[int, ...]]:
     # a program's rows requested into L2 before the head's algebra (the loop's loads then hit in L2)
     out += [(16, w, 0, steps, 0, stages, 0, cap, steps) for w, cap in ((1, 0), (1, 128), (2, 0))
             for steps in (4, 8) for stages in (2, 3)]
+    # the first 1-2 blocks requested before the algebra, and L2 kept 1-2 blocks ahead in the loop
+    out += [(16, 1, 0, steps, 0, stages, 0, cap, pf, ahead) for steps in (4, 8) for stages in (2, 3)
+            for cap in (0, 168) for pf in (1, 2) for ahead in (1, 2)]
     return out + persist_candidates(case)
 
 

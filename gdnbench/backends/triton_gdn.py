@@ -129,16 +129,16 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 8, graph timer, cold
-L2, copy bandwidth 3008 GB/s): TP1 bf16 decode runs at 89.7-96.2% of the measured copy bandwidth from B = 64
-on a scattered pool (91.9-98.7% contiguous; B = 64 reads 89.7-90.0% across four runs of the same kernel)
-and takes 0.84-0.97x FlashInfer's time at every batch; fp32 reaches 96.4-98.2% from B = 128. Below B ~ 64
-the time is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: at
+Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 9, graph timer, cold
+L2, copy bandwidth 3006-3008 GB/s): TP1 bf16 decode runs at 89.9-96.2% of the measured copy bandwidth from
+B = 64 on a scattered pool (92.0-98.7% contiguous; B = 64 reads 89.7-90.0% across five runs of the same
+kernel) and takes 0.86-0.97x FlashInfer's time at every batch; fp32 reaches 96.4-98.2% from B = 128. Below
+B ~ 64 the time is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: at
 B = 1 a kernel that only copies each tile at its slot takes 2.72 µs of triton's 3.20, and at 512 row-heads
 (TP1 B = 16) it reaches 84.7% where triton reaches 76.9% (``scripts/latency_floor.py``, session 5). MTP T = 4
-bf16 (chunk form from B = 16) reaches 81.7-92.2% of copy bandwidth from B = 64 (scattered; 83.2-94.9%
-contiguous) and takes 0.68-0.85x FlashInfer's time from B = 16; fp32 MTP (per-token kernel) reaches
-89.7-96.5%.
+bf16 (chunk form from B = 16) reaches 85.7-94.4% of copy bandwidth from B = 64 (scattered; 87.8-97.5%
+contiguous) and takes 0.64-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token kernel) reaches
+89.6-96.4%.
 """
 
 from __future__ import annotations
