@@ -113,12 +113,14 @@ bf16 BV = 16: 80 registers instead of 126, 25 programs per SM instead of 16). On
 every batch it was tuned at (bf16 BV = 16: 15.96 µs vs 14.72 at B = 16, 52.8 vs 50.3 at B = 64; with
 a 64-register cap, 17.2 at B = 16): the second read's latency costs more than the extra resident
 programs win. Capping the one-pass tile's registers (126 -> 112 / 104 / 96: 18-21 warps per SM instead
-of 16) lost too (B = 16: 14.92 µs at 112 vs 14.74). Both stay tuning candidates. So did two L2 hints: a
-program asking L2 for the tile of the program one wave on (``ahead`` = m programs per SM; bf16 BV = 16,
-m = 8: 14.72 -> 14.59 µs at B = 16, 50.46 -> 50.24 at B = 64; m = 16 or 24 up to 22% slower), and asking
-for the token's inputs before the slot arrives and for the tile's lines once it has (ptxas had sunk the
-input loads into the slot branch and spread the tile's loads among the norm arithmetic): B = 1 3.20 ->
-4.78 µs, B = 16 14.66 -> 15.42, TP4 B = 16 5.16 -> 6.47 on the H100, so the decode kernel has none.
+of 16) lost too (B = 16: 14.92 µs at 112 vs 14.74). Both stay tuning candidates. What did help: a program
+asking L2 for the state tile of the program ``ahead`` x SMs further on (its slot loaded with the program's
+own), so that program's load on the critical path hits L2. A whole wave ahead (16 per SM for bf16 BV = 16)
+or more lost up to 22%, but 2-4 programs per SM ahead won every bf16 class from 512 row-heads by 1.1-1.6%
+(tuning, two runs: B = 16 14.70 -> 14.41-14.49 µs, B = 64 50.30 -> 49.48-49.56, B = 512 375.2 -> 369.0),
+so those tiles take it. Prefetching the token's inputs before the slot arrives and the tile's lines once it
+has (ptxas had sunk the input loads into the slot branch and spread the tile's loads among the norm
+arithmetic) lost: B = 1 3.20 -> 4.78 µs, B = 16 14.66 -> 15.42, TP4 B = 16 5.16 -> 6.47.
 
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
@@ -130,15 +132,15 @@ in all takes the per-token multiply instead (a uniform branch; the benchmark's r
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
 Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 9, graph timer, cold
-L2, copy bandwidth 3006-3008 GB/s): TP1 bf16 decode runs at 89.9-96.2% of the measured copy bandwidth from
-B = 64 on a scattered pool (92.0-98.7% contiguous; B = 64 reads 89.7-90.0% across five runs of the same
-kernel) and takes 0.86-0.97x FlashInfer's time at every batch; fp32 reaches 96.4-98.2% from B = 128. Below
-B ~ 64 the time is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: at
-B = 1 a kernel that only copies each tile at its slot takes 2.72 µs of triton's 3.20, and at 512 row-heads
-(TP1 B = 16) it reaches 84.7% where triton reaches 76.9% (``scripts/latency_floor.py``, session 5). MTP T = 4
-bf16 (chunk form from B = 16) reaches 85.7-94.4% of copy bandwidth from B = 64 (scattered; 87.8-97.5%
-contiguous) and takes 0.64-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token kernel) reaches
-89.6-96.4%.
+L2, copy bandwidth 3006-3009 GB/s): TP1 bf16 decode runs at 90.8-97.9% of the measured copy bandwidth from
+B = 64 on a scattered pool (93.4-100.4% contiguous: an in-place update can run slightly faster than the
+1 GiB copy it is measured against) and takes 0.86-0.96x FlashInfer's time at every batch;
+fp32 reaches 96.4-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state
+load, compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
+2.72 µs of triton's 3.20, and at 512 row-heads (TP1 B = 16) it reaches 84.7% where triton reaches 77.9%
+(``scripts/latency_floor.py``, session 5). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.3% of copy
+bandwidth from B = 64 (scattered) and takes 0.65-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token
+kernel) reaches 89.7-96.6%.
 """
 
 from __future__ import annotations
