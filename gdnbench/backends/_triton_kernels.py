@@ -584,24 +584,21 @@ def chunk_head(q, k, v, a, b, A_log, dt_bias, pool, inter, out, scale, slot, n, 
     bv = tl.load(b + (n * T + j) * HV + hv, mask=j < T, other=0.0)
     alog = tl.load(A_log + hv)
     dtb = tl.load(dt_bias + hv)
-    # L2 is asked now for the program's v rows of every token (the 128-byte lines at its first row and 64
-    # rows on): the first block's v is loaded only after the algebra, and would wait on DRAM there
-    t8 = tl.minimum(j, T - 1)
-    v_row = tl.minimum(tl.arange(0, 2) * 64, n_blk * BV - 1)
-    if HINTS:
-        prefetch_l2(v + ((n * T + t8) * HV + hv)[:, None] * V + (b_lo * BV + v_row)[None, :])
+    if HINTS:  # L2 asked now for the program's v rows of every token (the 128-byte lines at its first row
+        # and 64 rows on): the first block's v is loaded only after the algebra, and would wait on DRAM there
+        v_row = b_lo * BV + tl.minimum(tl.arange(0, 2) * 64, n_blk * BV - 1)
+        prefetch_l2(v + ((n * T + tl.minimum(j, T - 1)) * HV + hv)[:, None] * V + v_row[None, :])
     # the token operand as stored, in two K halves: row r < 8 is k of token r, row r >= 8 q of token
     # r - 8 (zero past T)
     r = tl.arange(0, 16)
     t_r = r % 8
     live_r = t_r < T
-    ptr = ((n * T + t_r) * HK + h)[:, None] * K + tl.arange(0, K // 2)[None, :]
+    row = ((n * T + t_r) * HK + h) * K
+    ptr = row[:, None] + tl.arange(0, K // 2)[None, :]
     ptr = tl.where((r < 8)[:, None], k + ptr, q + ptr)
-    # ptxas issues the second half's loads only once the first half has arrived and gone to shared
-    # memory (on its way to the dots): ask L2 for the second half first, so that wait is an L2 hit
-    rows_b = ((n * T + t_r) * HK + h) * K + K // 2
-    if HINTS:
-        prefetch_l2(tl.where(r < 8, k + rows_b, q + rows_b))
+    if HINTS:  # ptxas issues the second half's loads only once the first half has arrived and gone to
+        # shared memory (on its way to the dots): ask L2 for the second half first, so that wait is an L2 hit
+        prefetch_l2(tl.where(r < 8, k + row + K // 2, q + row + K // 2))
     kq_a = tl.load(ptr, mask=live_r[:, None], other=0.0)
     kq_b = tl.load(ptr + K // 2, mask=live_r[:, None], other=0.0)
     # v of token i in column i < 8, the outputs in column 8 + t: both addressed as [BV, 16] from here
