@@ -7,6 +7,8 @@ tile:
   empty        one launch of the tile grid whose programs do nothing (launch and program start)
   copy         each program loads its BV x K state tile and stores it back, rows addressed directly
   slot copy    the same, at the row's pool slot (the slot load, then the dependent state load)
+  slot copy + inputs   the same plus every input load of the GDN kernel (q, k, v, a, b, A_log, dt_bias),
+               folded into the output: the GDN kernel's memory traffic without its arithmetic
   torch copy   ``dst.copy_(src)`` of the case's state bytes (the copy-bandwidth reference's kernel at
                this size)
   triton, triton_pdl   the backends themselves (slot, q/k/v/gates, norms, update, output)
@@ -49,6 +51,26 @@ def state_copy_kernel(slots, pool, HV: tl.constexpr, K: tl.constexpr, V: tl.cons
     tl.store(p, tl.load(p))
 
 
+@triton.jit
+def inputs_copy_kernel(q, k, v, a, b, A_log, dt_bias, slots, pool, out, HK: tl.constexpr, HV: tl.constexpr,
+                       K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr):
+    """The slot copy plus every load of the triton kernel's first token (q and k of the key head, the
+    tile's v, a, b, A_log, dt_bias), folded into the output so none is dropped: the GDN kernel's memory
+    traffic and dependences without its arithmetic."""
+    i_v, n, hv, h = tile_coords(tl.program_id(0), HV, HK, V // BV)
+    s = tl.load(slots + n).to(tl.int64)
+    offs_k = tl.arange(0, K)
+    rows = i_v * BV + tl.arange(0, BV)
+    qv = tl.load(q + (n * HK + h) * K + offs_k).to(tl.float32)
+    kv = tl.load(k + (n * HK + h) * K + offs_k).to(tl.float32)
+    vv = tl.load(v + (n * HV + hv) * V + rows).to(tl.float32)
+    gates = (tl.load(a + n * HV + hv).to(tl.float32) + tl.load(b + n * HV + hv).to(tl.float32)
+             + tl.load(A_log + hv) + tl.load(dt_bias + hv))
+    p = pool + (s * HV + hv) * (K * V) + rows[:, None] * K + offs_k[None, :]
+    tl.store(p, tl.load(p))
+    tl.store(out + (n * HV + hv) * V + rows, (vv + (tl.sum(qv + kv, axis=0) + gates) * 0.0).to(out.dtype.element_ty))
+
+
 class Probe:
     """A minimal backend for ``time_gpu``: ``name`` and ``build(case, inputs) -> launch``."""
 
@@ -65,6 +87,11 @@ class Probe:
             src = x.pool.reshape(-1)[:n]
             dst = torch.empty_like(src)
             return lambda: dst.copy_(src)
+        if self.kind == "inputs":
+            out = torch.empty_like(x.v)
+            return lambda: inputs_copy_kernel[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, out,
+                                                    case.hk, case.hv, case.head_dim_k, case.head_dim_v, t.bv,
+                                                    num_warps=t.warps)
         slot = self.kind == "slot"
         return lambda: state_copy_kernel[grid](x.slots, x.pool, case.hv, case.head_dim_k, case.head_dim_v, t.bv,
                                                slot, num_warps=t.warps)
@@ -78,7 +105,8 @@ def case(batch: int, hk: int, hv: int) -> Case:
 
 def main() -> int:
     cfg = TimingConfig(mode="graph", min_samples=10, min_time_s=0.05, max_time_s=0.5, target_rel_noise=0.005)
-    runs = [Probe("empty", "empty"), Probe("copy", "copy"), Probe("slot copy", "slot"), Probe("torch copy", "torch"),
+    runs = [Probe("empty", "empty"), Probe("copy", "copy"), Probe("slot copy", "slot"),
+            Probe("slot copy + inputs", "inputs"), Probe("torch copy", "torch"),
             get_backend("triton"), get_backend("triton_pdl")]
     bw = copy_bandwidth()["copy_gbps"]
     print(f"copy bandwidth {bw:.0f} GB/s ({torch.cuda.get_device_name()}); µs per launch (% of copy bandwidth)\n")

@@ -216,6 +216,43 @@ def reread_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, 
 
 
 @triton.jit
+def rowsum(x, FLAT: tl.constexpr):
+    """Row sums of a [BV, NC, KC] tile: [BV] (``rowdot``'s two reductions)."""
+    if FLAT:
+        return tl.sum(tl.reshape(x, (x.shape[0], x.shape[1] * x.shape[2])), axis=1)
+    else:
+        return tl.sum(tl.sum(x, axis=1), axis=1)
+
+
+@triton.jit
+def tile_layout_decode(Hr, q, k, v0, a0, b0, neg_A, dtb, scale, out, state, n, h, hv, HK, HV, offs_k, offs_v, offs_s,
+                K: tl.constexpr, V: tl.constexpr, WRITE_BACK: tl.constexpr, FLAT: tl.constexpr):
+    """Decode (T = 1) in one pass with every K-long vector in the tile's own register layout (``reread``
+    = 2): q and k are loaded as [BV, NC, KC] (each thread reads the columns of its own rows, so with one
+    row per thread nothing is loaded twice and nothing goes through shared memory), and the five
+    reductions over K (``|q|^2``, ``|k|^2``, ``k.q`` per row, ``H k``, ``H q``) are independent, so they
+    overlap instead of queueing behind the norms (the norms land on the BV-long results, as in
+    ``scaled_step``): ``u = beta (v - e^g sk (H k))``, ``o = e^g sq (H q) + u sk sq (k.q)``,
+    ``H' = e^g H + (u sk) k^T``. Hr: the tile as stored."""
+    row = (n * HK + h) * K + tl.broadcast_to(offs_k[None, :, :], Hr.shape)
+    qt = tl.load(q + row).to(tl.float32)
+    kt = tl.load(k + row).to(tl.float32)
+    Hf = Hr.to(tl.float32)
+    sq = tl.rsqrt(rowsum(qt * qt, FLAT) + 1e-6) * scale
+    sk = tl.rsqrt(rowsum(kt * kt, FLAT) + 1e-6)
+    kq = rowsum(qt * kt, FLAT)
+    hk = rowsum(Hf * kt, FLAT)
+    hq = rowsum(Hf * qt, FLAT)
+    eg = tl.exp(decay(a0, neg_A, dtb))
+    u = beta_of(b0) * (v0.to(tl.float32) - (eg * sk) * hk)
+    o = (eg * sq) * hq + u * (kq * sk * sq)
+    tl.store(out + (n * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
+    if WRITE_BACK:
+        H = Hf * eg + (u * sk)[:, None, None] * kt
+        tl.store(state + offs_s, H.to(state.dtype.element_ty))
+
+
+@triton.jit
 def wait_for_predecessor(PDL: tl.constexpr):
     """With programmatic dependent launch (PDL: the ``triton_pdl`` backend), the first statement of
     every kernel: the program may be resident before the previous kernel on the stream has finished,
@@ -267,7 +304,7 @@ def gdn_recurrent_kernel(
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
     INTERMEDIATE: tl.constexpr, TREE: tl.constexpr, FLAT: tl.constexpr, TP: tl.constexpr,
-    PDL: tl.constexpr = False, REREAD: tl.constexpr = False, AHEAD: tl.constexpr = 0,
+    PDL: tl.constexpr = False, REREAD: tl.constexpr = 0, AHEAD: tl.constexpr = 0,
 ):
     wait_for_predecessor(PDL)
     n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
@@ -287,7 +324,7 @@ def gdn_recurrent_kernel(
         b_all = tl.load(b + (n * T + offs_t) * HV + hv, mask=offs_t < T, other=0.0)
     if slot >= 0:  # a scalar branch: the body's loads and stores stay unmasked and vectorised
         state = pool + (slot * HV + hv) * (K * V)
-        if REREAD:  # decode in two passes over the tile (reread_decode): nothing held across them
+        if REREAD > 0:  # decode tiles that take the state as stored (reread_decode, tile_layout_decode)
             H = tl.load(state + offs_s)
         else:
             H = tl.load(state + offs_s).to(tl.float32)
@@ -296,7 +333,10 @@ def gdn_recurrent_kernel(
                 prefetch_rows(pool + (slot2 * HV + hv2) * (K * V), i_v2 * BV, BV, K, V, K_LAST)
         neg_A = -tl.exp(alog.to(tl.float32))
         dtb = dtb_r.to(tl.float32)
-        if REREAD:
+        if REREAD == 2:
+            tile_layout_decode(H, q, k, v0, a0, b0, neg_A, dtb, scale, out, state, n, h, hv, HK, HV, offs_k, offs_v,
+                               offs_s, K, V, WRITE_BACK, FLAT)
+        elif REREAD == 1:
             reread_decode(H, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s, V,
                           WRITE_BACK, FLAT)
         elif T > 1 and not TREE:

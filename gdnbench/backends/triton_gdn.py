@@ -182,7 +182,9 @@ class Tile(NamedTuple):
     the K columns per register chunk of the per-token kernels' ``[K / KC, BV, KC]`` tile (0: KC = K), and
     ``stages`` > 0 with programs per SM: the persistent loop pipelined by Triton over that many stages
     (``gdn_pipelined_kernel``) instead of the register double buffer; ``reread`` = 1: decode in two
-    passes over the tile, the second reading it again from L2 (``reread_decode``: half the registers);
+    passes over the tile, the second reading it again from L2 (``reread_decode``: half the registers),
+    2: decode in one pass with q and k loaded in the tile's register layout and the norms applied to the
+    row sums, so all five reductions over K overlap (``tile_layout_decode``: small batches);
     ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = n > 0: the
     chunk-form kernel asks L2 for up to n of the row blocks it will take of a head before that head's
     algebra (TMA bulk prefetch, sm90+); ``ahead`` = m > 0: an L2 prefetch running ahead of the loads
@@ -272,6 +274,8 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return f"an L2 prefetch of a V-last tile takes K runs of BV elements of >= 16 bytes (BV={t.bv})"
     if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
         return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
+    if t.reread not in (0, 1, 2):
+        return f"reread is 0 (one pass), 1 (two passes) or 2 (one pass, q/k in the tile's layout), not {t.reread}"
     return None
 
 
@@ -352,7 +356,7 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
     consts = dict(HK=case.hk, HV=case.hv, T=case.tokens, K=case.head_dim_k, V=case.head_dim_v, BV=bv,
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
-                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=bool(t.reread),
+                  FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=t.reread,
                   AHEAD=t.ahead * AOT_SMS)
     fn = _jit("gdn_recurrent_kernel")
     if progs or chunk:
@@ -462,7 +466,7 @@ class TritonGDN(Backend):
         elif t.ahead:
             chunks += f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
-            chunks += ", two-pass"
+            chunks += ", two-pass" if t.reread == 1 else ", q/k in the tile layout"
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
         pdl = ", PDL" if self.pdl else ""
@@ -523,7 +527,7 @@ class TritonGDN(Backend):
         parents = x.parents if case.tree else x.slots
 
         meta.update(TREE=case.tree, TP=triton.next_power_of_2(case.tokens),  # TP: the tokens' gates as one vector
-                    REREAD=bool(t.reread), AHEAD=0 if triton_interpreted() else t.ahead * sm_count(x.device))
+                    REREAD=t.reread, AHEAD=0 if triton_interpreted() else t.ahead * sm_count(x.device))
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
