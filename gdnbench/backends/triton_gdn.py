@@ -120,7 +120,19 @@ or more lost up to 22%, but 2-4 programs per SM ahead won every bf16 class from 
 (tuning, two runs: B = 16 14.70 -> 14.41-14.49 µs, B = 64 50.30 -> 49.48-49.56, B = 512 375.2 -> 369.0),
 so those tiles take it. Prefetching the token's inputs before the slot arrives and the tile's lines once it
 has (ptxas had sunk the input loads into the slot branch and spread the tile's loads among the norm
-arithmetic) lost: B = 1 3.20 -> 4.78 µs, B = 16 14.66 -> 15.42, TP4 B = 16 5.16 -> 6.47.
+arithmetic) lost: B = 1 3.20 -> 4.78 µs, B = 16 14.66 -> 15.42, TP4 B = 16 5.16 -> 6.47; so did asking L2 for
+the later program's q / k / v / gate lines along with its state (0.2-1% slower from 512 row-heads).
+
+Small batches (``reread`` = 2, ``tile_layout_decode``). Once the state lands, the per-token decode waits on a
+chain: the q / k norms (a shuffle tree over the whole K), q scaled and passed through shared memory into the
+tile's layout, then the row sums. The tile-layout decode loads q and k in the tile's own register layout (each
+thread reads the columns of its rows: with one row per thread nothing is read twice or exchanged through shared
+memory) and applies the norms to the row sums, so its five reductions over K are independent. On the H100
+(session 10) it took TP4 B = 1 (8 row-heads) from 2.65 to 2.57 µs in the roofline run, and that class uses it;
+at 32 row-heads (TP1 B = 1) tuning read 3.13 against 3.19 but the roofline run 3.24 against 3.20, so that class
+keeps the per-token tile; with more rows per thread (BV = 16) it reads q and k once per row held and lost.
+Measured on the same grids (``scripts/latency_floor.py``), the input loads cost 0.14 µs at TP1 B = 1 and
+0.4 µs at 512 row-heads over a copy of each tile at its slot, and the arithmetic 0.35 and 0.68 µs more.
 
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
@@ -131,16 +143,16 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 9, graph timer, cold
-L2, copy bandwidth 3006-3009 GB/s): TP1 bf16 decode runs at 90.8-97.9% of the measured copy bandwidth from
+Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 10, graph timer, cold
+L2, copy bandwidth 3007-3008 GB/s): TP1 bf16 decode runs at 91.1-97.8% of the measured copy bandwidth from
 B = 64 on a scattered pool (93.4-100.4% contiguous: an in-place update can run slightly faster than the
-1 GiB copy it is measured against) and takes 0.86-0.96x FlashInfer's time at every batch;
+1 GiB copy it is measured against) and takes 0.85-0.96x FlashInfer's time at every batch;
 fp32 reaches 96.4-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state
 load, compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
-2.72 µs of triton's 3.20, and at 512 row-heads (TP1 B = 16) it reaches 84.7% where triton reaches 77.9%
-(``scripts/latency_floor.py``, session 5). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.3% of copy
-bandwidth from B = 64 (scattered) and takes 0.65-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token
-kernel) reaches 89.7-96.6%.
+2.71 µs of triton's 3.19, and at 512 row-heads (TP1 B = 16) it reaches 84.4% where triton reaches 77.7%
+(``scripts/latency_floor.py``, session 10). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.7-94.3% of copy
+bandwidth from B = 64 (scattered) and takes 0.66-0.83x FlashInfer's time from B = 16; fp32 MTP (per-token
+kernel) reaches 89.7-96.5%.
 """
 
 from __future__ import annotations
