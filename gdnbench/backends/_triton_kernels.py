@@ -74,6 +74,16 @@ def token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale, offs_k, o
 
 
 @triton.jit
+def rowsum(x, FLAT: tl.constexpr):
+    """Row sums of a [BV, NC, KC] tile: [BV], as one [BV, K] sum (FLAT) or over NC and then KC (see
+    ``rowdot``)."""
+    if FLAT:
+        return tl.sum(tl.reshape(x, (x.shape[0], x.shape[1] * x.shape[2])), axis=1)
+    else:
+        return tl.sum(tl.sum(x, axis=1), axis=1)
+
+
+@triton.jit
 def rowdot(H, x, FLAT: tl.constexpr):
     """H x for a [BV, NC, KC] tile and a [NC, KC] vector: [BV].
 
@@ -85,13 +95,7 @@ def rowdot(H, x, FLAT: tl.constexpr):
     Not FLAT (tiles whose lanes also split the K chunks, ``flat_rowdot``): the NC partial sums, then
     one [BV, KC] reduction across threads; Triton 3.6 compiled the flat sum wrongly on the H100 for
     such a layout (bf16 BV=4 KC=32 failed the gate)."""
-    if FLAT:
-        BV: tl.constexpr = H.shape[0]
-        NC: tl.constexpr = H.shape[1]
-        KC: tl.constexpr = H.shape[2]
-        return tl.sum(tl.reshape(H * x[None, :, :], (BV, NC * KC)), axis=1)
-    else:
-        return tl.sum(tl.sum(H * x[None, :, :], axis=1), axis=1)
+    return rowsum(H * x[None, :, :], FLAT)
 
 
 @triton.jit
@@ -213,15 +217,6 @@ def reread_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, 
     if WRITE_BACK:
         H = tl.load(state + offs_s, cache_modifier=".cg").to(tl.float32) * eg + u[:, None, None] * kv[None, :, :]
         tl.store(state + offs_s, H.to(state.dtype.element_ty))
-
-
-@triton.jit
-def rowsum(x, FLAT: tl.constexpr):
-    """Row sums of a [BV, NC, KC] tile: [BV] (``rowdot``'s two reductions)."""
-    if FLAT:
-        return tl.sum(tl.reshape(x, (x.shape[0], x.shape[1] * x.shape[2])), axis=1)
-    else:
-        return tl.sum(tl.sum(x, axis=1), axis=1)
 
 
 @triton.jit
