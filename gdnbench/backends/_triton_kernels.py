@@ -248,6 +248,30 @@ def tile_layout_decode(Hr, q, k, v0, a0, b0, neg_A, dtb, scale, out, state, n, h
 
 
 @triton.jit
+def raw_vector_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s,
+                      V: tl.constexpr, WRITE_BACK: tl.constexpr, FLAT: tl.constexpr):
+    """Decode (T = 1) in one pass with q and k as loaded ([NC, KC], once per thread) and their norms
+    applied to the BV-long results (``reread`` = 3): the row sums ``H k``, ``H q`` take the raw vectors,
+    so they need not wait for the norms' reductions over K (as in ``tile_layout_decode``, without
+    reading q and k once per row held). Hr: the tile as stored."""
+    qf = q0.to(tl.float32)
+    kf = k0.to(tl.float32)
+    Hf = Hr.to(tl.float32)
+    hk = rowdot(Hf, kf, FLAT)
+    hq = rowdot(Hf, qf, FLAT)
+    sq = inv_norm(qf) * scale
+    sk = inv_norm(kf)
+    kq = tl.sum(tl.reshape(qf * kf, (qf.shape[0] * qf.shape[1],)), axis=0)
+    eg = tl.exp(decay(a0, neg_A, dtb))
+    u = beta_of(b0) * (v0.to(tl.float32) - (eg * sk) * hk)
+    o = (eg * sq) * hq + u * (kq * sk * sq)
+    tl.store(out + (n * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
+    if WRITE_BACK:
+        H = Hf * eg + (u * sk)[:, None, None] * kf[None, :, :]
+        tl.store(state + offs_s, H.to(state.dtype.element_ty))
+
+
+@triton.jit
 def wait_for_predecessor(PDL: tl.constexpr):
     """With programmatic dependent launch (PDL: the ``triton_pdl`` backend), the first statement of
     every kernel: the program may be resident before the previous kernel on the stream has finished,
@@ -328,7 +352,10 @@ def gdn_recurrent_kernel(
                 prefetch_rows(pool + (slot2 * HV + hv2) * (K * V), i_v2 * BV, BV, K, V, K_LAST)
         neg_A = -tl.exp(alog.to(tl.float32))
         dtb = dtb_r.to(tl.float32)
-        if REREAD == 2:
+        if REREAD == 3:
+            raw_vector_decode(H, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s, V,
+                              WRITE_BACK, FLAT)
+        elif REREAD == 2:
             tile_layout_decode(H, q, k, v0, a0, b0, neg_A, dtb, scale, out, state, n, h, hv, HK, HV, offs_k, offs_v,
                                offs_s, K, V, WRITE_BACK, FLAT)
         elif REREAD == 1:
