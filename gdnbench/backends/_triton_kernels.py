@@ -272,6 +272,34 @@ def raw_vector_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, 
 
 
 @triton.jit
+def masked_vector_decode(q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n, hv, HV, offs_v, offs_s,
+                         K: tl.constexpr, V: tl.constexpr, WRITE_BACK: tl.constexpr, FLAT: tl.constexpr):
+    """``raw_vector_decode`` without the slot branch (``reread`` = 4): a padded row (slot -1) loads zeros
+    and stores a zero output and no state (broadcast scalar masks: the accesses stay 16-byte vectors).
+    With no branch to sink them into, the q / k / v / gate loads and their arithmetic need not wait
+    for the slot: only the state load does."""
+    valid = slot >= 0
+    state = pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V)
+    live = tl.full(offs_s.shape, 1, tl.int1) & valid  # a broadcast scalar mask ([BV, NC, KC])
+    Hr = tl.load(state + offs_s, mask=live, other=0.0)
+    qf = q0.to(tl.float32)
+    kf = k0.to(tl.float32)
+    Hf = Hr.to(tl.float32)
+    hk = rowdot(Hf, kf, FLAT)
+    hq = rowdot(Hf, qf, FLAT)
+    sq = inv_norm(qf) * scale
+    sk = inv_norm(kf)
+    kq = tl.sum(tl.reshape(qf * kf, (qf.shape[0] * qf.shape[1],)), axis=0)
+    eg = tl.exp(decay(a0, -tl.exp(alog.to(tl.float32)), dtb_r.to(tl.float32)))
+    u = beta_of(b0) * (v0.to(tl.float32) - (eg * sk) * hk)
+    o = (eg * sq) * hq + u * (kq * sk * sq)
+    tl.store(out + (n * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
+    if WRITE_BACK:
+        H = Hf * eg + (u * sk)[:, None, None] * kf[None, :, :]
+        tl.store(state + offs_s, H.to(pool.dtype.element_ty), mask=live)
+
+
+@triton.jit
 def wait_for_predecessor(PDL: tl.constexpr):
     """With programmatic dependent launch (PDL: the ``triton_pdl`` backend), the first statement of
     every kernel: the program may be resident before the previous kernel on the stream has finished,
@@ -341,59 +369,66 @@ def gdn_recurrent_kernel(
         offs_t = tl.arange(0, TP)
         a_all = tl.load(a + (n * T + offs_t) * HV + hv, mask=offs_t < T, other=0.0)
         b_all = tl.load(b + (n * T + offs_t) * HV + hv, mask=offs_t < T, other=0.0)
-    if slot >= 0:  # a scalar branch: the body's loads and stores stay unmasked and vectorised
-        state = pool + (slot * HV + hv) * (K * V)
-        if REREAD > 0:  # decode tiles that take the state as stored (reread_decode, tile_layout_decode)
-            H = tl.load(state + offs_s)
-        else:
-            H = tl.load(state + offs_s).to(tl.float32)
-        if AHEAD > 0:  # ask L2 for that tile's state now, so its program's load on the critical path hits L2
+    if REREAD == 4:  # branchless: a padded row's loads and stores are masked instead of branched over
+        masked_vector_decode(q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n, hv, HV, offs_v, offs_s, K, V,
+                             WRITE_BACK, FLAT)
+        if AHEAD > 0:
             if slot2 >= 0:
                 prefetch_rows(pool + (slot2 * HV + hv2) * (K * V), i_v2 * BV, BV, K, V, K_LAST)
-        neg_A = -tl.exp(alog.to(tl.float32))
-        dtb = dtb_r.to(tl.float32)
-        if REREAD == 3:
-            raw_vector_decode(H, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s, V,
-                              WRITE_BACK, FLAT)
-        elif REREAD == 2:
-            tile_layout_decode(H, q, k, v0, a0, b0, neg_A, dtb, scale, out, state, n, h, hv, HK, HV, offs_k, offs_v,
-                               offs_s, K, V, WRITE_BACK, FLAT)
-        elif REREAD == 1:
-            reread_decode(H, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s, V,
-                          WRITE_BACK, FLAT)
-        elif T > 1 and not TREE:
-            # lazy decay while exp(-gc) < e^60 (fp32 overflows past e^88); steeper decays, eager
-            g_all = tl.where(offs_t < T, decay(a_all, neg_A, dtb), 0.0)
-            beta_all = beta_of(b_all)
-            if tl.sum(g_all, axis=0) > -60.0:
-                mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
-                           offs_v, offs_s, T, K, V, True, WRITE_BACK, INTERMEDIATE, FLAT)
+    else:
+        if slot >= 0:  # a scalar branch: the body's loads and stores stay unmasked and vectorised
+            state = pool + (slot * HV + hv) * (K * V)
+            if REREAD > 0:  # decode tiles that take the state as stored (reread_decode, tile_layout_decode)
+                H = tl.load(state + offs_s)
             else:
-                mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
-                           offs_v, offs_s, T, K, V, False, WRITE_BACK, INTERMEDIATE, FLAT)
-        else:
-            for t in tl.static_range(T):
-                tok = n * T + t
-                if t == 0:
-                    qv, kv, vv, g, beta = from_raw(q0, k0, v0, a0, b0, neg_A, dtb, scale)
+                H = tl.load(state + offs_s).to(tl.float32)
+            if AHEAD > 0:  # ask L2 for that tile's state now, so its program's load on the critical path hits L2
+                if slot2 >= 0:
+                    prefetch_rows(pool + (slot2 * HV + hv2) * (K * V), i_v2 * BV, BV, K, V, K_LAST)
+            neg_A = -tl.exp(alog.to(tl.float32))
+            dtb = dtb_r.to(tl.float32)
+            if REREAD == 3:
+                raw_vector_decode(H, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s, V,
+                                  WRITE_BACK, FLAT)
+            elif REREAD == 2:
+                tile_layout_decode(H, q, k, v0, a0, b0, neg_A, dtb, scale, out, state, n, h, hv, HK, HV, offs_k, offs_v,
+                                   offs_s, K, V, WRITE_BACK, FLAT)
+            elif REREAD == 1:
+                reread_decode(H, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s, V,
+                              WRITE_BACK, FLAT)
+            elif T > 1 and not TREE:
+                # lazy decay while exp(-gc) < e^60 (fp32 overflows past e^88); steeper decays, eager
+                g_all = tl.where(offs_t < T, decay(a_all, neg_A, dtb), 0.0)
+                beta_all = beta_of(b_all)
+                if tl.sum(g_all, axis=0) > -60.0:
+                    mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
+                               offs_v, offs_s, T, K, V, True, WRITE_BACK, INTERMEDIATE, FLAT)
                 else:
-                    qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale,
-                                                       offs_k, offs_v, K, V)
-                if TREE:
-                    if t > 0:
-                        p = tl.load(parents + tok)
-                        if p != t - 1:  # not the previous token: reload the parent's state
-                            tl.debug_barrier()
-                            H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s).to(tl.float32)
-                H, o = token_step(H, qv, kv, vv, g, beta, T == 1, FLAT)
-                tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
-                if INTERMEDIATE:
-                    tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty))
-            if WRITE_BACK:
-                tl.store(state + offs_s, H.to(pool.dtype.element_ty))
-    else:  # padded row (slot -1): zero output, nothing else touched
-        for t in tl.static_range(T):
-            tl.store(out + ((n * T + t) * HV + hv) * V + offs_v, tl.zeros([BV], dtype=out.dtype.element_ty))
+                    mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
+                               offs_v, offs_s, T, K, V, False, WRITE_BACK, INTERMEDIATE, FLAT)
+            else:
+                for t in tl.static_range(T):
+                    tok = n * T + t
+                    if t == 0:
+                        qv, kv, vv, g, beta = from_raw(q0, k0, v0, a0, b0, neg_A, dtb, scale)
+                    else:
+                        qv, kv, vv, g, beta = token_inputs(q, k, v, a, b, tok, h, hv, HK, HV, neg_A, dtb, scale,
+                                                           offs_k, offs_v, K, V)
+                    if TREE:
+                        if t > 0:
+                            p = tl.load(parents + tok)
+                            if p != t - 1:  # not the previous token: reload the parent's state
+                                tl.debug_barrier()
+                                H = tl.load(inter + ((n * T + p) * HV + hv) * (K * V) + offs_s).to(tl.float32)
+                    H, o = token_step(H, qv, kv, vv, g, beta, T == 1, FLAT)
+                    tl.store(out + (tok * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
+                    if INTERMEDIATE:
+                        tl.store(inter + (tok * HV + hv) * (K * V) + offs_s, H.to(inter.dtype.element_ty))
+                if WRITE_BACK:
+                    tl.store(state + offs_s, H.to(pool.dtype.element_ty))
+        else:  # padded row (slot -1): zero output, nothing else touched
+            for t in tl.static_range(T):
+                tl.store(out + ((n * T + t) * HV + hv) * V + offs_v, tl.zeros([BV], dtype=out.dtype.element_ty))
 
 
 @triton.jit

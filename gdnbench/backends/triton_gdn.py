@@ -286,7 +286,7 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return f"an L2 prefetch of a V-last tile takes K runs of BV elements of >= 16 bytes (BV={t.bv})"
     if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
         return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
-    if t.reread not in (0, 1, 2, 3):
+    if t.reread not in (0, 1, 2, 3, 4):
         return (f"reread is 0 (one pass), 1 (two passes), 2 (one pass, q/k in the tile's layout) or 3 (one pass, "
                 f"the norms on the row sums), not {t.reread}")
     return None
@@ -479,7 +479,7 @@ class TritonGDN(Backend):
         elif t.ahead:
             chunks += f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
-            chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums"}[t.reread]
+            chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums", 4: ", norms on the row sums, no slot branch"}[t.reread]
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
         pdl = ", PDL" if self.pdl else ""
