@@ -129,7 +129,7 @@ def test_pipelined_kernel_mtp(write_back, intermediate):
 @pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
 @pytest.mark.parametrize("kc", [0, 8])
 @pytest.mark.parametrize("reread,name", [(1, "two-pass"), (2, "q/k in the tile layout"), (3, "norms on the row sums"),
-                                          (4, "no slot branch")])
+                                          (4, "no slot branch"), (5, "tensor-core dot")])
 def test_two_pass_decode(layout, state_dtype, pool, kc, reread, name):
     """The reread tiles: row sums from the state as loaded, the update from a second read of it (1);
     one pass with q and k loaded in the tile's layout and the norms on the row sums (2); one pass with q and
@@ -148,7 +148,7 @@ def test_two_pass_is_decode_only():
     assert tg.tile_reason(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1)) is None
     assert tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 2)) is None
     assert "decode" in tg.tile_reason(mtp, tg.Tile(4, 1, 0, 0, 0, 0, 2))
-    assert "reread is 0" in tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 5))
+    assert "reread is 0" in tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 6))
     assert tg.register_cap(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1, 64)) == {"maxnreg": 64}
 
 

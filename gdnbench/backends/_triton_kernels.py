@@ -300,6 +300,51 @@ def masked_vector_decode(q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot
 
 
 @triton.jit
+def dot_decode(q, k, q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n, h, hv, HK, HV, offs_v,
+               K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
+               DOT_BF16: tl.constexpr):
+    """Decode (T = 1) with both row sums as one tensor-core dot (``reread`` = 5): ``[H k | H q]`` is
+    ``H [k | q]^T`` ([BV, 16]: the token operand's rows 0 and 1 are k and q as stored, the rest zero;
+    bf16 x bf16 products are exact in the fp32 accumulator, an fp32 state splits as bf16 hi + lo), so
+    the K-long products and their shuffle trees become a few mma instructions; the norms land on the
+    BV-long results (``raw_vector_decode``) and the update ``e^g H + (u sk) k^T`` runs on the tile as
+    loaded. No slot branch: a padded row's state accesses are masked (``masked_vector_decode``). q0, k0:
+    the raw vectors [1, K]."""
+    valid = slot >= 0
+    state = pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V)
+    rows = offs_v
+    cols = tl.arange(0, K)
+    if K_LAST:
+        offs = rows[:, None] * K + cols[None, :]
+    else:
+        offs = cols[None, :] * V + rows[:, None]
+    live = tl.full([BV, K], 1, tl.int1) & valid
+    Hr = tl.load(state + offs, mask=live, other=0.0)  # [BV, K] as stored
+    r = tl.arange(0, 16)
+    tok = tl.where((r == 0)[:, None], k, q) + (n * HK + h) * K + cols[None, :]
+    kq = tl.load(tok, mask=(r < 2)[:, None], other=0.0)  # [16, K]: k, q, zeros
+    if DOT_BF16:
+        kq = kq.to(tl.bfloat16)
+    else:
+        kq = kq.to(tl.float32)
+    P = raw_products(Hr, kq, DOT_BF16)  # [BV, 16]
+    hk = tl.sum(tl.where((r == 0)[None, :], P, 0.0), axis=1)
+    hq = tl.sum(tl.where((r == 1)[None, :], P, 0.0), axis=1)
+    qf = q0.to(tl.float32)
+    kf = k0.to(tl.float32)
+    sq = inv_norm(qf) * scale
+    sk = inv_norm(kf)
+    kqs = tl.sum(tl.reshape(qf * kf, (qf.shape[0] * qf.shape[1],)), axis=0)
+    eg = tl.exp(decay(a0, -tl.exp(alog.to(tl.float32)), dtb_r.to(tl.float32)))
+    u = beta_of(b0) * (v0.to(tl.float32) - (eg * sk) * hk)
+    o = (eg * sq) * hq + u * (kqs * sk * sq)
+    tl.store(out + (n * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
+    if WRITE_BACK:
+        H = Hr.to(tl.float32) * eg + (u * sk)[:, None] * tl.reshape(kf, (K,))[None, :]
+        tl.store(state + offs, H.to(pool.dtype.element_ty), mask=live)
+
+
+@triton.jit
 def wait_for_predecessor(PDL: tl.constexpr):
     """With programmatic dependent launch (PDL: the ``triton_pdl`` backend), the first statement of
     every kernel: the program may be resident before the previous kernel on the stream has finished,
@@ -351,7 +396,7 @@ def gdn_recurrent_kernel(
     T: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BV: tl.constexpr, KC: tl.constexpr, K_LAST: tl.constexpr, WRITE_BACK: tl.constexpr,
     INTERMEDIATE: tl.constexpr, TREE: tl.constexpr, FLAT: tl.constexpr, TP: tl.constexpr,
-    PDL: tl.constexpr = False, REREAD: tl.constexpr = 0, AHEAD: tl.constexpr = 0,
+    PDL: tl.constexpr = False, REREAD: tl.constexpr = 0, AHEAD: tl.constexpr = 0, DOT_BF16: tl.constexpr = True,
 ):
     wait_for_predecessor(PDL)
     n, hv, h, offs_v, offs_k, offs_s, slot = grid_tile(slots, HK, HV, K, V, BV, KC, K_LAST)
@@ -369,7 +414,13 @@ def gdn_recurrent_kernel(
         offs_t = tl.arange(0, TP)
         a_all = tl.load(a + (n * T + offs_t) * HV + hv, mask=offs_t < T, other=0.0)
         b_all = tl.load(b + (n * T + offs_t) * HV + hv, mask=offs_t < T, other=0.0)
-    if REREAD == 4:  # branchless: a padded row's loads and stores are masked instead of branched over
+    if REREAD == 5:  # branchless, the row sums as one tensor-core dot
+        dot_decode(q, k, q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n, h, hv, HK, HV, offs_v, K, V, BV,
+                   K_LAST, WRITE_BACK, DOT_BF16)
+        if AHEAD > 0:
+            if slot2 >= 0:
+                prefetch_rows(pool + (slot2 * HV + hv2) * (K * V), i_v2 * BV, BV, K, V, K_LAST)
+    elif REREAD == 4:  # branchless: a padded row's loads and stores are masked instead of branched over
         masked_vector_decode(q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n, hv, HV, offs_v, offs_s, K, V,
                              WRITE_BACK, FLAT)
         if AHEAD > 0:

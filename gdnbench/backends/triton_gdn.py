@@ -286,7 +286,10 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return f"an L2 prefetch of a V-last tile takes K runs of BV elements of >= 16 bytes (BV={t.bv})"
     if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
         return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
-    if t.reread not in (0, 1, 2, 3, 4):
+    if t.reread == 5 and (t.bv < 16 or case.head_dim_k < 16 or case.dtype != "bfloat16"):
+        return (f"the dot-form decode (reread = 5) needs BV >= 16, K >= 16 and bf16 q / k (tensor-core dots; BV={t.bv}, "
+                f"K={case.head_dim_k}, inputs {case.dtype})")
+    if t.reread not in (0, 1, 2, 3, 4, 5):
         return (f"reread is 0 (one pass), 1 (two passes), 2 (one pass, q/k in the tile's layout) or 3 (one pass, "
                 f"the norms on the row sums), not {t.reread}")
     return None
@@ -370,10 +373,10 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
                   KC=t.k_chunk(case),
                   K_LAST=case.layout == "k_last", WRITE_BACK=case.write_back, INTERMEDIATE=case.intermediate, TREE=case.tree,
                   FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=t.reread,
-                  AHEAD=t.ahead * AOT_SMS)
+                  AHEAD=t.ahead * AOT_SMS, DOT_BF16=True)
     fn = _jit("gdn_recurrent_kernel")
     if progs or chunk:
-        del consts["REREAD"], consts["AHEAD"]
+        del consts["REREAD"], consts["AHEAD"], consts["DOT_BF16"]
     if progs and not chunk:
         del sig["parents"], consts["TREE"], consts["TP"]
         sig["n_tiles"] = "i32"
@@ -479,7 +482,8 @@ class TritonGDN(Backend):
         elif t.ahead:
             chunks += f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
-            chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums", 4: ", norms on the row sums, no slot branch"}[t.reread]
+            chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums", 4: ", norms on the row sums, no slot branch",
+                       5: ", row sums as a tensor-core dot"}[t.reread]
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
         pdl = ", PDL" if self.pdl else ""
@@ -540,7 +544,8 @@ class TritonGDN(Backend):
         parents = x.parents if case.tree else x.slots
 
         meta.update(TREE=case.tree, TP=triton.next_power_of_2(case.tokens),  # TP: the tokens' gates as one vector
-                    REREAD=t.reread, AHEAD=0 if triton_interpreted() else t.ahead * sm_count(x.device))
+                    REREAD=t.reread, AHEAD=0 if triton_interpreted() else t.ahead * sm_count(x.device),
+                    DOT_BF16=not triton_interpreted())
 
         def launch():
             kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, parents, x.pool, inter, out, x.scale,
