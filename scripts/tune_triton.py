@@ -47,8 +47,9 @@ def candidates(case: Case) -> list[tuple[int, ...]]:
     KCS; the Triton-pipelined persistent kernel at 2 and 3 stages where the grid's shared-memory
     buffers fit (whole-K tiles); for decode the two-pass (reread) tiles, also at a 64-register cap (all
     1-warp programs of 512 row-heads resident at once), and the 64-element one-pass tiles at register
-    caps of 96-112 and with an L2 prefetch of the next wave's tile (``ahead``), and the small tiles with q
-    and k loaded in the tile's layout (``reread`` = 2); and for MTP the chunk-form
+    caps of 96-112 and with an L2 prefetch of the next wave's tile (``ahead``), the small tiles with q
+    and k loaded in the tile's layout (``reread`` = 2) or as vectors with the norms on the row sums, with
+    and without the slot branch (3, 4), and the row sums as a tensor-core dot (5); and for MTP the chunk-form
     kernel (tensor-core dots need BV >= 16)."""
     return [full(t) for t in _candidates(case)]
 
@@ -79,9 +80,14 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
                 out += [(bv, w, 0, 0, kc, 0, 0, cap) for kc in (0, 64) for cap in (96, 104, 112)]
                 # L2 asked for the next wave's tile (ahead = programs per SM; 16 fit at ~126 registers)
                 out += [(bv, w, 0, 0, 0, 0, 0, 0, 0, ahead) for ahead in (8, 16)]
-        # one pass with q and k in the tile's register layout (1-2 rows per thread: small batches)
-        out += [(bv, w, 0, 0, kc, 0, 2) for bv, w in ((4, 1), (8, 1), (8, 2)) for kc in (0, 64)
-                if case.layout == "k_last" or bv >= 16]
+        # one pass with q and k in the tile's register layout (1-2 rows per thread: small batches), with q
+        # and k as vectors and the norms on the row sums (3), the same without the slot branch (4)
+        out += [(bv, w, 0, 0, kc, 0, reread) for bv, w in ((4, 1), (8, 1), (8, 2)) for kc in (0, 64)
+                for reread in (2, 3, 4) if case.layout == "k_last" or bv >= 16]
+        out += [(2, 1, 0, 0, 0, 0, reread) for reread in (3, 4) if case.layout == "k_last"]
+        # the row sums as one tensor-core dot (bf16 q / k)
+        if case.dtype == "bfloat16":
+            out += [(bv, w, 0, 0, 0, 0, 5) for bv, w in ((16, 1), (32, 2), (64, 4))]
     out += chunk_candidates(case)
     if not case.tree:
         for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4)):

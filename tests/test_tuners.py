@@ -98,6 +98,8 @@ def test_triton_candidates_are_valid_tiles():
                     <= 160 * 1024
         assert any(t[5] for t in cands)
         assert any(t[6] for t in cands) == (c.tokens == 1)  # two-pass tiles: decode only
+        # every decode variant (one pass, two passes, tile layout, vector norms, no slot branch, dot) is tried
+        assert {t[6] for t in cands} == ({0, 1, 2, 3, 4, 5} if c.tokens == 1 else {0})
         assert any(t[3] > 1 and t[5] for t in cands) == (c.tokens > 1)  # pipelined chunk-form tiles: MTP only
 
 
