@@ -123,16 +123,22 @@ has (ptxas had sunk the input loads into the slot branch and spread the tile's l
 arithmetic) lost: B = 1 3.20 -> 4.78 µs, B = 16 14.66 -> 15.42, TP4 B = 16 5.16 -> 6.47; so did asking L2 for
 the later program's q / k / v / gate lines along with its state (0.2-1% slower from 512 row-heads).
 
-Small batches (``reread`` = 2, ``tile_layout_decode``). Once the state lands, the per-token decode waits on a
-chain: the q / k norms (a shuffle tree over the whole K), q scaled and passed through shared memory into the
-tile's layout, then the row sums. The tile-layout decode loads q and k in the tile's own register layout (each
-thread reads the columns of its rows: with one row per thread nothing is read twice or exchanged through shared
-memory) and applies the norms to the row sums, so its five reductions over K are independent. On the H100
-(session 10) it took TP4 B = 1 (8 row-heads) from 2.65 to 2.57 µs in the roofline run, and that class uses it;
-at 32 row-heads (TP1 B = 1) tuning read 3.13 against 3.19 but the roofline run 3.24 against 3.20, so that class
-keeps the per-token tile; with more rows per thread (BV = 16) it reads q and k once per row held and lost.
-Measured on the same grids (``scripts/latency_floor.py``), the input loads cost 0.14 µs at TP1 B = 1 and
-0.4 µs at 512 row-heads over a copy of each tile at its slot, and the arithmetic 0.35 and 0.68 µs more.
+Small batches (``reread`` = 2-4). Once the state lands, the per-token decode waits on a chain: the q / k norms
+(a shuffle tree over the whole K), q scaled and passed into the tile's layout, then the row sums. The small-batch
+variants apply the L2 norms to the BV-long row sums instead, so the row sums take raw q and k and the reductions
+over K are independent. The tile-layout decode (2, ``tile_layout_decode``) loads q and k in the tile's own
+register layout (each thread the columns of its rows); the vector-norm decode (3, ``raw_vector_decode``) loads
+them once per thread as vectors; 4 (``masked_vector_decode``) is 3 without the slot branch (a padded row's state
+accesses masked by a broadcast scalar), because ptxas sinks loads used only inside the branch behind the slot's
+arrival. On the H100 (session 11 roofline run) the vector-norm decode at BV = 4 takes the 32-row-head class (TP1
+B = 1: 3.19 -> 3.12 µs, 2.96 with PDL) and the branchless form at BV = 2 the 8-row-head class (TP4 B = 1: 2.57 ->
+2.46 µs). From 128 row-heads the per-token tiles stay ahead of all three: issuing every state load up front
+(3 at BV = 16, offline) and a third fewer instructions (5, ``dot_decode``: ``[H k | H q]`` as one tensor-core dot
+of the tile as stored, 664 SASS instructions against 992 at bf16 BV = 16) both left 512 row-heads at or above
+14.3 µs against 14.4 for the per-token tile, so that launch is bound neither by issue nor by when its loads
+leave. Measured on the same grids (``scripts/latency_floor.py``, session 10), the input loads cost 0.14 µs at
+TP1 B = 1 and 0.4 µs at 512 row-heads over a copy of each tile at its slot, and the arithmetic 0.35 and 0.68 µs
+more.
 
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
@@ -143,16 +149,16 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 10, graph timer, cold
-L2, copy bandwidth 3007-3008 GB/s): TP1 bf16 decode runs at 91.1-97.8% of the measured copy bandwidth from
-B = 64 on a scattered pool (93.4-100.4% contiguous: an in-place update can run slightly faster than the
+Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 11, graph timer, cold
+L2, copy bandwidth 3007-3008 GB/s): TP1 bf16 decode runs at 91.2-98.0% of the measured copy bandwidth from
+B = 64 on a scattered pool (93.5-100.4% contiguous: an in-place update can run slightly faster than the
 1 GiB copy it is measured against) and takes 0.85-0.96x FlashInfer's time at every batch;
 fp32 reaches 96.4-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state
 load, compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
-2.71 µs of triton's 3.19, and at 512 row-heads (TP1 B = 16) it reaches 84.4% where triton reaches 77.7%
-(``scripts/latency_floor.py``, session 10). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.7-94.3% of copy
-bandwidth from B = 64 (scattered) and takes 0.66-0.83x FlashInfer's time from B = 16; fp32 MTP (per-token
-kernel) reaches 89.7-96.5%.
+2.71 µs of triton's 3.12, and at 512 row-heads (TP1 B = 16) it reaches 84.4% where triton reaches 78.0%
+(``scripts/latency_floor.py``, session 10). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.4% of copy
+bandwidth from B = 64 (scattered) and takes 0.66-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token
+kernel) reaches 89.6-96.5% from B = 64.
 """
 
 from __future__ import annotations
@@ -196,7 +202,9 @@ class Tile(NamedTuple):
     (``gdn_pipelined_kernel``) instead of the register double buffer; ``reread`` = 1: decode in two
     passes over the tile, the second reading it again from L2 (``reread_decode``: half the registers),
     2: decode in one pass with q and k loaded in the tile's register layout and the norms applied to the
-    row sums, so all five reductions over K overlap (``tile_layout_decode``: small batches);
+    row sums, so all five reductions over K overlap (``tile_layout_decode``: small batches), 3: the same
+    with q and k loaded once per thread as vectors (``raw_vector_decode``), 4: 3 without the slot branch
+    (``masked_vector_decode``), 5: the row sums as one tensor-core dot, no slot branch (``dot_decode``);
     ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = n > 0: the
     chunk-form kernel asks L2 for up to n of the row blocks it will take of a head before that head's
     algebra (TMA bulk prefetch, sm90+); ``ahead`` = m > 0: an L2 prefetch running ahead of the loads
