@@ -248,23 +248,32 @@ def tile_layout_decode(Hr, q, k, v0, a0, b0, neg_A, dtb, scale, out, state, n, h
 
 
 @triton.jit
-def raw_vector_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s,
-                      V: tl.constexpr, WRITE_BACK: tl.constexpr, FLAT: tl.constexpr):
-    """Decode (T = 1) in one pass with q and k as loaded ([NC, KC], once per thread) and their norms
-    applied to the BV-long results (``reread`` = 3): the row sums ``H k``, ``H q`` take the raw vectors,
-    so they need not wait for the norms' reductions over K (as in ``tile_layout_decode``, without
-    reading q and k once per row held). Hr: the tile as stored."""
-    qf = q0.to(tl.float32)
-    kf = k0.to(tl.float32)
-    Hf = Hr.to(tl.float32)
-    hk = rowdot(Hf, kf, FLAT)
-    hq = rowdot(Hf, qf, FLAT)
+def norms_on_row_sums(hk, hq, qf, kf, v0, a0, b0, neg_A, dtb, scale):
+    """The decode step from the row sums of raw q and k (``hk = H k``, ``hq = H q``, [BV] fp32) with the
+    L2 norms applied to them: q, k as loaded ([NC, KC] fp32), v [BV], a, b raw, ``neg_A = -exp(A_log)``
+    and ``dtb`` fp32. Returns ``eg = e^g``, ``sk = 1 / ||k||``, ``u`` (the new state is
+    ``e^g H + (u sk) k^T``) and the output ``o`` [BV]: ``u = beta (v - e^g sk (H k))``,
+    ``o = e^g sq (H q) + u sk sq (k.q)``."""
     sq = inv_norm(qf) * scale
     sk = inv_norm(kf)
     kq = tl.sum(tl.reshape(qf * kf, (qf.shape[0] * qf.shape[1],)), axis=0)
     eg = tl.exp(decay(a0, neg_A, dtb))
     u = beta_of(b0) * (v0.to(tl.float32) - (eg * sk) * hk)
-    o = (eg * sq) * hq + u * (kq * sk * sq)
+    return eg, sk, u, (eg * sq) * hq + u * (kq * sk * sq)
+
+
+@triton.jit
+def raw_vector_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, hv, HV, offs_v, offs_s,
+                      V: tl.constexpr, WRITE_BACK: tl.constexpr, FLAT: tl.constexpr):
+    """Decode (T = 1) in one pass with q and k as loaded ([NC, KC], once per thread) and their norms
+    applied to the BV-long results (``reread`` = 3, ``norms_on_row_sums``): the row sums ``H k``, ``H q``
+    take the raw vectors, so they need not wait for the norms' reductions over K (as in
+    ``tile_layout_decode``, without reading q and k once per row held). Hr: the tile as stored."""
+    qf = q0.to(tl.float32)
+    kf = k0.to(tl.float32)
+    Hf = Hr.to(tl.float32)
+    eg, sk, u, o = norms_on_row_sums(rowdot(Hf, kf, FLAT), rowdot(Hf, qf, FLAT), qf, kf, v0, a0, b0, neg_A, dtb,
+                                     scale)
     tl.store(out + (n * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
     if WRITE_BACK:
         H = Hf * eg + (u * sk)[:, None, None] * kf[None, :, :]
@@ -272,27 +281,27 @@ def raw_vector_decode(Hr, q0, k0, v0, a0, b0, neg_A, dtb, scale, out, state, n, 
 
 
 @triton.jit
+def masked_slot(pool, slot, hv, offs, HV, K: tl.constexpr, V: tl.constexpr):
+    """A row's state without a slot branch: (valid, the head's state in the pool, a broadcast scalar mask
+    shaped like ``offs`` that is false for a padded row, so the accesses stay 16-byte vectors)."""
+    valid = slot >= 0
+    state = pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V)
+    return valid, state, tl.full(offs.shape, 1, tl.int1) & valid
+
+
+@triton.jit
 def masked_vector_decode(q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n, hv, HV, offs_v, offs_s,
                          K: tl.constexpr, V: tl.constexpr, WRITE_BACK: tl.constexpr, FLAT: tl.constexpr):
     """``raw_vector_decode`` without the slot branch (``reread`` = 4): a padded row (slot -1) loads zeros
-    and stores a zero output and no state (broadcast scalar masks: the accesses stay 16-byte vectors).
-    With no branch to sink them into, the q / k / v / gate loads and their arithmetic need not wait
-    for the slot: only the state load does."""
-    valid = slot >= 0
-    state = pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V)
-    live = tl.full(offs_s.shape, 1, tl.int1) & valid  # a broadcast scalar mask ([BV, NC, KC])
+    and stores a zero output and no state (``masked_slot``). With no branch to sink them into, the q / k /
+    v / gate loads and their arithmetic need not wait for the slot: only the state load does."""
+    valid, state, live = masked_slot(pool, slot, hv, offs_s, HV, K, V)
     Hr = tl.load(state + offs_s, mask=live, other=0.0)
     qf = q0.to(tl.float32)
     kf = k0.to(tl.float32)
     Hf = Hr.to(tl.float32)
-    hk = rowdot(Hf, kf, FLAT)
-    hq = rowdot(Hf, qf, FLAT)
-    sq = inv_norm(qf) * scale
-    sk = inv_norm(kf)
-    kq = tl.sum(tl.reshape(qf * kf, (qf.shape[0] * qf.shape[1],)), axis=0)
-    eg = tl.exp(decay(a0, -tl.exp(alog.to(tl.float32)), dtb_r.to(tl.float32)))
-    u = beta_of(b0) * (v0.to(tl.float32) - (eg * sk) * hk)
-    o = (eg * sq) * hq + u * (kq * sk * sq)
+    eg, sk, u, o = norms_on_row_sums(rowdot(Hf, kf, FLAT), rowdot(Hf, qf, FLAT), qf, kf, v0, a0, b0,
+                                     -tl.exp(alog.to(tl.float32)), dtb_r.to(tl.float32), scale)
     tl.store(out + (n * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
     if WRITE_BACK:
         H = Hf * eg + (u * sk)[:, None, None] * kf[None, :, :]
@@ -307,18 +316,15 @@ def dot_decode(q, k, q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n,
     ``H [k | q]^T`` ([BV, 16]: the token operand's rows 0 and 1 are k and q as stored, the rest zero;
     bf16 x bf16 products are exact in the fp32 accumulator, an fp32 state splits as bf16 hi + lo), so
     the K-long products and their shuffle trees become a few mma instructions; the norms land on the
-    BV-long results (``raw_vector_decode``) and the update ``e^g H + (u sk) k^T`` runs on the tile as
-    loaded. No slot branch: a padded row's state accesses are masked (``masked_vector_decode``). q0, k0:
+    BV-long results (``norms_on_row_sums``) and the update ``e^g H + (u sk) k^T`` runs on the tile as
+    loaded. No slot branch: a padded row's state accesses are masked (``masked_slot``). q0, k0:
     the raw vectors [1, K]."""
-    valid = slot >= 0
-    state = pool + (tl.where(valid, slot, 0) * HV + hv) * (K * V)
-    rows = offs_v
     cols = tl.arange(0, K)
     if K_LAST:
-        offs = rows[:, None] * K + cols[None, :]
+        offs = offs_v[:, None] * K + cols[None, :]
     else:
-        offs = cols[None, :] * V + rows[:, None]
-    live = tl.full([BV, K], 1, tl.int1) & valid
+        offs = cols[None, :] * V + offs_v[:, None]
+    valid, state, live = masked_slot(pool, slot, hv, offs, HV, K, V)
     Hr = tl.load(state + offs, mask=live, other=0.0)  # [BV, K] as stored
     r = tl.arange(0, 16)
     tok = tl.where((r == 0)[:, None], k, q) + (n * HK + h) * K + cols[None, :]
@@ -332,12 +338,8 @@ def dot_decode(q, k, q0, k0, v0, a0, b0, alog, dtb_r, scale, out, pool, slot, n,
     hq = tl.sum(tl.where((r == 1)[None, :], P, 0.0), axis=1)
     qf = q0.to(tl.float32)
     kf = k0.to(tl.float32)
-    sq = inv_norm(qf) * scale
-    sk = inv_norm(kf)
-    kqs = tl.sum(tl.reshape(qf * kf, (qf.shape[0] * qf.shape[1],)), axis=0)
-    eg = tl.exp(decay(a0, -tl.exp(alog.to(tl.float32)), dtb_r.to(tl.float32)))
-    u = beta_of(b0) * (v0.to(tl.float32) - (eg * sk) * hk)
-    o = (eg * sq) * hq + u * (kqs * sk * sq)
+    eg, sk, u, o = norms_on_row_sums(hk, hq, qf, kf, v0, a0, b0, -tl.exp(alog.to(tl.float32)), dtb_r.to(tl.float32),
+                                     scale)
     tl.store(out + (n * HV + hv) * V + offs_v, tl.where(valid, o, 0.0).to(out.dtype.element_ty))
     if WRITE_BACK:
         H = Hr.to(tl.float32) * eg + (u * sk)[:, None] * tl.reshape(kf, (K,))[None, :]
@@ -452,11 +454,11 @@ def gdn_recurrent_kernel(
                 g_all = tl.where(offs_t < T, decay(a_all, neg_A, dtb), 0.0)
                 beta_all = beta_of(b_all)
                 if tl.sum(g_all, axis=0) > -60.0:
-                    mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
-                               offs_v, offs_s, T, K, V, True, WRITE_BACK, INTERMEDIATE, FLAT)
+                    mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale,
+                               offs_k, offs_v, offs_s, T, K, V, True, WRITE_BACK, INTERMEDIATE, FLAT)
                 else:
-                    mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale, offs_k,
-                               offs_v, offs_s, T, K, V, False, WRITE_BACK, INTERMEDIATE, FLAT)
+                    mtp_tokens(H, q0, k0, v0, g_all, beta_all, q, k, v, inter, out, state, n, h, hv, HK, HV, scale,
+                               offs_k, offs_v, offs_s, T, K, V, False, WRITE_BACK, INTERMEDIATE, FLAT)
             else:
                 for t in tl.static_range(T):
                     tok = n * T + t
