@@ -298,8 +298,8 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return (f"the dot-form decode (reread = 5) needs BV >= 16, K >= 16 and bf16 q / k (tensor-core dots; BV={t.bv}, "
                 f"K={case.head_dim_k}, inputs {case.dtype})")
     if t.reread not in (0, 1, 2, 3, 4, 5):
-        return (f"reread is 0 (one pass), 1 (two passes), 2 (one pass, q/k in the tile's layout) or 3 (one pass, "
-                f"the norms on the row sums), not {t.reread}")
+        return (f"reread is 0 (one pass), 1 (two passes), 2 (q/k in the tile's layout), 3 (q/k as vectors, the norms "
+                f"on the row sums), 4 (3 without the slot branch) or 5 (the row sums as a dot), not {t.reread}")
     return None
 
 
@@ -490,8 +490,8 @@ class TritonGDN(Backend):
         elif t.ahead:
             chunks += f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
-            chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums", 4: ", norms on the row sums, no slot branch",
-                       5: ", row sums as a tensor-core dot"}[t.reread]
+            chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums",
+                       4: ", norms on the row sums, no slot branch", 5: ", row sums as a tensor-core dot"}[t.reread]
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
         pdl = ", PDL" if self.pdl else ""
