@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from gdnbench.backends.base import triton_interpreted
 from gdnbench.backends.triton_gdn import TILES_FILE, Tile, TritonGDN, chunk_reason, tile_reason, tuned_tiles
 from gdnbench.cases import Case
 from gdnbench.check import run_gate
@@ -49,8 +50,9 @@ def candidates(case: Case) -> list[tuple[int, ...]]:
     1-warp programs of 512 row-heads resident at once), and the 64-element one-pass tiles at register
     caps of 96-112 and with an L2 prefetch of the next wave's tile (``ahead``), the small tiles with q
     and k loaded in the tile's layout (``reread`` = 2) or as vectors with the norms on the row sums, with
-    and without the slot branch (3, 4), and the row sums as a tensor-core dot (5); and for MTP the chunk-form
-    kernel (tensor-core dots need BV >= 16)."""
+    and without the slot branch (3, 4), the row sums as a tensor-core dot (5) and the Gluon decode at 1-8
+    warps (6, K-last, not under the interpreter); and for MTP the chunk-form kernel (tensor-core dots need
+    BV >= 16)."""
     return [full(t) for t in _candidates(case)]
 
 
@@ -88,6 +90,11 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
         # the row sums as one tensor-core dot (bf16 q / k)
         if case.dtype == "bfloat16":
             out += [(bv, w, 0, 0, 0, 0, 5) for bv, w in ((16, 1), (32, 2), (64, 4))]
+        # the Gluon decode (K-last, GPU only): every warp owns whole rows, so 1-8 warps per program behave
+        # alike per warp at fewer programs; 16-row warps also with the L2 prefetch 2 and 4 programs per SM ahead
+        if case.layout == "k_last" and not triton_interpreted():
+            out += [(rows * w, w, 0, 0, kc, 0, 6, 0, 0, ahead) for rows in (2, 4, 16) for w in (1, 2, 4, 8)
+                    for kc in (0, 16) for ahead in ((0, 2, 4) if rows == 16 else (0,))]
     out += chunk_candidates(case)
     if not case.tree:
         for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4)):

@@ -141,6 +141,41 @@ def test_two_pass_decode(layout, state_dtype, pool, kc, reread, name):
     assert r.ok, r.message
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
+@pytest.mark.parametrize("tile_", [(8, 1, 0, 0, 0, 0, 6), (32, 4, 0, 0, 16, 0, 6), (64, 8, 0, 0, 0, 0, 6, 0, 0, 1)])
+@pytest.mark.parametrize("pdl", [False, True])
+def test_gluon_decode(state_dtype, pool, tile_, pdl):
+    """The Gluon decode (``reread`` = 6, GPU only) on GQA heads at K = V = 64: one warp, four warps (16
+    columns a thread) and eight (with the L2 prefetch one SM-count ahead: 67 rows x 4 heads x 1-8 tiles),
+    bf16 and fp32 state (8 / 16 lanes across K; 4 at 16 columns), padded rows, with and without PDL."""
+    case = tiny_case(batch=67, hk=2, hv=4, head_dim_k=64, head_dim_v=64, state_dtype=state_dtype, pool=pool)
+    b = TritonGDN(tile_override=tile_, pdl=pdl)
+    assert "Gluon" in b.kernel(case)
+    r = gate(case, b)
+    assert r.ok, r.message
+
+
+def test_gluon_decode_reasons(monkeypatch):
+    """Where the Gluon decode cannot run, a reason; a table entry it cannot run is passed over."""
+    qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=16)
+    monkeypatch.setattr(tg, "triton_interpreted", lambda: False)
+    assert tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 0, 0, 6)) is None
+    assert "K-last" in tg.tile_reason(tiny_case(**qwen, layout="v_last"), tg.Tile(64, 4, 0, 0, 0, 0, 6))
+    assert "multiple" in tg.tile_reason(tiny_case(**qwen), tg.Tile(4, 4, 0, 0, 0, 0, 6))  # 2 rows per warp pass
+    assert "multiple of 8" in tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 12, 0, 6))
+    assert tg.rows_layout(tiny_case(**qwen)) == (8, 16)
+    assert tg.rows_layout(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 16, 0, 6)) == (8, 8)  # 16 columns a thread
+    assert tg.rows_layout(tiny_case(**{**qwen, "state_dtype": "float32"})) == (4, 32)
+    entries = [entry(mtp=False, pairs_min=1, bv=16, warps=1), entry(mtp=False, pairs_min=512, bv=64, warps=4, reread=6)]
+    monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
+    assert tile(tiny_case(**qwen)).reread == 6
+    monkeypatch.setattr(tg, "triton_interpreted", lambda: True)
+    assert "interpreter" in tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 0, 0, 6))
+    assert tile(tiny_case(**qwen)) == tg.Tile(16, 1)  # the next entry down, which the interpreter runs
+
+
 def test_two_pass_is_decode_only():
     mtp = tiny_case(phase="mtp", tokens=3)
     assert "decode" in tg.tile_reason(mtp, tg.Tile(16, 1, 0, 0, 0, 0, 1))
@@ -148,7 +183,7 @@ def test_two_pass_is_decode_only():
     assert tg.tile_reason(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1)) is None
     assert tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 2)) is None
     assert "decode" in tg.tile_reason(mtp, tg.Tile(4, 1, 0, 0, 0, 0, 2))
-    assert "reread is 0" in tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 6))
+    assert "reread is 0" in tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 7))
     assert tg.register_cap(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1, 64)) == {"maxnreg": 64}
 
 
@@ -428,7 +463,10 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
     ("bfloat16", "k_last", 1, (16, 2, 8), True), ("bfloat16", "k_last", 1, (16, 1, 4, 0, 0, 2), True),
     ("bfloat16", "k_last", 4, (32, 4, 0, 1), True),
     # the two-pass decode tile: the state tile is not held across the row sums
-    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 1), False)])
+    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 1), False),
+    # the Gluon decode: one and four warps (with the L2 prefetch ahead), fp32 state at eight, PDL
+    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 6), True), ("bfloat16", "k_last", 1, (64, 4, 0, 0, 0, 0, 6, 0, 0, 4), False),
+    ("float32", "k_last", 1, (64, 8, 0, 0, 0, 0, 6), False)])
 def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_, pdl):
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
     to local memory -- what decode at the bandwidth roofline needs. With PDL, the wait for the previous
@@ -459,8 +497,10 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
         # host's: none for the bf16 tile, 24 bytes for fp32 BV = 16; 3.9: 96 bytes for bf16); a spilled
         # state tile is kilobytes (the pipelined kernel at T = 4 once spilled 6-10 KB per thread).
         assert rep["stack"] <= (128 if tokens > 1 else 0), rep
-        if tile_ is not None and len(tile_) > 6 and tile_[6]:  # two-pass: sm_90, Triton 3.6: 80 (one pass: 126)
+        if tile_ is not None and len(tile_) > 6 and tile_[6] == 1:  # two-pass: sm_90, Triton 3.6: 80 (one pass: 126)
             assert rep["registers"] <= 96, rep
+    if tile_ is not None and len(tile_) > 6 and tile_[6] == 6:  # Gluon: warps own rows, nothing crosses warps
+        assert rep["shared_bytes"] == 0, rep
 
 
 def test_tile_table_reader_and_picker(tmp_path):

@@ -192,6 +192,23 @@ def _jit(name: str):
     return getattr(_triton_kernels, name)
 
 
+@functools.cache
+def _gluon_decode():
+    """The Gluon decode kernel (``reread`` = 6), imported on first use."""
+    from gdnbench.backends._gluon_kernels import gdn_decode_rows_kernel
+
+    return gdn_decode_rows_kernel
+
+
+def rows_layout(case: Case, t: Tile | None = None) -> tuple[int, int]:
+    """(VEC, TK) of the Gluon decode's tile layout: state elements per 16-byte access, threads of a warp
+    across K (the other 32 / TK lanes of a warp take further rows). The tile's ``kc`` (reread = 6) is
+    the K columns one thread holds per row: 0 for one 16-byte vector (or K / 32, if more)."""
+    vec = 128 // torch.finfo(getattr(torch, case.state_dtype)).bits
+    per = max(vec, case.head_dim_k // 32, t.kc if t else 0)
+    return vec, max(1, case.head_dim_k // per)
+
+
 class Tile(NamedTuple):
     """BV state rows per tile, warps per program, programs per SM for the persistent kernels (0: one
     program per tile), ``chunk`` >= 1 for the chunk-form MTP kernel (tensor-core dots, T <= 8; ``chunk`` blocks of BV rows per
@@ -204,7 +221,10 @@ class Tile(NamedTuple):
     2: decode in one pass with q and k loaded in the tile's register layout and the norms applied to the
     row sums, so all five reductions over K overlap (``tile_layout_decode``: small batches), 3: the same
     with q and k loaded once per thread as vectors (``raw_vector_decode``), 4: 3 without the slot branch
-    (``masked_vector_decode``), 5: the row sums as one tensor-core dot, no slot branch (``dot_decode``);
+    (``masked_vector_decode``), 5: the row sums as one tensor-core dot, no slot branch (``dot_decode``),
+    6: 3 written in Gluon with every warp owning whole rows, so programs of several warps need no shared
+    memory and no barrier (``_gluon_kernels.gdn_decode_rows_kernel``: K-last, GPU only; its ``kc`` is the
+    K columns one thread holds per row, ``rows_layout``);
     ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = n > 0: the
     chunk-form kernel asks L2 for up to n of the row blocks it will take of a head before that head's
     algebra (TMA bulk prefetch, sm90+); ``ahead`` = m > 0: an L2 prefetch running ahead of the loads
@@ -223,7 +243,7 @@ class Tile(NamedTuple):
     ahead: int = 0
 
     def k_chunk(self, case: Case) -> int:
-        """KC for this case (K when unset or larger than K)."""
+        """KC for this case (K when unset or larger than K; for the Gluon decode see ``rows_layout``)."""
         return min(self.kc or case.head_dim_k, case.head_dim_k)
 
 
@@ -261,7 +281,8 @@ def tile(case: Case) -> Tile:
     best = pick_tuned(tuned_tiles(), case, lambda e: (e["layout"], e["state_dtype"], e["head_dim_k"],
                                                       e["head_dim_v"], e["mtp"])
                       == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
-                      and not (e.get("chunk") and chunk_reason(case, int(e["bv"]))))
+                      and not (e.get("chunk") and chunk_reason(case, int(e["bv"])))
+                      and not (e.get("reread") == 6 and gluon_reason(case, Tile(*(int(e.get(f, 0)) for f in Tile._fields)))))
     if best:
         t = Tile(*(int(best.get(f, 0)) for f in Tile._fields))
         return t._replace(progs_per_sm=0, stages=0) if case.tree else t  # the persistent kernels have no tree
@@ -297,9 +318,31 @@ def tile_reason(case: Case, t: Tile) -> str | None:
     if t.reread == 5 and (t.bv < 16 or case.head_dim_k < 16 or case.dtype != "bfloat16"):
         return (f"the dot-form decode (reread = 5) needs BV >= 16, K >= 16 and bf16 q / k (tensor-core dots; BV={t.bv}, "
                 f"K={case.head_dim_k}, inputs {case.dtype})")
-    if t.reread not in (0, 1, 2, 3, 4, 5):
+    if t.reread == 6 and gluon_reason(case, t):
+        return gluon_reason(case, t)
+    if t.reread not in (0, 1, 2, 3, 4, 5, 6):
         return (f"reread is 0 (one pass), 1 (two passes), 2 (q/k in the tile's layout), 3 (q/k as vectors, the norms "
-                f"on the row sums), 4 (3 without the slot branch) or 5 (the row sums as a dot), not {t.reread}")
+                f"on the row sums), 4 (3 without the slot branch), 5 (the row sums as a dot) or 6 (3 in Gluon, warps "
+                f"owning rows), not {t.reread}")
+    return None
+
+
+def gluon_reason(case: Case, t: Tile) -> str | None:
+    """Why the Gluon decode (``reread`` = 6) cannot run ``case`` with tile ``t`` (None: it can)."""
+    if triton_interpreted():
+        return "the Gluon decode (reread = 6) compiles for a GPU only: Gluon has no TRITON_INTERPRET=1 interpreter"
+    if case.layout != "k_last":
+        return "the Gluon decode (reread = 6) takes a K-last pool (its tile is a contiguous BV x K block)"
+    vec, tk = rows_layout(case, t)
+    if t.maxnreg:
+        return "the Gluon decode (reread = 6) takes no register cap"
+    if t.kc and (t.kc % vec or case.head_dim_k % t.kc):
+        return (f"the Gluon decode's KC (K columns per thread) must be a multiple of {vec} (16 bytes) dividing "
+                f"K={case.head_dim_k}, not {t.kc}")
+    rows = (32 // tk) * t.warps
+    if t.bv % rows or case.head_dim_k < vec:
+        return (f"the Gluon decode's layout covers {rows} rows per pass ({t.warps} warps x {32 // tk} rows of "
+                f"{tk} x {vec} columns): BV={t.bv} must be a multiple, K >= {vec}")
     return None
 
 
@@ -383,6 +426,15 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
                   FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=t.reread,
                   AHEAD=t.ahead * AOT_SMS, DOT_BF16=True)
     fn = _jit("gdn_recurrent_kernel")
+    if t.reread == 6:
+        from triton.experimental.gluon._runtime import GluonASTSource
+
+        sig = {name: sig[name] for name in ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots", "pool", "out", "scale")}
+        consts = _gluon_consts(case, t, pdl, AOT_SMS)
+        sig.update({name: "constexpr" for name in consts})
+        src = GluonASTSource(fn=_gluon_decode(), signature=sig, constexprs=consts,
+                             attrs={(i,): [["tt.divisibility", 16]] for i in range(10)})
+        return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, "launch_pdl": pdl})
     if progs or chunk:
         del consts["REREAD"], consts["AHEAD"], consts["DOT_BF16"]
     if progs and not chunk:
@@ -476,7 +528,7 @@ class TritonGDN(Backend):
         t = self.tile(case)
         mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
         name, grid = (("gdn_persistent_kernel", f", {t.progs_per_sm} programs/SM") if t.progs_per_sm
-                      else ("gdn_recurrent_kernel", ""))
+                      else ("gdn_decode_rows_kernel", "") if t.reread == 6 else ("gdn_recurrent_kernel", ""))
         if t.progs_per_sm and t.stages:
             name, grid = "gdn_pipelined_kernel", f"{grid}, {t.stages} stages"
         kc = t.k_chunk(case)
@@ -491,7 +543,8 @@ class TritonGDN(Backend):
             chunks += f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
             chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums",
-                       4: ", norms on the row sums, no slot branch", 5: ", row sums as a tensor-core dot"}[t.reread]
+                       4: ", norms on the row sums, no slot branch", 5: ", row sums as a tensor-core dot",
+                       6: ", Gluon, warps own rows"}[t.reread]
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
         pdl = ", PDL" if self.pdl else ""
@@ -500,6 +553,18 @@ class TritonGDN(Backend):
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
+
+    def _build_gluon(self, case: Case, x: Inputs, t: Tile, grid: tuple, out: torch.Tensor):
+        """The Gluon decode (``reread`` = 6): one program per tile, as ``gdn_recurrent_kernel``."""
+        kern = _gluon_decode()
+        consts = _gluon_consts(case, t, self.pdl, sm_count(x.device))
+        opts = dict(num_warps=t.warps, **({"launch_pdl": True} if self.pdl else {}))
+
+        def launch():
+            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, out, x.scale, **consts, **opts)
+            return out
+
+        return launch
 
     def build(self, case: Case, inputs: Inputs):
         import triton  # optional: supports() has checked it is importable
@@ -536,6 +601,8 @@ class TritonGDN(Backend):
 
             return launch
         grid = (case.batch * case.hv * (case.head_dim_v // bv),)
+        if t.reread == 6:
+            return self._build_gluon(case, x, t, grid, out)
         cap = {} if triton_interpreted() else register_cap(case, t)
         if chunk:
             kern = _jit("gdn_mtp_chunk_kernel")
@@ -561,6 +628,12 @@ class TritonGDN(Backend):
             return out
 
         return launch
+
+
+def _gluon_consts(case: Case, t: Tile, pdl: bool, sms: int) -> dict:
+    vec, tk = rows_layout(case, t)
+    return dict(HK=case.hk, HV=case.hv, K=case.head_dim_k, V=case.head_dim_v, BV=t.bv, VEC=vec, TK=tk, NW=t.warps,
+                WRITE_BACK=case.write_back, PDL=pdl, AHEAD=t.ahead * sms)
 
 
 def pdl_reason(target: Target | None = None) -> str | None:

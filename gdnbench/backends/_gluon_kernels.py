@@ -1,0 +1,107 @@
+"""The ``triton`` backend's decode kernel written in Gluon (``reread`` = 6; design notes in ``triton_gdn.py``).
+Imported lazily, compiled for a GPU only: Gluon has no CPU interpreter.
+
+Why Gluon. Triton chooses register layouts itself. For a one-warp program it keeps the [BV, K] tile and
+the K-long q / k vectors in compatible layouts, but with several warps per program it spreads each
+K-long vector over all the program's threads (one element each), so every broadcast of q or k against
+the tile, every norm and every [BV] result goes through shared memory behind a barrier (sm_90 offline,
+bf16 BV = 64 x 4 warps: 14 barriers; BV = 16 x 1 warp: none). Gluon states the layout: the tile is
+``BlockedLayout([1, VEC], [32 / TK, TK], [warps, 1])`` (VEC elements = 16 bytes per thread along K,
+TK threads of a warp across K, warps stacked over rows), q and k are its ``SliceLayout(0)`` and the row
+results its ``SliceLayout(1)``. Every warp then owns whole rows: the reductions over K are shuffles
+inside one warp, the broadcasts move nothing, and the program has no shared memory and no barrier at
+any warp count (sm_90 offline: BV = 16 x 1, 64 x 4 and 128 x 8 warps, 128 registers each). A
+multi-warp program is thus the one-warp program repeated, at a quarter or an eighth of the programs:
+fewer blocks for the block scheduler to place (an empty kernel over 4096 one-warp programs takes
+3.47 µs under the graph timer on the H100, against 1.17 for 128 programs; ``scripts/latency_floor.py``).
+
+The math is ``raw_vector_decode``'s (the L2 norms applied to the BV-long row sums, both row sums from
+the state before the update), with the slot branch: a padded row (slot -1) writes a zero output and
+touches no state. K-last pools only (the tile is a contiguous BV x K block).
+"""
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+
+@gluon.jit
+def _pdl_wait():
+    """``griddepcontrol.wait`` (programmatic dependent launch; see ``wait_for_predecessor``)."""
+    gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _prefetch_l2(ptr, nbytes, NW: gl.constexpr):
+    """Ask L2 for ``nbytes`` contiguous bytes at ``ptr`` (sm90 bulk prefetch by thread 0: no registers,
+    no waiting)."""
+    one: gl.constexpr = gl.BlockedLayout([1], [32], [NW], [0])
+    gl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .u32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
+        "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
+        "=r,l,r", [ptr + gl.zeros([1], gl.int32, layout=one), gl.full([1], nbytes, gl.int32, layout=one)],
+        dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def gdn_decode_rows_kernel(
+    q, k, v, a, b, A_log, dt_bias, slots, pool, out, scale, HK: gl.constexpr, HV: gl.constexpr,
+    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr, TK: gl.constexpr, NW: gl.constexpr,
+    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, AHEAD: gl.constexpr,
+):
+    """Decode (T = 1), K-last pool, one program per BV x K tile (the V blocks of a head consecutive, as
+    in ``grid_tile``). q, k [B, HK, K], v [B, HV, V], a, b [B, HV] (bf16 / fp16); A_log, dt_bias [HV]
+    fp32; slots [B] int32 (-1: padded); pool [slots, HV, V, K] (bf16 / fp32 / fp16); out [B, HV, V].
+    VEC: state elements per 16-byte access; TK: threads of a warp across K (VEC * TK <= K); NW: warps.
+    AHEAD > 0: also ask L2 for the tile of the program AHEAD further on (its slot loaded with ours)."""
+    if PDL:
+        _pdl_wait()
+    L: gl.constexpr = gl.BlockedLayout([1, VEC], [32 // TK, TK], [NW, 1], [1, 0])
+    LK: gl.constexpr = gl.SliceLayout(0, L)  # K-long vectors: every row's threads hold the same columns
+    LV: gl.constexpr = gl.SliceLayout(1, L)  # row results: one value per row, in the warp owning it
+    NV: gl.constexpr = V // BV
+    pid = gl.program_id(0)
+    i_v = pid % NV
+    pair = pid // NV
+    hv = pair % HV
+    n = (pair // HV).to(gl.int64)
+    h = hv // (HV // HK)
+    slot = gl.load(slots + n).to(gl.int64)
+    if AHEAD > 0:
+        later = pid + AHEAD
+        pair2 = later // NV
+        slot2 = gl.load(slots + pair2 // HV, mask=later < gl.num_programs(0), other=-1).to(gl.int64)
+    # the inputs do not depend on the slot: loaded alongside it
+    offs_k = gl.arange(0, K, layout=LK)
+    offs_v = i_v * BV + gl.arange(0, BV, layout=LV)
+    qr = gl.load(q + (n * HK + h) * K + offs_k)
+    kr = gl.load(k + (n * HK + h) * K + offs_k)
+    vr = gl.load(v + (n * HV + hv) * V + offs_v)
+    ar = gl.load(a + n * HV + hv)
+    br = gl.load(b + n * HV + hv)
+    alog = gl.load(A_log + hv)
+    dtb = gl.load(dt_bias + hv)
+    if slot >= 0:
+        state = pool + (slot * HV + hv) * (K * V)
+        offs = offs_v[:, None] * K + offs_k[None, :]
+        Hr = gl.load(state + offs)
+        if AHEAD > 0:
+            if slot2 >= 0:
+                _prefetch_l2(pool + (slot2 * HV + pair2 % HV) * (K * V) + (later % NV) * (BV * K),
+                             BV * K * pool.dtype.element_ty.primitive_bitwidth // 8, NW)
+        qf = qr.to(gl.float32)
+        kf = kr.to(gl.float32)
+        Hf = Hr.to(gl.float32)
+        hk = gl.sum(Hf * kf[None, :], axis=1)  # [BV]: the row sums of raw q and k, independent of the norms
+        hq = gl.sum(Hf * qf[None, :], axis=1)
+        sq = gl.rsqrt(gl.sum(qf * qf, axis=0) + 1e-6) * scale
+        sk = gl.rsqrt(gl.sum(kf * kf, axis=0) + 1e-6)
+        kq = gl.sum(qf * kf, axis=0)
+        x = ar.to(gl.float32) + dtb
+        eg = gl.exp(-gl.exp(alog) * gl.where(x > 20.0, x, gl.log(1.0 + gl.exp(x))))
+        beta = 1.0 / (1.0 + gl.exp(-br.to(gl.float32)))
+        u = beta * (vr.to(gl.float32) - (eg * sk) * hk)
+        gl.store(out + (n * HV + hv) * V + offs_v, ((eg * sq) * hq + u * (kq * sk * sq)).to(out.dtype.element_ty))
+        if WRITE_BACK:
+            gl.store(state + offs, (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty))
+    else:  # padded row: zero output, the pool untouched
+        gl.store(out + (n * HV + hv) * V + offs_v, gl.zeros([BV], out.dtype.element_ty, layout=LV))
