@@ -95,6 +95,9 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
         if case.layout == "k_last" and not triton_interpreted():
             out += [(rows * w, w, 0, 0, kc, 0, 6, 0, 0, ahead) for rows in (2, 4, 16) for w in (1, 2, 4, 8)
                     for kc in (0, 16) for ahead in ((0, 2, 4) if rows == 16 else (0,))]
+            # persistent: 16 warps per SM walking the tiles, the next tile's state asked of L2 (ptxas gives the
+            # loop 168 registers: also under a 128 cap, so all 16 warps fit)
+            out += [(16 * w, w, 16 // w, 0, 16, 0, 6, cap, 0, 1) for w in (1, 2, 4) for cap in (0, 128)]
     out += chunk_candidates(case)
     if not case.tree:
         for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4)):

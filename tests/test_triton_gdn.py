@@ -144,12 +144,15 @@ def test_two_pass_decode(layout, state_dtype, pool, kc, reread, name):
 @pytest.mark.gpu
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
-@pytest.mark.parametrize("tile_", [(8, 1, 0, 0, 0, 0, 6), (32, 4, 0, 0, 16, 0, 6), (64, 8, 0, 0, 0, 0, 6, 0, 0, 1)])
+@pytest.mark.parametrize("tile_", [(8, 1, 0, 0, 0, 0, 6), (32, 4, 0, 0, 16, 0, 6), (64, 8, 0, 0, 0, 0, 6, 0, 0, 1),
+                                   (16, 2, 1, 0, 16, 0, 6, 0, 0, 1), (8, 1, 2, 0, 0, 0, 6, 128)])
 @pytest.mark.parametrize("pdl", [False, True])
 def test_gluon_decode(state_dtype, pool, tile_, pdl):
     """The Gluon decode (``reread`` = 6, GPU only) on GQA heads at K = V = 64: one warp, four warps (16
     columns a thread) and eight (with the L2 prefetch one SM-count ahead: 67 rows x 4 heads x 1-8 tiles),
-    bf16 and fp32 state (8 / 16 lanes across K; 4 at 16 columns), padded rows, with and without PDL."""
+    and on persistent grids of 1 and 2 programs per SM (each program walking 2-8 tiles; with the L2
+    prefetch of its next tile; under a register cap), bf16 and fp32 state (8 / 16 lanes across K; 4 at
+    16 columns), padded rows, with and without PDL."""
     case = tiny_case(batch=67, hk=2, hv=4, head_dim_k=64, head_dim_v=64, state_dtype=state_dtype, pool=pool)
     b = TritonGDN(tile_override=tile_, pdl=pdl)
     assert "Gluon" in b.kernel(case)
@@ -164,7 +167,7 @@ def test_gluon_decode_reasons(monkeypatch):
     assert tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 0, 0, 6)) is None
     assert "K-last" in tg.tile_reason(tiny_case(**qwen, layout="v_last"), tg.Tile(64, 4, 0, 0, 0, 0, 6))
     assert "multiple" in tg.tile_reason(tiny_case(**qwen), tg.Tile(4, 4, 0, 0, 0, 0, 6))  # 2 rows per warp pass
-    assert "multiple of 8" in tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 12, 0, 6))
+    assert "multiple of 8" in tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 4, 0, 6))  # half a vector
     assert tg.rows_layout(tiny_case(**qwen)) == (8, 16)
     assert tg.rows_layout(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 16, 0, 6)) == (8, 8)  # 16 columns a thread
     assert tg.rows_layout(tiny_case(**{**qwen, "state_dtype": "float32"})) == (4, 32)

@@ -43,33 +43,21 @@ def _prefetch_l2(ptr, nbytes, NW: gl.constexpr):
 
 
 @gluon.jit
-def gdn_decode_rows_kernel(
-    q, k, v, a, b, A_log, dt_bias, slots, pool, out, scale, HK: gl.constexpr, HV: gl.constexpr,
-    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr, TK: gl.constexpr, NW: gl.constexpr,
-    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, AHEAD: gl.constexpr,
-):
-    """Decode (T = 1), K-last pool, one program per BV x K tile (the V blocks of a head consecutive, as
-    in ``grid_tile``). q, k [B, HK, K], v [B, HV, V], a, b [B, HV] (bf16 / fp16); A_log, dt_bias [HV]
-    fp32; slots [B] int32 (-1: padded); pool [slots, HV, V, K] (bf16 / fp32 / fp16); out [B, HV, V].
-    VEC: state elements per 16-byte access; TK: threads of a warp across K (VEC * TK <= K); NW: warps.
-    AHEAD > 0: also ask L2 for the tile of the program AHEAD further on (its slot loaded with ours)."""
-    if PDL:
-        _pdl_wait()
+def _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, later, slot2, HK: gl.constexpr,
+                 HV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr,
+                 TK: gl.constexpr, NW: gl.constexpr, WRITE_BACK: gl.constexpr, PREFETCH: gl.constexpr):
+    """One BV x K tile (the V blocks of a head consecutive, as in ``grid_tile``) at pool slot ``slot``
+    (-1: padded row, zero output, the pool untouched). PREFETCH: once this tile's state load is issued,
+    ask L2 for the state of tile ``later`` at slot ``slot2`` (skipped when -1)."""
     L: gl.constexpr = gl.BlockedLayout([1, VEC], [32 // TK, TK], [NW, 1], [1, 0])
     LK: gl.constexpr = gl.SliceLayout(0, L)  # K-long vectors: every row's threads hold the same columns
     LV: gl.constexpr = gl.SliceLayout(1, L)  # row results: one value per row, in the warp owning it
     NV: gl.constexpr = V // BV
-    pid = gl.program_id(0)
-    i_v = pid % NV
-    pair = pid // NV
+    i_v = tile % NV
+    pair = tile // NV
     hv = pair % HV
     n = (pair // HV).to(gl.int64)
     h = hv // (HV // HK)
-    slot = gl.load(slots + n).to(gl.int64)
-    if AHEAD > 0:
-        later = pid + AHEAD
-        pair2 = later // NV
-        slot2 = gl.load(slots + pair2 // HV, mask=later < gl.num_programs(0), other=-1).to(gl.int64)
     # the inputs do not depend on the slot: loaded alongside it
     offs_k = gl.arange(0, K, layout=LK)
     offs_v = i_v * BV + gl.arange(0, BV, layout=LV)
@@ -84,9 +72,9 @@ def gdn_decode_rows_kernel(
         state = pool + (slot * HV + hv) * (K * V)
         offs = offs_v[:, None] * K + offs_k[None, :]
         Hr = gl.load(state + offs)
-        if AHEAD > 0:
+        if PREFETCH:
             if slot2 >= 0:
-                _prefetch_l2(pool + (slot2 * HV + pair2 % HV) * (K * V) + (later % NV) * (BV * K),
+                _prefetch_l2(pool + (slot2 * HV + (later // NV) % HV) * (K * V) + (later % NV) * (BV * K),
                              BV * K * pool.dtype.element_ty.primitive_bitwidth // 8, NW)
         qf = qr.to(gl.float32)
         kf = kr.to(gl.float32)
@@ -105,3 +93,47 @@ def gdn_decode_rows_kernel(
             gl.store(state + offs, (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty))
     else:  # padded row: zero output, the pool untouched
         gl.store(out + (n * HV + hv) * V + offs_v, gl.zeros([BV], out.dtype.element_ty, layout=LV))
+
+
+@gluon.jit
+def _slot_of(slots, tile, n_tiles, HV: gl.constexpr, NV: gl.constexpr):
+    """Pool slot (int64) of a tile's row; -1 past the last tile."""
+    return gl.load(slots + tile // NV // HV, mask=tile < n_tiles, other=-1).to(gl.int64)
+
+
+@gluon.jit
+def gdn_decode_rows_kernel(
+    q, k, v, a, b, A_log, dt_bias, slots, pool, out, scale, n_tiles, HK: gl.constexpr, HV: gl.constexpr,
+    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr, TK: gl.constexpr, NW: gl.constexpr,
+    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, AHEAD: gl.constexpr, PERSIST: gl.constexpr,
+):
+    """Decode (T = 1), K-last pool, BV x K tiles. q, k [B, HK, K], v [B, HV, V], a, b [B, HV] (bf16 /
+    fp16); A_log, dt_bias [HV] fp32; slots [B] int32 (-1: padded); pool [slots, HV, V, K] (bf16 / fp32 /
+    fp16); out [B, HV, V]; n_tiles = B * HV * V / BV. VEC: state elements per 16-byte access; TK: threads
+    of a warp across K (VEC * TK <= K); NW: warps.
+
+    One program per tile (PERSIST false): with AHEAD > 0 a program also asks L2 for the state of the
+    program AHEAD further on (its slot loaded with ours). PERSIST: a grid of fewer programs walks the
+    tiles (tile, tile + grid, ...) with the next tile's slot loaded one tile ahead, and with AHEAD > 0 asks
+    L2 for the next tile's state while it works on the current one (programs start once, so no program
+    of a later wave waits for its launch or its slot)."""
+    if PDL:
+        _pdl_wait()
+    NV: gl.constexpr = V // BV
+    pid = gl.program_id(0)
+    if PERSIST:
+        step = gl.num_programs(0)
+        slot = _slot_of(slots, pid, n_tiles, HV, NV)
+        for tile in range(pid, n_tiles, step):
+            slot_next = _slot_of(slots, tile + step, n_tiles, HV, NV)
+            _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, tile + step, slot_next, HK, HV,
+                         K, V, BV, VEC, TK, NW, WRITE_BACK, AHEAD > 0)
+            slot = slot_next
+    else:
+        slot = gl.load(slots + pid // NV // HV).to(gl.int64)
+        later = pid + AHEAD
+        slot2 = slot
+        if AHEAD > 0:
+            slot2 = _slot_of(slots, later, gl.num_programs(0), HV, NV)
+        _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, pid, slot, later, slot2, HK, HV, K, V, BV, VEC,
+                     TK, NW, WRITE_BACK, AHEAD > 0)

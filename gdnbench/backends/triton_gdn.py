@@ -309,11 +309,11 @@ def tile_reason(case: Case, t: Tile) -> str | None:
                 f"{t.chunk} blocks per program")
     if t.prefetch and not t.chunk:
         return "prefetch is the chunk-form kernel's (an L2 prefetch of a head's row blocks)"
-    if t.ahead and t.progs_per_sm and not t.chunk:
-        return "ahead is an L2 prefetch for the one-program-per-tile and chunk-form kernels"
+    if t.ahead and t.progs_per_sm and not t.chunk and t.reread != 6:
+        return "ahead is an L2 prefetch for the one-program-per-tile, chunk-form and Gluon decode kernels"
     if t.ahead and case.layout == "v_last" and t.bv * torch.finfo(getattr(torch, case.state_dtype)).bits < 128:
         return f"an L2 prefetch of a V-last tile takes K runs of BV elements of >= 16 bytes (BV={t.bv})"
-    if t.reread and (case.tokens > 1 or case.intermediate or t.progs_per_sm or t.chunk):
+    if t.reread and (case.tokens > 1 or case.intermediate or (t.progs_per_sm and t.reread != 6) or t.chunk):
         return "the two-pass (reread) tile is for decode (T = 1) in the one-program-per-tile kernel"
     if t.reread == 5 and (t.bv < 16 or case.head_dim_k < 16 or case.dtype != "bfloat16"):
         return (f"the dot-form decode (reread = 5) needs BV >= 16, K >= 16 and bf16 q / k (tensor-core dots; BV={t.bv}, "
@@ -331,11 +331,11 @@ def gluon_reason(case: Case, t: Tile) -> str | None:
     """Why the Gluon decode (``reread`` = 6) cannot run ``case`` with tile ``t`` (None: it can)."""
     if triton_interpreted():
         return "the Gluon decode (reread = 6) compiles for a GPU only: Gluon has no TRITON_INTERPRET=1 interpreter"
+    if t.stages:
+        return "the Gluon decode (reread = 6) has no pipeline stages"
     if case.layout != "k_last":
         return "the Gluon decode (reread = 6) takes a K-last pool (its tile is a contiguous BV x K block)"
     vec, tk = rows_layout(case, t)
-    if t.maxnreg:
-        return "the Gluon decode (reread = 6) takes no register cap"
     if t.kc and (t.kc % vec or case.head_dim_k % t.kc):
         return (f"the Gluon decode's KC (K columns per thread) must be a multiple of {vec} (16 bytes) dividing "
                 f"K={case.head_dim_k}, not {t.kc}")
@@ -430,11 +430,13 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
         from triton.experimental.gluon._runtime import GluonASTSource
 
         sig = {name: sig[name] for name in ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots", "pool", "out", "scale")}
+        sig["n_tiles"] = "i32"
         consts = _gluon_consts(case, t, pdl, AOT_SMS)
         sig.update({name: "constexpr" for name in consts})
         src = GluonASTSource(fn=_gluon_decode(), signature=sig, constexprs=consts,
                              attrs={(i,): [["tt.divisibility", 16]] for i in range(10)})
-        return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, "launch_pdl": pdl})
+        return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, "launch_pdl": pdl,
+                                                                              **register_cap(case, t)})
     if progs or chunk:
         del consts["REREAD"], consts["AHEAD"], consts["DOT_BF16"]
     if progs and not chunk:
@@ -527,8 +529,9 @@ class TritonGDN(Backend):
     def kernel(self, case: Case) -> str:
         t = self.tile(case)
         mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
-        name, grid = (("gdn_persistent_kernel", f", {t.progs_per_sm} programs/SM") if t.progs_per_sm
-                      else ("gdn_decode_rows_kernel", "") if t.reread == 6 else ("gdn_recurrent_kernel", ""))
+        name, grid = (("gdn_decode_rows_kernel", f", {t.progs_per_sm} programs/SM" if t.progs_per_sm else "")
+                      if t.reread == 6 else ("gdn_persistent_kernel", f", {t.progs_per_sm} programs/SM")
+                      if t.progs_per_sm else ("gdn_recurrent_kernel", ""))
         if t.progs_per_sm and t.stages:
             name, grid = "gdn_pipelined_kernel", f"{grid}, {t.stages} stages"
         kc = t.k_chunk(case)
@@ -540,7 +543,7 @@ class TritonGDN(Backend):
             chunks += f", L2 prefetch of {t.prefetch} block{'s' if t.prefetch > 1 else ''}" if t.prefetch else ""
             chunks += f", L2 prefetch {t.ahead} block{'s' if t.ahead > 1 else ''} ahead" if t.ahead else ""
         elif t.ahead:
-            chunks += f", L2 prefetch {t.ahead} programs/SM ahead"
+            chunks += ", L2 prefetch of the next tile" if t.progs_per_sm else f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
             chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums",
                        4: ", norms on the row sums, no slot branch", 5: ", row sums as a tensor-core dot",
@@ -554,14 +557,19 @@ class TritonGDN(Backend):
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
 
-    def _build_gluon(self, case: Case, x: Inputs, t: Tile, grid: tuple, out: torch.Tensor):
-        """The Gluon decode (``reread`` = 6): one program per tile, as ``gdn_recurrent_kernel``."""
+    def _build_gluon(self, case: Case, x: Inputs, t: Tile, n_tiles: int, out: torch.Tensor):
+        """The Gluon decode (``reread`` = 6): one program per tile, as ``gdn_recurrent_kernel``, or a
+        persistent grid of ``progs_per_sm`` x SMs programs."""
         kern = _gluon_decode()
-        consts = _gluon_consts(case, t, self.pdl, sm_count(x.device))
-        opts = dict(num_warps=t.warps, **({"launch_pdl": True} if self.pdl else {}))
+        sms = sm_count(x.device)
+        consts = _gluon_consts(case, t, self.pdl, sms)
+        opts = dict(num_warps=t.warps, **({"launch_pdl": True} if self.pdl else {}),
+                    **({"maxnreg": t.maxnreg} if t.maxnreg else {}))
+        grid = (min(n_tiles, t.progs_per_sm * sms) if t.progs_per_sm else n_tiles,)
 
         def launch():
-            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, out, x.scale, **consts, **opts)
+            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, out, x.scale, n_tiles, **consts,
+                       **opts)
             return out
 
         return launch
@@ -584,6 +592,8 @@ class TritonGDN(Backend):
         if self.pdl:  # the kernels wait for their predecessor first (wait_for_predecessor); launched early
             meta.update(PDL=True, launch_pdl=True)
         n_tiles = case.batch * case.hv * (case.head_dim_v // bv)
+        if t.reread == 6:
+            return self._build_gluon(case, x, t, n_tiles, out)
         if not chunk:
             meta["KC"] = kc
             meta["FLAT"] = flat_rowdot(case, t)
@@ -601,8 +611,6 @@ class TritonGDN(Backend):
 
             return launch
         grid = (case.batch * case.hv * (case.head_dim_v // bv),)
-        if t.reread == 6:
-            return self._build_gluon(case, x, t, grid, out)
         cap = {} if triton_interpreted() else register_cap(case, t)
         if chunk:
             kern = _jit("gdn_mtp_chunk_kernel")
@@ -631,9 +639,12 @@ class TritonGDN(Backend):
 
 
 def _gluon_consts(case: Case, t: Tile, pdl: bool, sms: int) -> dict:
+    """The Gluon decode's compile-time arguments. ``ahead``: m programs per SM ahead (m x SMs programs) for
+    one program per tile; on a persistent grid (``progs_per_sm``) any m > 0 prefetches the program's next tile."""
     vec, tk = rows_layout(case, t)
     return dict(HK=case.hk, HV=case.hv, K=case.head_dim_k, V=case.head_dim_v, BV=t.bv, VEC=vec, TK=tk, NW=t.warps,
-                WRITE_BACK=case.write_back, PDL=pdl, AHEAD=t.ahead * sms)
+                WRITE_BACK=case.write_back, PDL=pdl, AHEAD=t.ahead * (1 if t.progs_per_sm else sms),
+                PERSIST=bool(t.progs_per_sm))
 
 
 def pdl_reason(target: Target | None = None) -> str | None:
