@@ -140,6 +140,21 @@ leave. Measured on the same grids (``scripts/latency_floor.py``, session 10), th
 TP1 B = 1 and 0.4 µs at 512 row-heads over a copy of each tile at its slot, and the arithmetic 0.35 and 0.68 µs
 more.
 
+Several warps per program (``reread`` = 6, ``_gluon_kernels.py``). Triton picks register layouts itself: with
+one warp per program the tile, q / k and the row results share compatible layouts, but with several warps it
+spreads a K-long vector over all the program's threads, so each broadcast against the tile and each norm goes
+through shared memory behind a barrier (sm_90 offline, bf16 BV = 64 x 4 warps: 14 barriers), and multi-warp
+tiles lost every tuning. The Gluon decode states the layout instead: every warp owns whole rows, q / k are the
+tile layout's column slice and the row results its row slice, so a 4- or 8-warp program is the one-warp program
+repeated with no shared memory and no barrier, at a quarter or an eighth of the programs (an empty launch of
+4096 one-warp programs takes 3.47 µs under the graph timer, of 128 programs 1.17). With the L2 prefetch a wave
+ahead (``ahead`` = 4: four such programs fill an SM's 16 warps) bf16 BV = 64 x 4 warps took 512 row-heads from
+14.40-14.46 to 14.24-14.34 µs (TP1 B = 16) and 14.52-14.54 to 14.26-14.31 (TP4 B = 64) on the H100 (probe,
+two rounds, ``scripts/gluon_probe.py``); one-warp Gluon programs and the larger classes stayed behind the
+Triton tiles. Gluon has no CPU interpreter: these tiles compile for a GPU only (a reason under
+TRITON_INTERPRET=1, where the table's entry for the class is passed over for the next one down), are checked
+offline for sm_90 in CI (no shared memory, 16-byte state traffic) and gated on the GPU.
+
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
 ``o = e^gc sq (Hs q)`` and the store writes ``e^gc_T Hs``: three passes over the register tile per token
