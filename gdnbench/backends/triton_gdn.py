@@ -164,16 +164,17 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (results/2026-11-22_h100-sm90_roofline-{decode,mtp}, session 11, graph timer, cold
-L2, copy bandwidth 3007-3008 GB/s): TP1 bf16 decode runs at 91.2-98.0% of the measured copy bandwidth from
-B = 64 on a scattered pool (93.5-100.4% contiguous: an in-place update can run slightly faster than the
-1 GiB copy it is measured against) and takes 0.85-0.96x FlashInfer's time at every batch;
-fp32 reaches 96.4-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state
-load, compute, stores draining), not bandwidth: at B = 1 a kernel that only copies each tile at its slot takes
-2.71 µs of triton's 3.12, and at 512 row-heads (TP1 B = 16) it reaches 84.4% where triton reaches 78.0%
-(``scripts/latency_floor.py``, session 10). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.4% of copy
-bandwidth from B = 64 (scattered) and takes 0.66-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token
-kernel) reaches 89.6-96.5% from B = 64.
+Measured on the H100 (graph timer, cold L2, copy bandwidth 3007-3009 GB/s; decode:
+results/2026-12-06_h100-sm90_roofline-decode, session 12; MTP: results/2026-11-22_h100-sm90_roofline-mtp, session
+11): TP1 bf16 decode runs at 91.3-97.8% of the measured copy bandwidth from B = 64 on a scattered pool
+(93.3-100.4% contiguous: an in-place update can run slightly faster than the 1 GiB copy it is measured against)
+and takes 0.86-0.96x FlashInfer's time at every batch; fp32 reaches 96.3-98.2% from B = 128. Below B ~ 64 the time
+is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: at B = 1 a kernel that
+only copies each tile at its slot takes 2.71 µs of triton's 3.12, and at 512 row-heads (TP1 B = 16) it reaches
+84.4% on the one-warp grid (``scripts/latency_floor.py``, session 10) where triton reaches 78.8% (14.33 µs; 78.0%
+before the Gluon tile). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.4% of copy bandwidth from B = 64
+(scattered) and takes 0.66-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token kernel) reaches 89.6-96.5%
+from B = 64.
 """
 
 from __future__ import annotations
