@@ -170,9 +170,12 @@ results/2026-12-06_h100-sm90_roofline-decode, session 12; MTP: results/2026-11-2
 (93.3-100.4% contiguous: an in-place update can run slightly faster than the 1 GiB copy it is measured against)
 and takes 0.86-0.96x FlashInfer's time at every batch; fp32 reaches 96.3-98.2% from B = 128. Below B ~ 64 the time
 is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: at B = 1 a kernel that
-only copies each tile at its slot takes 2.71 µs of triton's 3.12, and at 512 row-heads (TP1 B = 16) it reaches
-84.4% on the one-warp grid (``scripts/latency_floor.py``, session 10) where triton reaches 78.8% (14.33 µs; 78.0%
-before the Gluon tile). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.4% of copy bandwidth from B = 64
+only copies each tile at its slot takes 2.71 µs of triton's 3.12. At 512 row-heads (TP1 B = 16) the triton kernel
+reaches 78.8% (14.33 µs; 78.0% before the Gluon tile): on its own grid (1024 programs of 4 warps) a kernel that only
+copies each tile at its slot and loads every input takes as long (14.24 µs against triton's 14.20 in the same call,
+``scripts/latency_floor.py``, session 12), so the arithmetic is hidden and what remains is the grid's memory
+chain (slot, then state, then the write); on the one-warp grid that copy reaches 84.4%, but there the GDN
+arithmetic added 1.1 µs (session 10). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.4% of copy bandwidth from B = 64
 (scattered) and takes 0.66-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token kernel) reaches 89.6-96.5%
 from B = 64.
 """
