@@ -289,6 +289,11 @@ def tuned_tiles() -> list[dict]:
     return read_tile_table(TILES_FILE)
 
 
+def _entry_tile(e: dict) -> Tile:
+    """A table entry's tile (fields it leaves out are 0)."""
+    return Tile(*(int(e.get(f, 0)) for f in Tile._fields))
+
+
 def tile(case: Case) -> Tile:
     """(BV, num_warps, programs per SM): V rows per tile, warps per program, persistent grid size.
 
@@ -301,9 +306,9 @@ def tile(case: Case) -> Tile:
                                                       e["head_dim_v"], e["mtp"])
                       == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
                       and not (e.get("chunk") and chunk_reason(case, int(e["bv"])))
-                      and not (e.get("reread") == 6 and gluon_reason(case, Tile(*(int(e.get(f, 0)) for f in Tile._fields)))))
+                      and not (e.get("reread") == 6 and gluon_reason(case, _entry_tile(e))))
     if best:
-        t = Tile(*(int(best.get(f, 0)) for f in Tile._fields))
+        t = _entry_tile(best)
         return t._replace(progs_per_sm=0, stages=0) if case.tree else t  # the persistent kernels have no tree
     return heuristic_tile(case)
 
@@ -448,7 +453,8 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
     if t.reread == 6:
         from triton.experimental.gluon._runtime import GluonASTSource
 
-        sig = {name: sig[name] for name in ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots", "pool", "out", "scale")}
+        names = ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots", "pool", "out", "scale")
+        sig = {name: sig[name] for name in names}
         sig["n_tiles"] = "i32"
         consts = _gluon_consts(case, t, pdl, AOT_SMS)
         sig.update({name: "constexpr" for name in consts})
