@@ -22,24 +22,32 @@ plans = {
     (64, 16, 32): [(16, 1, 4), (64, 4, 4), (64, 4, 2), (128, 8, 4), (128, 8, 2)],
     (256, 16, 32): [(16, 1, 2), (64, 4, 2), (128, 8, 2), (64, 4, 4)],
 }
-only = set(sys.argv[1].split(';')) if len(sys.argv) > 1 else None
-for rnd in (1, 2):
-    for (B, HK, HV), cands in plans.items():
-        if only and f"{B},{HK},{HV}" not in only:
-            continue
-        c = case(B, HK, HV)
-        x = make_inputs(c, "cuda")
-        e = reference(x)
-        res = []
-        for t in [None] + [(bv, w, 0, 0, 0, 0, 6, 0, 0, a) for bv, w, a in cands]:
-            b = TritonGDN(tile_override=t)
-            g = run_gate(c, b, x, e)
-            tag = "table" if t is None else f"g{t[0]}x{t[1]}a{t[9]}"
-            if not g.check.ok:
-                print(f"FAILED {tag} {c.id}: {g.check.message}", flush=True)
+
+
+def main() -> int:
+    only = set(sys.argv[1].split(';')) if len(sys.argv) > 1 else None
+    for rnd in (1, 2):
+        for (B, HK, HV), cands in plans.items():
+            if only and f"{B},{HK},{HV}" not in only:
                 continue
-            us = time_gpu("graph", c, b, CFG).stats.median
-            res.append((us, tag))
-        print(f"round {rnd} B={B} HK={HK} HV={HV}: " + "  ".join(f"{n}={u:.3f}" for u, n in res), flush=True)
-        del x, e
-        torch.cuda.empty_cache()
+            c = case(B, HK, HV)
+            x = make_inputs(c, "cuda")
+            e = reference(x)
+            res = []
+            for t in [None] + [(bv, w, 0, 0, 0, 0, 6, 0, 0, a) for bv, w, a in cands]:
+                b = TritonGDN(tile_override=t)
+                g = run_gate(c, b, x, e)
+                tag = "table" if t is None else f"g{t[0]}x{t[1]}a{t[9]}"
+                if not g.check.ok:
+                    print(f"FAILED {tag} {c.id}: {g.check.message}", flush=True)
+                    continue
+                us = time_gpu("graph", c, b, CFG).stats.median
+                res.append((us, tag))
+            print(f"round {rnd} B={B} HK={HK} HV={HV}: " + "  ".join(f"{n}={u:.3f}" for u, n in res), flush=True)
+            del x, e
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

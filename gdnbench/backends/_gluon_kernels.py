@@ -23,11 +23,7 @@ touches no state. K-last pools only (the tile is a contiguous BV x K block).
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-
-@gluon.jit
-def _pdl_wait():
-    """``griddepcontrol.wait`` (programmatic dependent launch; see ``wait_for_predecessor``)."""
-    gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+from gdnbench.backends._triton_kernels import beta_of, decay, wait_for_predecessor
 
 
 @gluon.jit
@@ -84,10 +80,8 @@ def _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, la
         sq = gl.rsqrt(gl.sum(qf * qf, axis=0) + 1e-6) * scale
         sk = gl.rsqrt(gl.sum(kf * kf, axis=0) + 1e-6)
         kq = gl.sum(qf * kf, axis=0)
-        x = ar.to(gl.float32) + dtb
-        eg = gl.exp(-gl.exp(alog) * gl.where(x > 20.0, x, gl.log(1.0 + gl.exp(x))))
-        beta = 1.0 / (1.0 + gl.exp(-br.to(gl.float32)))
-        u = beta * (vr.to(gl.float32) - (eg * sk) * hk)
+        eg = gl.exp(decay(ar, -gl.exp(alog), dtb))
+        u = beta_of(br) * (vr.to(gl.float32) - (eg * sk) * hk)
         gl.store(out + (n * HV + hv) * V + offs_v, ((eg * sq) * hq + u * (kq * sk * sq)).to(out.dtype.element_ty))
         if WRITE_BACK:
             gl.store(state + offs, (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty))
@@ -117,8 +111,7 @@ def gdn_decode_rows_kernel(
     tiles (tile, tile + grid, ...) with the next tile's slot loaded one tile ahead, and with AHEAD > 0 asks
     L2 for the next tile's state while it works on the current one (programs start once, so no program
     of a later wave waits for its launch or its slot)."""
-    if PDL:
-        _pdl_wait()
+    wait_for_predecessor(PDL)
     NV: gl.constexpr = V // BV
     pid = gl.program_id(0)
     if PERSIST:
