@@ -38,7 +38,7 @@ def case(batch, hk=16, hv=32, layout="k_last", sd="bfloat16", tokens=1) -> Case:
 KCS = (0, 64, 32)  # K chunk of the per-token kernels' register tile: whole K, or 2 / 4 chunks at K = 128
 
 
-NFIELDS = len(Tile._fields)  # (BV, warps, programs per SM, chunk, KC, stages, reread, maxnreg, prefetch, ahead)
+NFIELDS = len(Tile._fields)  # (BV, warps, programs per SM, chunk, KC, stages, reread, maxnreg, prefetch, ahead, cache)
 
 
 def candidates(case: Case) -> list[tuple[int, ...]]:
@@ -51,7 +51,8 @@ def candidates(case: Case) -> list[tuple[int, ...]]:
     caps of 96-112 and with an L2 prefetch of the next wave's tile (``ahead``), the small tiles with q
     and k loaded in the tile's layout (``reread`` = 2) or as vectors with the norms on the row sums, with
     and without the slot branch (3, 4), the row sums as a tensor-core dot (5) and the Gluon decode at 1-8
-    warps (6, K-last, not under the interpreter); and for MTP the chunk-form kernel (tensor-core dots need
+    warps (6, K-last, not under the interpreter), each with the state's default or evict-first L2 policy
+    (``cache``); and for MTP the chunk-form kernel (tensor-core dots need
     BV >= 16)."""
     return [full(t) for t in _candidates(case)]
 
@@ -93,8 +94,8 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
         # the Gluon decode (K-last, GPU only): every warp owns whole rows, so 1-8 warps per program behave
         # alike per warp at fewer programs; 16-row warps also with the L2 prefetch 2 and 4 programs per SM ahead
         if case.layout == "k_last" and not triton_interpreted():
-            out += [(rows * w, w, 0, 0, kc, 0, 6, 0, 0, ahead) for rows in (2, 4, 16) for w in (1, 2, 4, 8)
-                    for kc in (0, 16) for ahead in ((0, 2, 4) if rows == 16 else (0,))]
+            out += [(rows * w, w, 0, 0, kc, 0, 6, 0, 0, ahead, cache) for rows in (2, 4, 16) for w in (1, 2, 4, 8)
+                    for kc in (0, 16) for ahead in ((0, 2, 4) if rows == 16 else (0,)) for cache in (0, 1, 2)]
             # persistent: 16 warps per SM walking the tiles, the next tile's state asked of L2 (ptxas gives the
             # loop 168 registers: also under a 128 cap, so all 16 warps fit)
             out += [(16 * w, w, 16 // w, 0, 16, 0, 6, cap, 0, 1) for w in (1, 2, 4) for cap in (0, 128)]
@@ -154,7 +155,7 @@ def persist_candidates(case: Case) -> list[tuple[int, ...]]:
 def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[str] | None = None) -> list[Case]:
     """K-last classes the roofline targets cover (V-last keeps the heuristic tile); ``batches`` /
     ``dtypes``: only those batch sizes / state dtypes."""
-    bs = (1, 4, 16, 64, 256, 512)
+    bs = (1, 4, 16, 64, 128, 256, 512)
     cases = [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in bs]
     cases += [case(b, hk=4, hv=8) for b in bs]
     cases += [case(b, sd=sd, tokens=4) for sd in ("bfloat16", "float32") for b in (1, 4, 16, 64, 128, 256)]
@@ -219,6 +220,7 @@ def main() -> int:
     best = {key_of(e): (e["median_us"], tuple(int(e.get(f, 0)) for f in Tile._fields))
             for e in tuned_tiles() if key_of(e) not in measured}
     rows = []
+    by_class: dict[tuple, dict[str, dict[tuple, float]]] = {}  # class -> case id -> tile -> µs
     t0 = time.time()
     for c in cases:
         if given:  # explicit tiles (over --family), next to the case's current one
@@ -232,14 +234,28 @@ def main() -> int:
         if results:
             us, t = min(results)
             key = class_key(c)
-            if key not in best or us < best[key][0]:
-                best[key] = (us, t)
+            by_class.setdefault(key, {})[c.id] = {tile_: us_ for us_, tile_ in results}
+            best[key] = class_choice(by_class[key])
             print(f"{c.id:70s} best BV={t[0]:3d} warps={t[1]} progs/SM={t[2]:2d} chunk={t[3]} KC={t[4]:3d} "
-                  f"stages={t[5]} reread={t[6]} maxnreg={t[7]} prefetch={t[8]} ahead={t[9]}  {us:9.2f} us  "
+                  f"stages={t[5]} reread={t[6]} maxnreg={t[7]} prefetch={t[8]} ahead={t[9]} cache={t[10]}  {us:9.2f} us  "
                   f"(of {len(results)}; worst {max(results)[0]:.2f})  [{time.time() - t0:.0f}s]", flush=True)
         write(best, rows, args.out)  # after every case: a run cut short keeps what it measured
     print(f"wrote {TILES_FILE} ({len(best)} entries) in {time.time() - t0:.0f}s")
     return 0
+
+
+def class_choice(cases: dict[str, dict[tuple, float]]) -> tuple[float, tuple]:
+    """The tile for a class (the cases sharing one batch x hv, e.g. TP1 B = 16 and TP4 B = 64) from each
+    case's measured tiles (case id -> tile -> µs): among the tiles measured in every case, the one with
+    the least summed slowdown against each case's own fastest, so no case of the class is given a tile
+    only another case likes. Returns (µs of the chosen tile in its fastest case, tile)."""
+    common = set.intersection(*(set(m) for m in cases.values()))
+    if not common:  # nothing measured in all of them (a tile failing one case's gate): the fastest anywhere
+        return min((us, t) for m in cases.values() for t, us in m.items())
+    fastest = {cid: min(m.values()) for cid, m in cases.items()}
+    score = {t: sum(m[t] / fastest[cid] for cid, m in cases.items()) for t in common}
+    t = min(common, key=lambda t: (score[t], t))
+    return min(m[t] for m in cases.values()), t
 
 
 def write(best: dict, rows: list, out: Path) -> None:

@@ -145,17 +145,40 @@ def test_two_pass_decode(layout, state_dtype, pool, kc, reread, name):
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
 @pytest.mark.parametrize("tile_", [(8, 1, 0, 0, 0, 0, 6), (32, 4, 0, 0, 16, 0, 6), (64, 8, 0, 0, 0, 0, 6, 0, 0, 1),
-                                   (16, 2, 1, 0, 16, 0, 6, 0, 0, 1), (8, 1, 2, 0, 0, 0, 6, 128)])
+                                   (16, 2, 1, 0, 16, 0, 6, 0, 0, 1), (8, 1, 2, 0, 0, 0, 6, 128),
+                                   (8, 1, 0, 0, 0, 0, 6, 0, 0, 0, 1), (64, 4, 0, 0, 0, 0, 6, 0, 0, 1, 2)])
 @pytest.mark.parametrize("pdl", [False, True])
 def test_gluon_decode(state_dtype, pool, tile_, pdl):
     """The Gluon decode (``reread`` = 6, GPU only) on GQA heads at K = V = 64: one warp, four warps (16
     columns a thread) and eight (with the L2 prefetch one SM-count ahead: 67 rows x 4 heads x 1-8 tiles),
     and on persistent grids of 1 and 2 programs per SM (each program walking 2-8 tiles; with the L2
     prefetch of its next tile; under a register cap), bf16 and fp32 state (8 / 16 lanes across K; 4 at
-    16 columns), padded rows, with and without PDL."""
+    16 columns), padded rows, with and without PDL; with evict-first state stores (cache 1), and loads
+    and stores (cache 2)."""
     case = tiny_case(batch=67, hk=2, hv=4, head_dim_k=64, head_dim_v=64, state_dtype=state_dtype, pool=pool)
     b = TritonGDN(tile_override=tile_, pdl=pdl)
     assert "Gluon" in b.kernel(case)
+    r = gate(case, b)
+    assert r.ok, r.message
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
+@pytest.mark.parametrize("tile_", [(16, 1, 1, 0, 0, 2, 7), (32, 4, 1, 0, 16, 8, 7), (64, 8, 2, 0, 0, 3, 7, 0, 0, 1),
+                                   (8, 1, 4, 0, 0, 1, 7, 0, 0, 1)])
+@pytest.mark.parametrize("pdl", [False, True])
+def test_tma_decode(state_dtype, pool, tile_, pdl):
+    """The TMA-staged Gluon decode (``reread`` = 7, sm90+) on GQA heads at K = V = 64 (67 rows x 4 heads,
+    so the programs take uneven tile counts and a padded row sits between copies): buffers fewer than a
+    program's tiles (refilled, phases wrapping: 1 program/SM x 2 buffers; 2 x 3 with the inputs carried a
+    tile ahead), one buffer, and as many buffers as tiles (1 x 8); one to eight warps, bf16 and fp32 state,
+    with and without PDL."""
+    case = tiny_case(batch=67, hk=2, hv=4, head_dim_k=64, head_dim_v=64, state_dtype=state_dtype, pool=pool)
+    b = TritonGDN(tile_override=tile_, pdl=pdl)
+    if tg.tma_reason(case, b.tile(case)):
+        pytest.skip(tg.tma_reason(case, b.tile(case)))
+    assert "TMA" in b.kernel(case)
     r = gate(case, b)
     assert r.ok, r.message
 
@@ -186,7 +209,7 @@ def test_two_pass_is_decode_only():
     assert tg.tile_reason(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1)) is None
     assert tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 2)) is None
     assert "decode" in tg.tile_reason(mtp, tg.Tile(4, 1, 0, 0, 0, 0, 2))
-    assert "reread is 0" in tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 7))
+    assert "reread is 0" in tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 8))
     assert tg.register_cap(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1, 64)) == {"maxnreg": 64}
 
 
@@ -469,7 +492,12 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
     ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 1), False),
     # the Gluon decode: one and four warps (with the L2 prefetch ahead), fp32 state at eight, PDL
     ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 6), True), ("bfloat16", "k_last", 1, (64, 4, 0, 0, 0, 0, 6, 0, 0, 4), False),
-    ("float32", "k_last", 1, (64, 8, 0, 0, 0, 0, 6), False)])
+    ("float32", "k_last", 1, (64, 8, 0, 0, 0, 0, 6), False),
+    # ... with evict-first state stores, and loads and stores
+    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 6, 0, 0, 0, 1), False),
+    ("bfloat16", "k_last", 1, (64, 4, 0, 0, 0, 0, 6, 0, 0, 4, 2), True),
+    # the TMA-staged decode: the state through shared memory, refilled buffers, inputs a tile ahead
+    ("bfloat16", "k_last", 1, (16, 1, 16, 0, 0, 2, 7), False), ("float32", "k_last", 1, (32, 4, 1, 0, 0, 4, 7, 0, 0, 1), True)])
 def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_, pdl):
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
     to local memory -- what decode at the bandwidth roofline needs. With PDL, the wait for the previous
@@ -504,6 +532,12 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
             assert rep["registers"] <= 96, rep
     if tile_ is not None and len(tile_) > 6 and tile_[6] == 6:  # Gluon: warps own rows, nothing crosses warps
         assert rep["shared_bytes"] == 0, rep
+    cache = tile_[10] if tile_ is not None and len(tile_) > 10 else 0  # the state's L2 eviction policy
+    assert rep["st_evict_first"] == (rep["st_v4"] if cache else 0), rep  # every state store, or none
+    assert (rep["ld_evict_first"] >= 4) == (cache == 2), rep
+    if tile_ is not None and len(tile_) > 6 and tile_[6] == 7:  # TMA: a buffer per stage, 16-byte state stores
+        size = 2 if state_dtype == "bfloat16" else 4
+        assert rep["shared_bytes"] >= tile_[5] * tile_[0] * 128 * size, rep
 
 
 def test_tile_table_reader_and_picker(tmp_path):

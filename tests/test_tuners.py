@@ -106,6 +106,17 @@ def test_triton_candidates_are_valid_tiles():
         assert any(t[3] > 1 and t[5] for t in cands) == (c.tokens > 1)  # pipelined chunk-form tiles: MTP only
 
 
+def test_triton_class_choice_serves_every_case_of_a_class():
+    """Cases sharing a class (TP1 B = 16 and TP4 B = 64: 512 row-heads) get the tile with the least summed
+    slowdown over both, not the one only the faster case likes; where no tile was measured in every
+    case, the fastest measured anywhere."""
+    a, b, c = (4, 1), (64, 4), (16, 1)
+    cases = {"tp1-b16": {a: 13.89, b: 14.00, c: 14.30}, "tp4-b64": {a: 14.09, b: 13.96, c: 14.20}}
+    assert tune_triton.class_choice(cases) == (13.96, b)  # a: 1 + 1.0093; b: 1.0079 + 1
+    assert tune_triton.class_choice({"only": {a: 2.0, b: 1.5}}) == (1.5, b)
+    assert tune_triton.class_choice({"x": {a: 3.0}, "y": {b: 2.0}}) == (2.0, b)  # nothing in common
+
+
 def test_triton_plan_filters():
     cases = tune_triton.plan("decode", {16, 64}, {"bfloat16"})
     assert {(c.batch, c.hv, c.state_dtype, c.tokens) for c in cases} == {

@@ -22,8 +22,14 @@ touches no state. K-last pools only (the tile is a contiguous BV x K block).
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
 from gdnbench.backends._triton_kernels import beta_of, decay, wait_for_predecessor
+
+# TMA global -> shared copy: ``async_copy_global_to_shared`` in Triton 3.6, renamed ``async_load`` later
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+# a CTA-wide barrier: ``thread_barrier`` in Triton 3.6, ``barrier`` later
+_cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 
 
 @gluon.jit
@@ -41,10 +47,12 @@ def _prefetch_l2(ptr, nbytes, NW: gl.constexpr):
 @gluon.jit
 def _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, later, slot2, HK: gl.constexpr,
                  HV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr,
-                 TK: gl.constexpr, NW: gl.constexpr, WRITE_BACK: gl.constexpr, PREFETCH: gl.constexpr):
+                 TK: gl.constexpr, NW: gl.constexpr, WRITE_BACK: gl.constexpr, PREFETCH: gl.constexpr,
+                 CACHE: gl.constexpr):
     """One BV x K tile (the V blocks of a head consecutive, as in ``grid_tile``) at pool slot ``slot``
     (-1: padded row, zero output, the pool untouched). PREFETCH: once this tile's state load is issued,
-    ask L2 for the state of tile ``later`` at slot ``slot2`` (skipped when -1)."""
+    ask L2 for the state of tile ``later`` at slot ``slot2`` (skipped when -1). CACHE: 1 stores the
+    state with an evict-first policy, 2 also loads it so (``cache_policy``)."""
     L: gl.constexpr = gl.BlockedLayout([1, VEC], [32 // TK, TK], [NW, 1], [1, 0])
     LK: gl.constexpr = gl.SliceLayout(0, L)  # K-long vectors: every row's threads hold the same columns
     LV: gl.constexpr = gl.SliceLayout(1, L)  # row results: one value per row, in the warp owning it
@@ -67,7 +75,10 @@ def _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, la
     if slot >= 0:
         state = pool + (slot * HV + hv) * (K * V)
         offs = offs_v[:, None] * K + offs_k[None, :]
-        Hr = gl.load(state + offs)
+        if CACHE == 2:
+            Hr = gl.load(state + offs, eviction_policy="evict_first")
+        else:
+            Hr = gl.load(state + offs)
         if PREFETCH:
             if slot2 >= 0:
                 _prefetch_l2(pool + (slot2 * HV + (later // NV) % HV) * (K * V) + (later % NV) * (BV * K),
@@ -84,7 +95,11 @@ def _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, la
         u = beta_of(br) * (vr.to(gl.float32) - (eg * sk) * hk)
         gl.store(out + (n * HV + hv) * V + offs_v, ((eg * sq) * hq + u * (kq * sk * sq)).to(out.dtype.element_ty))
         if WRITE_BACK:
-            gl.store(state + offs, (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty))
+            new = (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty)
+            if CACHE > 0:
+                gl.store(state + offs, new, eviction_policy="evict_first")
+            else:
+                gl.store(state + offs, new)
     else:  # padded row: zero output, the pool untouched
         gl.store(out + (n * HV + hv) * V + offs_v, gl.zeros([BV], out.dtype.element_ty, layout=LV))
 
@@ -99,7 +114,7 @@ def _slot_of(slots, tile, n_tiles, HV: gl.constexpr, NV: gl.constexpr):
 def gdn_decode_rows_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, out, scale, n_tiles, HK: gl.constexpr, HV: gl.constexpr,
     K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr, TK: gl.constexpr, NW: gl.constexpr,
-    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, AHEAD: gl.constexpr, PERSIST: gl.constexpr,
+    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, AHEAD: gl.constexpr, PERSIST: gl.constexpr, CACHE: gl.constexpr,
 ):
     """Decode (T = 1), K-last pool, BV x K tiles. q, k [B, HK, K], v [B, HV, V], a, b [B, HV] (bf16 /
     fp16); A_log, dt_bias [HV] fp32; slots [B] int32 (-1: padded); pool [slots, HV, V, K] (bf16 / fp32 /
@@ -110,7 +125,7 @@ def gdn_decode_rows_kernel(
     program AHEAD further on (its slot loaded with ours). PERSIST: a grid of fewer programs walks the
     tiles (tile, tile + grid, ...) with the next tile's slot loaded one tile ahead, and with AHEAD > 0 asks
     L2 for the next tile's state while it works on the current one (programs start once, so no program
-    of a later wave waits for its launch or its slot)."""
+    of a later wave waits for its launch or its slot). CACHE: the state's L2 eviction policy (``_decode_tile``)."""
     wait_for_predecessor(PDL)
     NV: gl.constexpr = V // BV
     pid = gl.program_id(0)
@@ -120,7 +135,7 @@ def gdn_decode_rows_kernel(
         for tile in range(pid, n_tiles, step):
             slot_next = _slot_of(slots, tile + step, n_tiles, HV, NV)
             _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, tile + step, slot_next, HK, HV,
-                         K, V, BV, VEC, TK, NW, WRITE_BACK, AHEAD > 0)
+                         K, V, BV, VEC, TK, NW, WRITE_BACK, AHEAD > 0, CACHE)
             slot = slot_next
     else:
         slot = gl.load(slots + pid // NV // HV).to(gl.int64)
@@ -129,4 +144,124 @@ def gdn_decode_rows_kernel(
         if AHEAD > 0:
             slot2 = _slot_of(slots, later, gl.num_programs(0), HV, NV)
         _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, pid, slot, later, slot2, HK, HV, K, V, BV, VEC,
-                     TK, NW, WRITE_BACK, AHEAD > 0)
+                     TK, NW, WRITE_BACK, AHEAD > 0, CACHE)
+
+
+@gluon.jit
+def _tile_inputs(q, k, v, a, b, A_log, dt_bias, tile, HK: gl.constexpr, HV: gl.constexpr, K: gl.constexpr,
+                 V: gl.constexpr, BV: gl.constexpr, LK: gl.constexpr, LV: gl.constexpr):
+    """The inputs of one BV x K tile: q, k [K] (layout LK), v [BV] (LV), a, b, A_log, dt_bias scalars."""
+    NV: gl.constexpr = V // BV
+    pair = tile // NV
+    hv = pair % HV
+    n = (pair // HV).to(gl.int64)
+    h = hv // (HV // HK)
+    offs_k = gl.arange(0, K, layout=LK)
+    offs_v = (tile % NV) * BV + gl.arange(0, BV, layout=LV)
+    return (gl.load(q + (n * HK + h) * K + offs_k), gl.load(k + (n * HK + h) * K + offs_k),
+            gl.load(v + (n * HV + hv) * V + offs_v), gl.load(a + n * HV + hv), gl.load(b + n * HV + hv),
+            gl.load(A_log + hv), gl.load(dt_bias + hv))
+
+
+@gluon.jit
+def _state_row(slot, tile, HV: gl.constexpr, V: gl.constexpr, BV: gl.constexpr):
+    """First pool row (of ``[slots * HV * V, K]``) of a tile at ``slot``; -BV for a padded row (slot -1):
+    a block wholly outside the pool, which TMA fills with zeros without reading memory, so the tile's
+    mbarrier completes as for any other copy. Rows fit int32 (``tma_reason``)."""
+    NV: gl.constexpr = V // BV
+    row = ((slot * HV + (tile // NV) % HV) * V + (tile % NV) * BV).to(gl.int32)
+    return gl.where(slot >= 0, row, -BV)
+
+
+@gluon.jit
+def _issue_state(desc, bar, buf, row, pred, NBYTES: gl.constexpr):
+    """Start the TMA copy of the ``[BV, K]`` pool block at ``row`` into ``buf``; ``bar`` completes its
+    phase when it lands (skipped when ``pred`` is false)."""
+    mbarrier.expect(bar, NBYTES, pred=pred)
+    _tma_load(desc, [row, 0], bar, buf, pred=pred)
+
+
+@gluon.jit
+def gdn_decode_tma_kernel(
+    q, k, v, a, b, A_log, dt_bias, slots, desc, pool, out, scale, n_tiles, HK: gl.constexpr, HV: gl.constexpr,
+    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr, TK: gl.constexpr, NW: gl.constexpr,
+    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, STAGES: gl.constexpr, SP: gl.constexpr, CARRY: gl.constexpr,
+):
+    """Decode (T = 1), K-last pool, on a persistent grid that stages the state through shared memory
+    (``reread`` = 7). Arguments as ``gdn_decode_rows_kernel``'s, with ``desc`` a TMA descriptor of the
+    pool as ``[slots * HV * V, K]`` rows in ``[BV, K]`` blocks (unswizzled) for the loads; the updated
+    state is stored from registers through ``pool``.
+
+    Program p takes tiles p, p + G, ... (G programs). It first starts the TMA copies of its first STAGES
+    tiles (one shared-memory buffer and mbarrier each), then for each tile waits for its buffer, reads it
+    into the rows layout, hands the buffer to the tile STAGES further on and runs the decode from
+    registers. A program's slot loads are thus paid once, not once per wave, and with STAGES >= its
+    tiles every state byte is requested at launch. SP: STAGES rounded up to a power of two. CARRY: the next tile's inputs (q, k, v, gates) are
+    loaded while this tile computes (else at the top of each tile, overlapping its wait)."""
+    L: gl.constexpr = gl.BlockedLayout([1, VEC], [32 // TK, TK], [NW, 1], [1, 0])
+    LK: gl.constexpr = gl.SliceLayout(0, L)
+    LV: gl.constexpr = gl.SliceLayout(1, L)
+    NV: gl.constexpr = V // BV
+    NBYTES: gl.constexpr = BV * K * desc.dtype.primitive_bitwidth // 8
+    wait_for_predecessor(PDL)
+    pid = gl.program_id(0)
+    G = gl.num_programs(0)
+    # every thread holds the first STAGES tiles' slots: one load, read back without shuffles; issued
+    # with the first tile's inputs before the barriers' set-up (the compiler puts a CTA barrier after
+    # each shared-memory op, and no load moves across one)
+    LS: gl.constexpr = gl.BlockedLayout([SP], [32], [NW], [0])
+    first = pid + gl.arange(0, SP, layout=LS) * G
+    rows = _state_row(_slot_of(slots, first, n_tiles, HV, NV), first, HV, V, BV)
+    qr, kr, vr, ar, br, alog, dtb = _tile_inputs(q, k, v, a, b, A_log, dt_bias, pid, HK, HV, K, V, BV, LK, LV)
+    bufs = gl.allocate_shared_memory(desc.dtype, [STAGES, BV, K], desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(STAGES):
+        mbarrier.init(bars.index(s), count=1)
+    fence_async_shared()  # the barriers' init is visible to the TMA unit before its first copy
+    for s in gl.static_range(STAGES):
+        row = gl.sum(gl.where(gl.arange(0, SP, layout=LS) == s, rows, 0), axis=0)
+        _issue_state(desc, bars.index(s), bufs.index(s), row, pid + s * G < n_tiles, NBYTES)
+    mine = gl.cdiv(n_tiles - pid, G)
+    for i in range(mine):
+        tile = pid + i * G
+        j = i % STAGES
+        refill = tile + STAGES * G
+        slot = _slot_of(slots, tile, n_tiles, HV, NV)  # both slots load while the tile's copy may still be landing
+        row_refill = _state_row(_slot_of(slots, refill, n_tiles, HV, NV), refill, HV, V, BV)
+        if not CARRY:
+            qr, kr, vr, ar, br, alog, dtb = _tile_inputs(q, k, v, a, b, A_log, dt_bias, tile, HK, HV, K, V, BV, LK,
+                                                         LV)
+        mbarrier.wait(bars.index(j), (i // STAGES) & 1)
+        Hr = bufs.index(j).load(L)
+        fence_async_shared()  # this thread's reads of the buffer are ordered before the next TMA write
+        _cta_barrier()  # ... and every warp's
+        _issue_state(desc, bars.index(j), bufs.index(j), row_refill, refill < n_tiles, NBYTES)
+        qc, kc, vc, ac, bc, alc, dtc = qr, kr, vr, ar, br, alog, dtb
+        if CARRY:  # next tile's inputs (the last program's last tile reloads its own: never used)
+            nxt = gl.minimum(tile + G, n_tiles - 1)
+            qr, kr, vr, ar, br, alog, dtb = _tile_inputs(q, k, v, a, b, A_log, dt_bias, nxt, HK, HV, K, V, BV, LK,
+                                                         LV)
+        pair = tile // NV
+        hv = pair % HV
+        n = (pair // HV).to(gl.int64)
+        offs_v = (tile % NV) * BV + gl.arange(0, BV, layout=LV)
+        if slot >= 0:
+            qf = qc.to(gl.float32)
+            kf = kc.to(gl.float32)
+            Hf = Hr.to(gl.float32)
+            hk = gl.sum(Hf * kf[None, :], axis=1)
+            hq = gl.sum(Hf * qf[None, :], axis=1)
+            sq = gl.rsqrt(gl.sum(qf * qf, axis=0) + 1e-6) * scale
+            sk = gl.rsqrt(gl.sum(kf * kf, axis=0) + 1e-6)
+            kq = gl.sum(qf * kf, axis=0)
+            eg = gl.exp(decay(ac, -gl.exp(alc), dtc))
+            u = beta_of(bc) * (vc.to(gl.float32) - (eg * sk) * hk)
+            gl.store(out + (n * HV + hv) * V + offs_v, ((eg * sq) * hq + u * (kq * sk * sq)).to(out.dtype.element_ty))
+            if WRITE_BACK:
+                offs = offs_v[:, None] * K + gl.arange(0, K, layout=LK)[None, :]
+                state = pool + (slot * HV + hv) * (K * V)
+                gl.store(state + offs, (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty))
+        else:
+            gl.store(out + (n * HV + hv) * V + offs_v, gl.zeros([BV], out.dtype.element_ty, layout=LV))
+    for s in gl.static_range(STAGES):
+        mbarrier.invalidate(bars.index(s))

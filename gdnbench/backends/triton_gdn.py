@@ -219,6 +219,14 @@ def _gluon_decode():
     return gdn_decode_rows_kernel
 
 
+@functools.cache
+def _gluon_tma():
+    """The Gluon decode with TMA-staged state (``reread`` = 7), imported on first use."""
+    from gdnbench.backends._gluon_kernels import gdn_decode_tma_kernel
+
+    return gdn_decode_tma_kernel
+
+
 def rows_layout(case: Case, t: Tile | None = None) -> tuple[int, int]:
     """(VEC, TK) of the Gluon decode's tile layout: state elements per 16-byte access, threads of a warp
     across K (the other 32 / TK lanes of a warp take further rows). The tile's ``kc`` (reread = 6) is
@@ -249,7 +257,8 @@ class Tile(NamedTuple):
     algebra (TMA bulk prefetch, sm90+); ``ahead`` = m > 0: an L2 prefetch running ahead of the loads
     (sm90+), in the one-program-per-tile kernel for the tile of the program m x SMs further on (the next
     wave's: its program's state load then hits L2), in the chunk-form kernel for the row block m steps
-    further on in each step of its loop."""
+    further on in each step of its loop; ``cache`` (the Gluon decode, ``reread`` = 6): the state's L2
+    eviction policy, 0 the default, 1 evict-first stores, 2 evict-first loads and stores (``cache_policy``)."""
     bv: int
     warps: int
     progs_per_sm: int = 0
@@ -260,6 +269,7 @@ class Tile(NamedTuple):
     maxnreg: int = 0
     prefetch: int = 0
     ahead: int = 0
+    cache: int = 0
 
     def k_chunk(self, case: Case) -> int:
         """KC for this case (K when unset or larger than K; for the Gluon decode see ``rows_layout``)."""
@@ -306,7 +316,8 @@ def tile(case: Case) -> Tile:
                                                       e["head_dim_v"], e["mtp"])
                       == (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
                       and not (e.get("chunk") and chunk_reason(case, int(e["bv"])))
-                      and not (e.get("reread") == 6 and gluon_reason(case, _entry_tile(e))))
+                      and not (e.get("reread") == 6 and gluon_reason(case, _entry_tile(e)))
+                      and not (e.get("reread") == 7 and tma_reason(case, _entry_tile(e))))
     if best:
         t = _entry_tile(best)
         return t._replace(progs_per_sm=0, stages=0) if case.tree else t  # the persistent kernels have no tree
@@ -324,6 +335,11 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return f"{t.chunk} blocks of BV={t.bv} rows per program do not divide V={case.head_dim_v}"
     if t.progs_per_sm and case.tree:
         return "the persistent kernels have no parent-token tree"
+    if t.cache and (t.reread != 6 or t.cache not in CACHE_POLICIES):
+        return (f"cache (the state's L2 eviction policy) is for the Gluon decode (reread = 6): "
+                f"{', '.join(f'{k} {v}' for k, v in CACHE_POLICIES.items())}; not {t.cache} with reread = {t.reread}")
+    if t.reread == 7:
+        return tma_reason(case, t)
     if t.stages and not (t.progs_per_sm or t.chunk):
         return f"stages={t.stages} pipeline a loop over tiles: the persistent or the chunk-form kernel's"
     if t.chunk and chunk_reason(case, t.bv):
@@ -346,8 +362,9 @@ def tile_reason(case: Case, t: Tile) -> str | None:
         return gluon_reason(case, t)
     if t.reread not in (0, 1, 2, 3, 4, 5, 6):
         return (f"reread is 0 (one pass), 1 (two passes), 2 (q/k in the tile's layout), 3 (q/k as vectors, the norms "
-                f"on the row sums), 4 (3 without the slot branch), 5 (the row sums as a dot) or 6 (3 in Gluon, warps "
-                f"owning rows), not {t.reread}")
+                f"on the row sums), 4 (3 without the slot branch), 5 (the row sums as a dot), 6 (3 in Gluon, warps "
+                f"owning rows) or 7 (6 on a persistent grid, the state staged through shared memory by TMA), "
+                f"not {t.reread}")
     return None
 
 
@@ -367,6 +384,45 @@ def gluon_reason(case: Case, t: Tile) -> str | None:
     if t.bv % rows or case.head_dim_k < vec:
         return (f"the Gluon decode's layout covers {rows} rows per pass ({t.warps} warps x {32 // tk} rows of "
                 f"{tk} x {vec} columns): BV={t.bv} must be a multiple, K >= {vec}")
+    return None
+
+
+CACHE_POLICIES = {0: "default", 1: "evict-first state stores", 2: "evict-first state loads and stores"}
+SMEM_PER_SM = 232448  # bytes of shared memory one block may take on sm90 / sm100 (227 KiB; CUDA guide)
+TMA_BOX = 256  # TMA copies boxes of at most 256 elements per dimension
+
+
+def tma_reason(case: Case, t: Tile) -> str | None:
+    """Why the TMA-staged Gluon decode (``reread`` = 7) cannot run ``case`` with tile ``t`` (None: it can).
+    Its grid is persistent (``progs_per_sm`` programs per SM), each program with ``stages`` shared-memory
+    buffers of one BV x K tile; ``ahead`` 1 loads the next tile's inputs during this tile's decode."""
+    if triton_interpreted():
+        return "the TMA decode (reread = 7) compiles for a GPU only: Gluon has no TRITON_INTERPRET=1 interpreter"
+    target = current_target()
+    if target.device == "cuda" and target.sm is not None and target.sm < 90:
+        return f"the TMA decode (reread = 7) needs SM90 or newer (TMA, mbarrier transaction counts; sm{target.sm})"
+    if case.layout != "k_last":
+        return "the TMA decode (reread = 7) takes a K-last pool (its tile is a contiguous BV x K block)"
+    if case.tokens > 1 or case.intermediate:
+        return "the TMA decode (reread = 7) is decode only (T = 1, no intermediate states)"
+    if not (t.progs_per_sm and t.stages):
+        return ("the TMA decode (reread = 7) runs on a persistent grid with shared-memory buffers: programs per SM "
+                f">= 1 and stages >= 1 (got {t.progs_per_sm}, {t.stages})")
+    if t.chunk or t.prefetch or t.ahead > 1:
+        return "the TMA decode (reread = 7) takes no chunk or prefetch; ahead is 0 or 1 (the next tile's inputs)"
+    reason = gluon_reason(case, t._replace(stages=0))
+    if reason:
+        return reason.replace("Gluon decode (reread = 6)", "TMA decode (reread = 7)")
+    if t.bv > TMA_BOX or case.head_dim_k > TMA_BOX:
+        return f"a TMA box has at most {TMA_BOX} elements a side (BV={t.bv}, K={case.head_dim_k})"
+    size = torch.finfo(getattr(torch, case.state_dtype)).bits // 8
+    smem = t.stages * t.bv * case.head_dim_k * size
+    if smem * t.progs_per_sm > SMEM_PER_SM:
+        return (f"{t.progs_per_sm} programs x {t.stages} buffers of {t.bv} x {case.head_dim_k} x {size} B = "
+                f"{smem * t.progs_per_sm} B of shared memory per SM (at most {SMEM_PER_SM})")
+    slots = case.batch + 3 if case.pool == "contiguous" else 2 * case.batch + 2  # inputs.slot_assignment
+    if slots * case.hv * case.head_dim_v >= 2 ** 31:
+        return f"the TMA decode addresses pool rows as int32: {slots} slots x {case.hv} x {case.head_dim_v} rows"
     return None
 
 
@@ -462,6 +518,19 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
                              attrs={(i,): [["tt.divisibility", 16]] for i in range(10)})
         return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, "launch_pdl": pdl,
                                                                               **register_cap(case, t)})
+    if t.reread == 7:
+        from triton.experimental.gluon._runtime import GluonASTSource
+
+        names = ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots")
+        sig = {name: sig[name] for name in names}
+        sig["desc"] = f"tensordesc<{st}[{bv},{case.head_dim_k}],{_tma_layout(case)!r}>"
+        sig.update(pool=f"*{st}", out=f"*{dt}", scale="fp32", n_tiles="i32")
+        consts = _gluon_consts(case, t, pdl, AOT_SMS)
+        sig.update({name: "constexpr" for name in consts})
+        src = GluonASTSource(fn=_gluon_tma(), signature=sig, constexprs=consts,
+                             attrs={(i,): [["tt.divisibility", 16]] for i in (*range(8), 9, 10)})
+        return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, "launch_pdl": pdl,
+                                                                              **register_cap(case, t)})
     if progs or chunk:
         del consts["REREAD"], consts["AHEAD"], consts["DOT_BF16"]
     if progs and not chunk:
@@ -499,6 +568,8 @@ def aot_report(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool = 
     ptx = ck.asm["ptx"]
     wait, first_load = ptx.find("griddepcontrol.wait"), re.search(r"ld\.global|cp\.async", ptx)
     rep = {"ld_v4": len(re.findall(r"ld\.global[^;\n]*\.v4", ptx)), "st_v4": len(re.findall(r"st\.global[^;\n]*\.v4", ptx)),
+           "ld_evict_first": len(re.findall(r"ld\.global\.L1::evict_first[^;\n]*\.v4", ptx)),
+           "st_evict_first": len(re.findall(r"st\.global\.L1::evict_first[^;\n]*\.v4", ptx)),
            "ptx_local": ".local" in ptx, "shared_bytes": ck.metadata.shared,
            "pdl_wait": ("none" if wait < 0 else "first" if not first_load or wait < first_load.start()
                         else "late")}
@@ -555,9 +626,11 @@ class TritonGDN(Backend):
         t = self.tile(case)
         mode = "decode" if case.tokens == 1 else f"mtp T={case.tokens}" + (" tree" if case.tree else "")
         name, grid = (("gdn_decode_rows_kernel", f", {t.progs_per_sm} programs/SM" if t.progs_per_sm else "")
-                      if t.reread == 6 else ("gdn_persistent_kernel", f", {t.progs_per_sm} programs/SM")
+                      if t.reread == 6 else ("gdn_decode_tma_kernel", f", {t.progs_per_sm} programs/SM, {t.stages} "
+                                             f"TMA buffers" + (", inputs a tile ahead" if t.ahead else ""))
+                      if t.reread == 7 else ("gdn_persistent_kernel", f", {t.progs_per_sm} programs/SM")
                       if t.progs_per_sm else ("gdn_recurrent_kernel", ""))
-        if t.progs_per_sm and t.stages:
+        if t.progs_per_sm and t.stages and t.reread != 7:
             name, grid = "gdn_pipelined_kernel", f"{grid}, {t.stages} stages"
         kc = t.k_chunk(case)
         chunks = f", KC={kc}" if kc < case.head_dim_k else ""
@@ -567,12 +640,15 @@ class TritonGDN(Backend):
             chunks += f", {t.stages} stages" if t.stages > 1 else ""
             chunks += f", L2 prefetch of {t.prefetch} block{'s' if t.prefetch > 1 else ''}" if t.prefetch else ""
             chunks += f", L2 prefetch {t.ahead} block{'s' if t.ahead > 1 else ''} ahead" if t.ahead else ""
-        elif t.ahead:
+        elif t.ahead and t.reread != 7:
             chunks += ", L2 prefetch of the next tile" if t.progs_per_sm else f", L2 prefetch {t.ahead} programs/SM ahead"
         if t.reread:
             chunks += {1: ", two-pass", 2: ", q/k in the tile layout", 3: ", norms on the row sums",
                        4: ", norms on the row sums, no slot branch", 5: ", row sums as a tensor-core dot",
-                       6: ", Gluon, warps own rows"}[t.reread]
+                       6: ", Gluon, warps own rows", 7: ", Gluon, warps own rows"}[t.reread]
+        if t.cache:
+            chunks += f", {CACHE_POLICIES[t.cache]}"
+
         cap = register_cap(case, t)
         regs = f", maxnreg={cap['maxnreg']}" if cap else ""
         pdl = ", PDL" if self.pdl else ""
@@ -599,6 +675,27 @@ class TritonGDN(Backend):
 
         return launch
 
+    def _build_tma(self, case: Case, x: Inputs, t: Tile, n_tiles: int, out: torch.Tensor):
+        """The TMA-staged Gluon decode (``reread`` = 7): a persistent grid of ``progs_per_sm`` x SMs
+        programs, the pool seen by TMA as ``[slots * HV * V, K]`` rows in ``[BV, K]`` blocks."""
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+        kern = _gluon_tma()
+        sms = sm_count(x.device)
+        consts = _gluon_consts(case, t, self.pdl, sms)
+        opts = dict(num_warps=t.warps, **({"launch_pdl": True} if self.pdl else {}),
+                    **({"maxnreg": t.maxnreg} if t.maxnreg else {}))
+        desc = TensorDescriptor.from_tensor(x.pool.view(-1, case.head_dim_k), [t.bv, case.head_dim_k],
+                                            _tma_layout(case))
+        grid = (min(n_tiles, t.progs_per_sm * sms),)
+
+        def launch():
+            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, desc, x.pool, out, x.scale, n_tiles,
+                       **consts, **opts)
+            return out
+
+        return launch
+
     def build(self, case: Case, inputs: Inputs):
         import triton  # optional: supports() has checked it is importable
 
@@ -619,6 +716,8 @@ class TritonGDN(Backend):
         n_tiles = case.batch * case.hv * (case.head_dim_v // bv)
         if t.reread == 6:
             return self._build_gluon(case, x, t, n_tiles, out)
+        if t.reread == 7:
+            return self._build_tma(case, x, t, n_tiles, out)
         if not chunk:
             meta["KC"] = kc
             meta["FLAT"] = flat_rowdot(case, t)
@@ -667,9 +766,22 @@ def _gluon_consts(case: Case, t: Tile, pdl: bool, sms: int) -> dict:
     """The Gluon decode's compile-time arguments. ``ahead``: m programs per SM ahead (m x SMs programs) for
     one program per tile; on a persistent grid (``progs_per_sm``) any m > 0 prefetches the program's next tile."""
     vec, tk = rows_layout(case, t)
+    if t.reread == 7:
+        return dict(HK=case.hk, HV=case.hv, K=case.head_dim_k, V=case.head_dim_v, BV=t.bv, VEC=vec, TK=tk, NW=t.warps,
+                    WRITE_BACK=case.write_back, PDL=pdl, STAGES=t.stages, SP=1 << (t.stages - 1).bit_length(),
+                    CARRY=bool(t.ahead))
     return dict(HK=case.hk, HV=case.hv, K=case.head_dim_k, V=case.head_dim_v, BV=t.bv, VEC=vec, TK=tk, NW=t.warps,
                 WRITE_BACK=case.write_back, PDL=pdl, AHEAD=t.ahead * (1 if t.progs_per_sm else sms),
-                PERSIST=bool(t.progs_per_sm))
+                PERSIST=bool(t.progs_per_sm), CACHE=t.cache)
+
+
+def _tma_layout(case: Case):
+    """Shared-memory layout of the TMA decode's buffers: unswizzled rows (each warp reads whole rows of
+    16-byte vectors, so no bank conflicts to swizzle away)."""
+    from triton.experimental.gluon import language as gl
+
+    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=torch.finfo(getattr(torch, case.state_dtype)).bits,
+                                rank=2)
 
 
 def pdl_reason(target: Target | None = None) -> str | None:
