@@ -155,6 +155,25 @@ Triton tiles. Gluon has no CPU interpreter: these tiles compile for a GPU only (
 TRITON_INTERPRET=1, where the table's entry for the class is passed over for the next one down), are checked
 offline for sm_90 in CI (no shared memory, 16-byte state traffic) and gated on the GPU.
 
+The state's L2 eviction policy (``cache``, Gluon decode). A decode launch writes every state byte it reads, and
+no later kernel of the step reads it again, so the tile can load and store the state evict-first
+(``st.global.L1::evict_first.L2::cache_hint``; 1: stores, 2: loads and stores). That is what closed the
+latency-bound classes on the H100 (session 13, same host, old table against new): TP1 bf16 B = 1 3.13 -> 2.67 µs,
+TP4 B = 1 2.46 -> 2.17, B = 16 14.26 -> 14.00 (79.2 -> 80.6% of copy bandwidth), TP4 B = 64 14.28 -> 14.04 (79.0 ->
+80.3%). Every byte still reaches DRAM (the gate checks the pool); evict-first decides when L2 gives the
+written lines up, and we have not measured where the time goes (our guess: write-backs of earlier launches'
+lines then stop landing on a later launch's load latency). Evict-first loads lost at 2048 row-heads with the
+L2 prefetch (49.6 -> 53.9 µs; presumably the prefetched lines then go first), so those classes keep the default
+(``scripts/cache_probe.py``, results/2026-11-21_h100-sm90_triton-tune/cache-probe-session13.log).
+
+Staging the state through shared memory (``reread`` = 7, ``gdn_decode_tma_kernel``): a persistent grid whose
+programs start TMA copies of their next ``stages`` tiles up front (one slot load per program, the whole 16 MB of
+512 row-heads in flight at launch), then decode each tile from its buffer. It is gated (sm90+) but lost
+everywhere on the H100 (session 13 probe, ``scripts/tma_probe.py``): at 512 row-heads 14.72-14.80 µs at best (16
+one-warp programs per SM, 2 buffers) against 14.13-14.21 for the table's tile, and 21.1 µs with one 4-warp program
+per SM holding all its 8 tiles; more warps per SM ran faster, so the per-tile decode, not memory, bounds it there.
+It stays a tuning candidate.
+
 MTP (T > 1, no parent tree) carries the decay as one scalar: the true state is ``exp(gc_t) * Hs`` with
 ``gc_t`` the cumulative log-decay, so ``pred = e^gc sk (Hs k)``, ``Hs += (u sk e^-gc) k^T``,
 ``o = e^gc sq (Hs q)`` and the store writes ``e^gc_T Hs``: three passes over the register tile per token
@@ -164,20 +183,17 @@ the BV-long results instead of K-long vectors, and every token's gates are compu
 in all takes the per-token multiply instead (a uniform branch; the benchmark's random gates never get
 there). sm_90 offline, bf16 T = 4: 2568 -> 2144 instructions per program.
 
-Measured on the H100 (graph timer, cold L2, copy bandwidth 3007-3009 GB/s; decode:
-results/2026-12-06_h100-sm90_roofline-decode, session 12; MTP: results/2026-11-22_h100-sm90_roofline-mtp, session
-11): TP1 bf16 decode runs at 91.3-97.8% of the measured copy bandwidth from B = 64 on a scattered pool
-(93.3-100.4% contiguous: an in-place update can run slightly faster than the 1 GiB copy it is measured against)
-and takes 0.86-0.96x FlashInfer's time at every batch; fp32 reaches 96.3-98.2% from B = 128. Below B ~ 64 the time
-is a latency chain (launch, slot load, state load, compute, stores draining), not bandwidth: at B = 1 a kernel that
-only copies each tile at its slot takes 2.71 µs of triton's 3.12. At 512 row-heads (TP1 B = 16) the triton kernel
-reaches 78.8% (14.33 µs; 78.0% before the Gluon tile): on its own grid (1024 programs of 4 warps) a kernel that only
-copies each tile at its slot and loads every input takes as long (14.24 µs against triton's 14.20 in the same call,
-``scripts/latency_floor.py``, session 12), so the arithmetic is hidden and what remains is the grid's memory
-chain (slot, then state, then the write); on the one-warp grid that copy reaches 84.4%, but there the GDN
-arithmetic added 1.1 µs (session 10). MTP T = 4 bf16 (chunk form from B = 16) reaches 85.8-94.4% of copy bandwidth from B = 64
-(scattered) and takes 0.66-0.84x FlashInfer's time from B = 16; fp32 MTP (per-token kernel) reaches 89.6-96.5%
-from B = 64.
+Measured on the H100 (graph timer, cold L2, copy bandwidth 3009 GB/s; decode:
+results/2026-12-06_h100-sm90_roofline-decode-cache, MTP: results/2026-12-06_h100-sm90_roofline-mtp-cache, session
+13): TP1 bf16 decode runs at 91.1-97.7% of the measured copy bandwidth from B = 64 on a scattered pool and 80.6% at
+B = 16 (TP4 B = 64: 80.3%), 2.67 µs at B = 1, and takes 0.76-0.96x FlashInfer's time at every batch; fp32 reaches
+96.4-98.2% from B = 128. Below B ~ 64 the time is a latency chain (launch, slot load, state load, compute, stores
+draining), not bandwidth. Before the eviction policy (session 12, ``scripts/latency_floor.py``) a kernel that only
+copied each tile at its slot took 2.71 µs at B = 1 against triton's 3.12, and at 512 row-heads, on the Gluon grid
+(1024 programs of 4 warps), one that also loaded every input took as long as triton (14.24 against 14.20 µs): the
+arithmetic is hidden there and the grid's memory chain (slot, then state, then the write) is what remains. MTP T =
+4 bf16 (chunk form from B = 16) reaches 86.1-95.3% of copy bandwidth from B = 64 (scattered) and takes 0.65-0.84x
+FlashInfer's time from B = 16.
 """
 
 from __future__ import annotations
@@ -251,7 +267,9 @@ class Tile(NamedTuple):
     (``masked_vector_decode``), 5: the row sums as one tensor-core dot, no slot branch (``dot_decode``),
     6: 3 written in Gluon with every warp owning whole rows, so programs of several warps need no shared
     memory and no barrier (``_gluon_kernels.gdn_decode_rows_kernel``: K-last, GPU only; its ``kc`` is the
-    K columns one thread holds per row, ``rows_layout``);
+    K columns one thread holds per row, ``rows_layout``), 7: 6 on a persistent grid that stages the state through
+    shared memory by TMA (``gdn_decode_tma_kernel``: ``progs_per_sm`` programs per SM with ``stages`` buffers each,
+    ``ahead`` 1 loads the next tile's inputs a tile early; sm90+, ``tma_reason``);
     ``maxnreg`` > 0: that register cap for ptxas (0: ``register_cap``'s rule); ``prefetch`` = n > 0: the
     chunk-form kernel asks L2 for up to n of the row blocks it will take of a head before that head's
     algebra (TMA bulk prefetch, sm90+); ``ahead`` = m > 0: an L2 prefetch running ahead of the loads
