@@ -7,18 +7,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-sys.path.insert(0, __file__.rsplit('/', 1)[0])  # tune_triton's case and timing settings
+sys.path.insert(0, __file__.rsplit('/', 1)[0])  # tune_triton's case and timing settings, the probes' loop
 import gdnbench.backends.triton_gdn as tg
 from gdnbench.backends.triton_gdn import TritonGDN
-from gdnbench.check import run_gate
-from gdnbench.inputs import make_inputs
-from gdnbench.reference import reference
-from gdnbench.timer import time_gpu
-from tune_triton import CFG, case
+from probe_common import run_rounds
 
 SRC = Path(tg.__file__).with_name("_gluon_kernels.py").read_text()
-LOAD, STORE = "Hr = gl.load(state + offs)", "gl.store(state + offs, (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty))"
+# the state load and store a tile with the default policy (cache = 0, as every tile here) runs
+LOAD, STORE = "Hr = gl.load(state + offs)", "gl.store(state + offs, new)"
 VARIANTS = {
     "base": ("", ""),
     "ld_cg": ('cache_modifier=".cg"', ""),
@@ -37,9 +33,9 @@ TMP = Path(tempfile.mkdtemp())
 
 def variant(name):
     ld, st = VARIANTS[name]
-    assert SRC.count(LOAD) == 1 and SRC.index(STORE) < SRC.index("def gdn_decode_rows_kernel")
+    assert SRC.count(LOAD) == 1 and SRC.count(STORE) == 1
     src = SRC.replace(LOAD, LOAD[:-1] + (", " + ld if ld else "") + ")")
-    src = src.replace(STORE, STORE[:-1] + (", " + st if st else "") + ")", 1)  # the first: _decode_tile's
+    src = src.replace(STORE, STORE[:-1] + (", " + st if st else "") + ")")
     path = TMP / f"gvar_{name}.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(f"gvar_{name}", path)
@@ -50,24 +46,15 @@ def variant(name):
 
 def main() -> int:
     kernels = {name: variant(name) for name in VARIANTS}
-    for rnd in (1, 2):
-        for (B, HK, HV), t in TILES.items():
-            c = case(B, HK, HV)
-            x = make_inputs(c, "cuda")
-            e = reference(x)
-            res = []
-            for name, kern in kernels.items():
-                tg._gluon_decode = lambda kern=kern: kern
-                b = TritonGDN(tile_override=t)
-                g = run_gate(c, b, x, e)
-                if not g.check.ok:
-                    print(f"FAILED {name} {c.id}: {g.check.message}", flush=True)
-                    continue
-                res.append((time_gpu("graph", c, b, CFG).stats.median, name))
-            tag = "x".join(map(str, t[:2]))
-            print(f"round {rnd} B={B} HK={HK} HV={HV} g{tag}: " + "  ".join(f"{n}={u:.3f}" for u, n in res), flush=True)
-            del x, e
-            torch.cuda.empty_cache()
+
+    def use(kern, t):
+        tg._gluon_decode = lambda: kern  # what TritonGDN's Gluon tiles launch
+        return TritonGDN(tile_override=t)
+
+    def variants(key):
+        return [(name, lambda kern=kern: use(kern, TILES[key])) for name, kern in kernels.items()]
+
+    run_rounds(TILES, variants)
     return 0
 
 

@@ -45,6 +45,26 @@ def _prefetch_l2(ptr, nbytes, NW: gl.constexpr):
 
 
 @gluon.jit
+def _decode_rows(Hr, qr, kr, vr, ar, br, alog, dtb, scale):
+    """The decode of one tile from registers: state rows Hr [BV, K] (as stored), raw q, k [K], v [BV],
+    gates a, b, A_log, dt_bias. Returns the output rows [BV] and the factors of the updated state, fp32:
+    ``Hf * eg + (u * sk)[:, None] * kf[None, :]`` with Hf [BV, K], u [BV], eg, sk scalars, kf [K] (formed where it
+    is stored, so the output store is issued first: the kernels' measured instruction order). Both row sums come from the state before the update and the L2 norms
+    land on them, so the reductions over K are independent (``raw_vector_decode``'s math)."""
+    qf = qr.to(gl.float32)
+    kf = kr.to(gl.float32)
+    Hf = Hr.to(gl.float32)
+    hk = gl.sum(Hf * kf[None, :], axis=1)  # [BV]: the row sums of raw q and k, independent of the norms
+    hq = gl.sum(Hf * qf[None, :], axis=1)
+    sq = gl.rsqrt(gl.sum(qf * qf, axis=0) + 1e-6) * scale
+    sk = gl.rsqrt(gl.sum(kf * kf, axis=0) + 1e-6)
+    kq = gl.sum(qf * kf, axis=0)
+    eg = gl.exp(decay(ar, -gl.exp(alog), dtb))
+    u = beta_of(br) * (vr.to(gl.float32) - (eg * sk) * hk)
+    return (eg * sq) * hq + u * (kq * sk * sq), Hf, eg, u, sk, kf
+
+
+@gluon.jit
 def _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, later, slot2, HK: gl.constexpr,
                  HV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr,
                  TK: gl.constexpr, NW: gl.constexpr, WRITE_BACK: gl.constexpr, PREFETCH: gl.constexpr,
@@ -83,17 +103,8 @@ def _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, la
             if slot2 >= 0:
                 _prefetch_l2(pool + (slot2 * HV + (later // NV) % HV) * (K * V) + (later % NV) * (BV * K),
                              BV * K * pool.dtype.element_ty.primitive_bitwidth // 8, NW)
-        qf = qr.to(gl.float32)
-        kf = kr.to(gl.float32)
-        Hf = Hr.to(gl.float32)
-        hk = gl.sum(Hf * kf[None, :], axis=1)  # [BV]: the row sums of raw q and k, independent of the norms
-        hq = gl.sum(Hf * qf[None, :], axis=1)
-        sq = gl.rsqrt(gl.sum(qf * qf, axis=0) + 1e-6) * scale
-        sk = gl.rsqrt(gl.sum(kf * kf, axis=0) + 1e-6)
-        kq = gl.sum(qf * kf, axis=0)
-        eg = gl.exp(decay(ar, -gl.exp(alog), dtb))
-        u = beta_of(br) * (vr.to(gl.float32) - (eg * sk) * hk)
-        gl.store(out + (n * HV + hv) * V + offs_v, ((eg * sq) * hq + u * (kq * sk * sq)).to(out.dtype.element_ty))
+        o, Hf, eg, u, sk, kf = _decode_rows(Hr, qr, kr, vr, ar, br, alog, dtb, scale)
+        gl.store(out + (n * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
         if WRITE_BACK:
             new = (Hf * eg + (u * sk)[:, None] * kf[None, :]).to(pool.dtype.element_ty)
             if CACHE > 0:
@@ -246,17 +257,8 @@ def gdn_decode_tma_kernel(
         n = (pair // HV).to(gl.int64)
         offs_v = (tile % NV) * BV + gl.arange(0, BV, layout=LV)
         if slot >= 0:
-            qf = qc.to(gl.float32)
-            kf = kc.to(gl.float32)
-            Hf = Hr.to(gl.float32)
-            hk = gl.sum(Hf * kf[None, :], axis=1)
-            hq = gl.sum(Hf * qf[None, :], axis=1)
-            sq = gl.rsqrt(gl.sum(qf * qf, axis=0) + 1e-6) * scale
-            sk = gl.rsqrt(gl.sum(kf * kf, axis=0) + 1e-6)
-            kq = gl.sum(qf * kf, axis=0)
-            eg = gl.exp(decay(ac, -gl.exp(alc), dtc))
-            u = beta_of(bc) * (vc.to(gl.float32) - (eg * sk) * hk)
-            gl.store(out + (n * HV + hv) * V + offs_v, ((eg * sq) * hq + u * (kq * sk * sq)).to(out.dtype.element_ty))
+            o, Hf, eg, u, sk, kf = _decode_rows(Hr, qc, kc, vc, ac, bc, alc, dtc, scale)
+            gl.store(out + (n * HV + hv) * V + offs_v, o.to(out.dtype.element_ty))
             if WRITE_BACK:
                 offs = offs_v[:, None] * K + gl.arange(0, K, layout=LK)[None, :]
                 state = pool + (slot * HV + hv) * (K * V)
