@@ -553,3 +553,53 @@ def test_tile_table_reader_and_picker(tmp_path):
     assert pick_tuned(entries, case, lambda e: True)["id"] == "c"
     assert pick_tuned(entries, case, lambda e: e["id"] != "c")["id"] == "b"
     assert pick_tuned(entries, tiny_case(batch=1, hv=32), lambda e: e["id"] != "a") is None
+
+
+def _same(a, w) -> bool:
+    """A launch argument is the one expected (None: not compared); tensors by storage and shape (the pool
+    is a fresh view each time it is read)."""
+    if w is None or a is w:
+        return True
+    if torch.is_tensor(w):
+        return torch.is_tensor(a) and a.data_ptr() == w.data_ptr() and a.shape == w.shape
+    return a == w
+
+
+def test_gluon_builds_launch_the_kernel_they_name(monkeypatch):
+    """The Gluon decodes' build (``reread`` = 6 and 7) without a GPU: a stand-in kernel records the launch.
+    One program per tile for the rows kernel (a persistent grid with programs per SM), SMs x programs per
+    SM for the TMA kernel; the TMA kernel gets a descriptor of the pool as [slots * HV * V, K] rows in
+    [BV, K] blocks plus the pool itself (the stores), and the compile-time arguments of ``_gluon_consts``."""
+    launches = []
+
+    class Stand:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append((self.name, grid, args, kw))
+
+    monkeypatch.setattr(tg, "triton_interpreted", lambda: False)
+    monkeypatch.setattr(tg, "_gluon_decode", lambda: Stand("rows"))
+    monkeypatch.setattr(tg, "_gluon_tma", lambda: Stand("tma"))
+    monkeypatch.setattr(tg, "sm_count", lambda device: 132)
+    case = tiny_case(batch=5, hk=2, hv=4, head_dim_k=64, head_dim_v=64, state_dtype="bfloat16")
+    x = make_inputs(case, "cpu")
+    for t, pdl in (((16, 1, 0, 0, 0, 0, 6, 0, 0, 1, 2), False), ((16, 2, 1, 0, 16, 0, 6, 96), True),
+                   ((16, 1, 16, 0, 0, 2, 7, 0, 0, 1), True)):
+        tile_ = tg.Tile(*t)
+        b = TritonGDN(tile_override=t, pdl=pdl)
+        out = b.build(case, x)()
+        name, grid, args, kw = launches.pop()
+        n_tiles = case.batch * case.hv * case.head_dim_v // tile_.bv
+        assert name == ("tma" if tile_.reread == 7 else "rows")
+        assert grid == (min(n_tiles, tile_.progs_per_sm * 132) if tile_.progs_per_sm else n_tiles,)
+        want = (x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, *([None] if tile_.reread == 7 else []), x.pool,
+                out, x.scale, n_tiles)
+        assert len(args) == len(want) and all(_same(a, w) for a, w in zip(args, want)), args
+        if tile_.reread == 7:
+            desc = args[8]
+            assert desc.base.data_ptr() == x.pool.data_ptr() and list(desc.shape) == [x.pool.shape[0] * 4 * 64, 64]
+            assert list(desc.block_shape) == [16, 64]
+        assert kw == {**tg._gluon_consts(case, tile_, pdl, 132), "num_warps": tile_.warps,
+                      **({"launch_pdl": True} if pdl else {}), **({"maxnreg": tile_.maxnreg} if tile_.maxnreg else {})}
