@@ -43,12 +43,17 @@ def slot_assignment(case: Case, gen: torch.Generator) -> tuple[list[int], int]:
     """
     B = case.batch
     if case.pool == "contiguous":
-        return [2 + i for i in range(B)], B + 3
+        return [2 + i for i in range(B)], pool_slots(case)
     perm = torch.randperm(B, generator=gen).tolist()
     slots = [2 + 2 * p for p in perm]
     for i in range(case.n_valid, B):
         slots[i] = -1
-    return slots, 2 * B + 2
+    return slots, pool_slots(case)
+
+
+def pool_slots(case: Case) -> int:
+    """Pool size P of a case's inputs (``slot_assignment``): B + 3 for a contiguous pool, 2B + 2 otherwise."""
+    return case.batch + 3 if case.pool == "contiguous" else 2 * case.batch + 2
 
 
 @dataclass

@@ -215,7 +215,7 @@ from gdnbench.backends.base import (
     triton_interpreted,
 )
 from gdnbench.cases import Case
-from gdnbench.inputs import Inputs
+from gdnbench.inputs import Inputs, pool_slots
 
 
 @functools.cache
@@ -276,7 +276,7 @@ class Tile(NamedTuple):
     (sm90+), in the one-program-per-tile kernel for the tile of the program m x SMs further on (the next
     wave's: its program's state load then hits L2), in the chunk-form kernel for the row block m steps
     further on in each step of its loop; ``cache`` (the Gluon decode, ``reread`` = 6): the state's L2
-    eviction policy, 0 the default, 1 evict-first stores, 2 evict-first loads and stores (``cache_policy``)."""
+    eviction policy, 0 the default, 1 evict-first stores, 2 evict-first loads and stores (``CACHE_POLICIES``)."""
     bv: int
     warps: int
     progs_per_sm: int = 0
@@ -438,7 +438,7 @@ def tma_reason(case: Case, t: Tile) -> str | None:
     if smem * t.progs_per_sm > SMEM_PER_SM:
         return (f"{t.progs_per_sm} programs x {t.stages} buffers of {t.bv} x {case.head_dim_k} x {size} B = "
                 f"{smem * t.progs_per_sm} B of shared memory per SM (at most {SMEM_PER_SM})")
-    slots = case.batch + 3 if case.pool == "contiguous" else 2 * case.batch + 2  # inputs.slot_assignment
+    slots = pool_slots(case)
     if slots * case.hv * case.head_dim_v >= 2 ** 31:
         return f"the TMA decode addresses pool rows as int32: {slots} slots x {case.hv} x {case.head_dim_v} rows"
     return None
@@ -524,29 +524,19 @@ def aot_compile(case: Case, sm: int = 90, tile_: Tile | None = None, pdl: bool =
                   FLAT=flat_rowdot(case, t), TP=triton.next_power_of_2(case.tokens), PDL=pdl, REREAD=t.reread,
                   AHEAD=t.ahead * AOT_SMS, DOT_BF16=True)
     fn = _jit("gdn_recurrent_kernel")
-    if t.reread == 6:
-        from triton.experimental.gluon._runtime import GluonASTSource
-
-        names = ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots", "pool", "out", "scale")
-        sig = {name: sig[name] for name in names}
-        sig["n_tiles"] = "i32"
-        consts = _gluon_consts(case, t, pdl, AOT_SMS)
-        sig.update({name: "constexpr" for name in consts})
-        src = GluonASTSource(fn=_gluon_decode(), signature=sig, constexprs=consts,
-                             attrs={(i,): [["tt.divisibility", 16]] for i in range(10)})
-        return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, "launch_pdl": pdl,
-                                                                              **register_cap(case, t)})
-    if t.reread == 7:
+    if t.reread in (6, 7):  # Gluon: q ... slots, [the pool's TMA descriptor,] pool, out, scale, n_tiles
         from triton.experimental.gluon._runtime import GluonASTSource
 
         names = ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots")
         sig = {name: sig[name] for name in names}
-        sig["desc"] = f"tensordesc<{st}[{bv},{case.head_dim_k}],{_tma_layout(case)!r}>"
+        if t.reread == 7:
+            sig["desc"] = f"tensordesc<{st}[{bv},{case.head_dim_k}],{_tma_layout(case)!r}>"
         sig.update(pool=f"*{st}", out=f"*{dt}", scale="fp32", n_tiles="i32")
         consts = _gluon_consts(case, t, pdl, AOT_SMS)
         sig.update({name: "constexpr" for name in consts})
-        src = GluonASTSource(fn=_gluon_tma(), signature=sig, constexprs=consts,
-                             attrs={(i,): [["tt.divisibility", 16]] for i in (*range(8), 9, 10)})
+        ptrs = [i for i, ty in enumerate(sig.values()) if ty.startswith("*")]  # 16-byte aligned, as at launch
+        src = GluonASTSource(fn=_gluon_tma() if t.reread == 7 else _gluon_decode(), signature=sig, constexprs=consts,
+                             attrs={(i,): [["tt.divisibility", 16]] for i in ptrs})
         return triton.compile(src, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps, "launch_pdl": pdl,
                                                                               **register_cap(case, t)})
     if progs or chunk:
@@ -677,38 +667,24 @@ class TritonGDN(Backend):
         return Padding.ZERO
 
     def _build_gluon(self, case: Case, x: Inputs, t: Tile, n_tiles: int, out: torch.Tensor):
-        """The Gluon decode (``reread`` = 6): one program per tile, as ``gdn_recurrent_kernel``, or a
-        persistent grid of ``progs_per_sm`` x SMs programs."""
-        kern = _gluon_decode()
+        """The Gluon decodes: ``reread`` = 6 one program per tile, as ``gdn_recurrent_kernel``, or a
+        persistent grid of ``progs_per_sm`` x SMs programs; 7 that persistent grid with the pool also seen
+        by TMA, as ``[slots * HV * V, K]`` rows in ``[BV, K]`` blocks (a descriptor before the pool)."""
         sms = sm_count(x.device)
         consts = _gluon_consts(case, t, self.pdl, sms)
         opts = dict(num_warps=t.warps, **({"launch_pdl": True} if self.pdl else {}),
                     **({"maxnreg": t.maxnreg} if t.maxnreg else {}))
         grid = (min(n_tiles, t.progs_per_sm * sms) if t.progs_per_sm else n_tiles,)
+        kern, desc = _gluon_decode(), ()
+        if t.reread == 7:
+            from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+            kern = _gluon_tma()
+            desc = (TensorDescriptor.from_tensor(x.pool.view(-1, case.head_dim_k), [t.bv, case.head_dim_k],
+                                                 _tma_layout(case)),)
 
         def launch():
-            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, x.pool, out, x.scale, n_tiles, **consts,
-                       **opts)
-            return out
-
-        return launch
-
-    def _build_tma(self, case: Case, x: Inputs, t: Tile, n_tiles: int, out: torch.Tensor):
-        """The TMA-staged Gluon decode (``reread`` = 7): a persistent grid of ``progs_per_sm`` x SMs
-        programs, the pool seen by TMA as ``[slots * HV * V, K]`` rows in ``[BV, K]`` blocks."""
-        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-        kern = _gluon_tma()
-        sms = sm_count(x.device)
-        consts = _gluon_consts(case, t, self.pdl, sms)
-        opts = dict(num_warps=t.warps, **({"launch_pdl": True} if self.pdl else {}),
-                    **({"maxnreg": t.maxnreg} if t.maxnreg else {}))
-        desc = TensorDescriptor.from_tensor(x.pool.view(-1, case.head_dim_k), [t.bv, case.head_dim_k],
-                                            _tma_layout(case))
-        grid = (min(n_tiles, t.progs_per_sm * sms),)
-
-        def launch():
-            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, desc, x.pool, out, x.scale, n_tiles,
+            kern[grid](x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, *desc, x.pool, out, x.scale, n_tiles,
                        **consts, **opts)
             return out
 
@@ -732,10 +708,8 @@ class TritonGDN(Backend):
         if self.pdl:  # the kernels wait for their predecessor first (wait_for_predecessor); launched early
             meta.update(PDL=True, launch_pdl=True)
         n_tiles = case.batch * case.hv * (case.head_dim_v // bv)
-        if t.reread == 6:
+        if t.reread in (6, 7):
             return self._build_gluon(case, x, t, n_tiles, out)
-        if t.reread == 7:
-            return self._build_tma(case, x, t, n_tiles, out)
         if not chunk:
             meta["KC"] = kc
             meta["FLAT"] = flat_rowdot(case, t)
