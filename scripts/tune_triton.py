@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from gdnbench.backends.base import triton_interpreted
-from gdnbench.backends.triton_gdn import TILES_FILE, Tile, TritonGDN, chunk_reason, tile_reason, tuned_tiles
+from gdnbench.backends.triton_gdn import TILES_FILE, Tile, TritonGDN, chunk_reason, tile_reason, tma_reason, tuned_tiles
 from gdnbench.cases import Case
 from gdnbench.check import run_gate
 from gdnbench.config import Timing
@@ -52,7 +52,7 @@ def candidates(case: Case) -> list[tuple[int, ...]]:
     and k loaded in the tile's layout (``reread`` = 2) or as vectors with the norms on the row sums, with
     and without the slot branch (3, 4), the row sums as a tensor-core dot (5) and the Gluon decode at 1-8
     warps (6, K-last, not under the interpreter), each with the state's default or evict-first L2 policy
-    (``cache``); and for MTP the chunk-form kernel (tensor-core dots need
+    (``cache``), and its TMA-staged persistent form (7, sm90+); and for MTP the chunk-form kernel (tensor-core dots need
     BV >= 16)."""
     return [full(t) for t in _candidates(case)]
 
@@ -99,6 +99,9 @@ def _candidates(case: Case) -> list[tuple[int, ...]]:
             # persistent: 16 warps per SM walking the tiles, the next tile's state asked of L2 (ptxas gives the
             # loop 168 registers: also under a 128 cap, so all 16 warps fit)
             out += [(16 * w, w, 16 // w, 0, 16, 0, 6, cap, 0, 1) for w in (1, 2, 4) for cap in (0, 128)]
+            # the TMA-staged persistent decode (sm90+): its best probe tiles, 16 warps per SM, 2-3 buffers each
+            out += [t for t in ((16, 1, 16, 0, 0, 2, 7), (16, 1, 16, 0, 0, 3, 7), (32, 2, 8, 0, 0, 2, 7))
+                    if tma_reason(case, Tile(*full(t))) is None]
     out += chunk_candidates(case)
     if not case.tree:
         for bv, w in ((8, 1), (16, 1), (16, 2), (32, 2), (32, 4)):

@@ -101,7 +101,7 @@ def test_triton_candidates_are_valid_tiles():
         assert any(t[6] for t in cands) == (c.tokens == 1)  # two-pass tiles: decode only
         # every decode variant (one pass, two passes, tile layout, vector norms, no slot branch, dot; Gluon
         # for K-last pools where it compiles, i.e. not under the interpreter) is tried
-        gluon = {6} if c.layout == "k_last" and not triton_interpreted() else set()
+        gluon = {6, 7} if c.layout == "k_last" and not triton_interpreted() else set()
         assert {t[6] for t in cands} == ({0, 1, 2, 3, 4, 5} | gluon if c.tokens == 1 else {0})
         assert any(t[3] > 1 and t[5] for t in cands) == (c.tokens > 1)  # pipelined chunk-form tiles: MTP only
 
