@@ -12,7 +12,7 @@ CONFIG ?=
 ARGS ?=
 HOST_PY := PYTHONPATH=$(CURDIR) python3
 
-.PHONY: venv sweep test smoke plan check list env plots trace gpu-test gpu-sweep clean
+.PHONY: venv sweep test smoke plan check list env plots trace gpu-test gpu-sweep gpu-check clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,13 @@ gpu-test:
 
 gpu-sweep:
 	$(HOST_PY) -m gdnbench sweep $(or $(CONFIG),decode) $(ARGS)
+
+# The GPU acceptance check (GPU tests, calibrate, short nsys trace, short roofline vs the committed
+# baseline): run it on the GPU host before landing a change to gdnbench/, configs/ or the tile tables.
+# Writes gpu-check.md and each step's output to $(GPU_CHECK_OUT) ($OUT/gpu-check on the device tool).
+GPU_CHECK_OUT ?= $(if $(OUT),$(OUT)/gpu-check,gpu-check)
+gpu-check:
+	$(HOST_PY) -m gdnbench gpu-check --out $(GPU_CHECK_OUT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from gdnbench.rows import COLUMNS, SCHEMA_VERSION
+from gdnbench.rows import COLUMNS, READABLE_SCHEMAS, SCHEMA_VERSION
 
 KEY = ["case_id", "backend"]
 BATCH_BUCKETS = ((1, 4, "1-4"), (5, 32, "8-32"), (33, 128, "64-128"), (129, 1 << 30, "256+"))
@@ -47,10 +47,11 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
     frames = []
     for p in _paths(paths):
         df = pd.read_csv(p, dtype={"seq_lens": str, "model": str, "reason": str, "sanitizer": str,
-                                   "throttle_reasons": str, "sm": str, "gpu": str})
+                                   "kernels": str, "throttle_reasons": str, "sm": str, "gpu": str})
         versions = set(df.get("schema_version", pd.Series([SCHEMA_VERSION])).dropna().astype(int))
-        if versions - {SCHEMA_VERSION}:
-            raise ValueError(f"{p}: schema_version {sorted(versions)}; this gdnbench reads {SCHEMA_VERSION}")
+        if versions - set(READABLE_SCHEMAS):
+            raise ValueError(f"{p}: schema_version {sorted(versions)}; this gdnbench reads "
+                             f"{', '.join(map(str, READABLE_SCHEMAS))}")
         df["results_dir"] = p.parent.name
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
@@ -58,7 +59,7 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = np.nan
     for col in ("seq_lens", "model", "reason", "sanitizer", "throttle_reasons", "sm", "gpu", "kernel",
-                "backend_version", "timing_mode", "check", "padding"):
+                "kernels", "backend_version", "timing_mode", "check", "padding"):
         df[col] = df[col].fillna("").astype(str)
     for col in INT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")

@@ -60,7 +60,7 @@ class Case:
     dtype: str              # q/k/v/a/b/output dtype
     tokens: int             # T per row (decode 1, mtp T); prefill: total tokens L
     seq_lens: str           # prefill: run-length lengths, e.g. "2048*4"; otherwise ""
-    pool: str               # contiguous | scattered | padded
+    pool: str               # contiguous | scattered | padded (trailing rows) | padded_mid (rows inside the batch)
     write_back: bool        # the final state is written back to the pool
     intermediate: bool      # mtp: the state after every step goes to an intermediate buffer
     tree: bool              # mtp: parent-token tree; step t starts from the state after step parent[t]
@@ -95,20 +95,37 @@ class Case:
         return parse_seq_lens(self.seq_lens) if self.phase == "prefill" else (self.tokens,) * self.batch
 
     @property
+    def padded(self) -> bool:
+        """Some rows have slot index -1 (pools ``padded`` and ``padded_mid``)."""
+        return self.pool in ("padded", "padded_mid")
+
+    @property
     def n_padded(self) -> int:
-        """Trailing rows whose slot index is -1 (as a serving engine pads a CUDA-graph batch)."""
-        if self.pool != "padded":
-            return 0
-        return min(self.batch - 1, max(1, self.batch // 8))
+        """Rows whose slot index is -1: 1/8 of the batch (at least one, never all)."""
+        return len(self.padded_rows)
+
+    @property
+    def padded_rows(self) -> tuple[int, ...]:
+        """Which rows are padded. ``padded``: the trailing ones, as a serving engine pads a CUDA-graph
+        batch; ``padded_mid``: spread through the batch, never the first or last row (a finished or
+        aborted request's row, or a kernel that indexes rows by position rather than by count)."""
+        n = min(self.batch - 1, max(1, self.batch // 8))
+        if self.pool == "padded":
+            return tuple(range(self.batch - n, self.batch))
+        if self.pool == "padded_mid":
+            step = (self.batch - 1) / (n + 1)
+            return tuple(sorted({min(self.batch - 2, max(1, round(step * (i + 1)))) for i in range(n)}))
+        return ()
 
     @property
     def n_valid(self) -> int:
-        """Rows with a real slot. Padded rows are the trailing ones, as serving engines pad."""
-        return self.batch - self.n_padded
+        """Rows with a real slot."""
+        return self.batch - len(self.padded_rows)
 
     @property
     def valid_tokens(self) -> int:
-        return sum(self.lens[: self.n_valid])
+        pad = set(self.padded_rows)
+        return sum(n for i, n in enumerate(self.lens) if i not in pad)
 
     @property
     def state_elems(self) -> int:
@@ -119,6 +136,8 @@ class Case:
         """Why this combination of axis values is not a meaningful case (dropped at expansion)."""
         if self.pool == "padded" and self.batch < 2:
             return "pool 'padded' needs batch >= 2 (at least one row stays valid)"
+        if self.pool == "padded_mid" and self.batch < 3:
+            return "pool 'padded_mid' needs batch >= 3 (a padded row between two valid ones)"
         if self.tree and not self.intermediate:
             return "tree verify reads parent states from the intermediate buffer: needs intermediate"
         if self.tree and self.write_back:

@@ -297,6 +297,30 @@ def trace(config: str = typer.Argument(..., help="config file or shipped name (e
         out.print(files["report"].read_text(), markup=False)
 
 
+@app.command("gpu-check")
+def gpu_check(out_dir: Path = typer.Option(Path("gpu-check"), "--out", "-o", help="where the summary and each "
+                                           "step's output go"),
+              baseline: Optional[Path] = typer.Option(None, help="roofline baseline run (default: the committed "
+                                                      "roofline-decode run of this GPU under results/)"),
+              step: Optional[List[str]] = typer.Option(None, "--step", "-s", help="run only these steps "
+                                                       "(tests, calibrate, trace, roofline)")) -> None:
+    """The GPU acceptance check: GPU tests, calibrate, a short nsys trace, a short roofline vs the baseline."""
+    import torch
+
+    from gdnbench.gpucheck import STEPS, run_gpu_check
+
+    if not torch.cuda.is_available():
+        raise fail("gpu-check runs the GPU features; this machine has no CUDA GPU")
+    unknown = [s for s in step or [] if s not in STEPS]
+    if unknown:
+        raise fail(f"--step: {', '.join(unknown)} not among {', '.join(STEPS)}")
+    if baseline is not None and not (baseline / "rows.csv").exists():
+        raise fail(f"--baseline: {baseline} holds no rows.csv")
+    ok = run_gpu_check(out_dir, baseline, step or STEPS, echo=lambda t: out.print(t, markup=False))
+    if not ok:
+        raise typer.Exit(1)
+
+
 @app.command()
 def env() -> None:
     """Print the provenance recorded in every run's env.json."""

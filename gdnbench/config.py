@@ -28,7 +28,7 @@ Phase = Literal["decode", "mtp", "prefill"]
 Layout = Literal["k_last", "v_last"]
 StateDtype = Literal["bfloat16", "float32"]
 InputDtype = Literal["bfloat16", "float16", "float32"]
-PoolKind = Literal["contiguous", "scattered", "padded"]
+PoolKind = Literal["contiguous", "scattered", "padded", "padded_mid"]
 TimingMode = Literal["auto", "graph", "events", "cpu"]
 
 #: (linear_num_key_heads, linear_num_value_heads) at TP1, from the models' configs

@@ -39,14 +39,14 @@ def slot_assignment(case: Case, gen: torch.Generator) -> tuple[list[int], int]:
     contiguous: rows use slots 2..B+1 in order (pool of B+3: null, guard, rows, guard), so
     ``pool[2:B+2]`` is a contiguous ``[B, ...]`` state for kernels without a pool API.
     scattered / padded: rows use the even slots 2..2B in a random order (pool of 2B+2), so every used
-    slot has a guard on both sides; padded: the trailing ``case.n_padded`` rows get -1.
+    slot has a guard on both sides; padded / padded_mid: the rows of ``case.padded_rows`` get -1.
     """
     B = case.batch
     if case.pool == "contiguous":
         return [2 + i for i in range(B)], pool_slots(case)
     perm = torch.randperm(B, generator=gen).tolist()
     slots = [2 + 2 * p for p in perm]
-    for i in range(case.n_valid, B):
+    for i in case.padded_rows:
         slots[i] = -1
     return slots, pool_slots(case)
 
@@ -121,6 +121,14 @@ class Inputs:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+    def redraw_activations(self, seed: int) -> None:
+        """New q, k, v and gate projections (a, b) written into the same tensors, as a serving engine
+        writes the next step's activations into the buffers a CUDA graph was captured on. The batch's
+        layout (slot indices, cu_seqlens, parents) and the state stay as they are."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        for t in (self.q, self.k, self.v, self.a, self.b):
+            t.copy_(torch.randn(t.shape, generator=gen, device=self.device, dtype=torch.float32))
 
 
 def _seed(case: Case, set_index: int) -> int:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions whose files still load (each later version only added columns; missing ones read as empty).
+READABLE_SCHEMAS = (1, 2)
 STATUSES = ("ok", "skipped", "failed", "error")
 
 
@@ -55,6 +57,9 @@ class Row:
     max_abs_err: float | None = None
     max_rel_err: float | None = None
     rms_rel_err: float | None = None
+    state_rms_rel_err: float | None = None  # worst over the state and intermediate states
+    check_margin: float | None = None  # worst error / tolerance over every compared tensor (< 1 passes)
+    kernels: str = ""           # GPU kernels one launch ran, with counts ("" on a CPU)
     sanitizer: str = ""         # check --sanitize: clean | "<n> errors: <first>" | "" (not run)
     # timing (empty unless status == ok)
     timing_mode: str = ""       # cpu | graph | events

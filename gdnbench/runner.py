@@ -195,6 +195,7 @@ def gate_rows(cases: list[Case], backends: list[Backend], run_id: str, target: T
             row.check = "pass" if c.ok else "fail"
             row.first_call_ms = gate.first_call_s * 1e3
             row.max_abs_err, row.max_rel_err, row.rms_rel_err = c.max_abs_err, c.max_rel_err, c.rms_rel_err
+            row.state_rms_rel_err, row.check_margin, row.kernels = c.state_rms_rel_err, c.margin, gate.kernels
             if not c.ok:
                 row.status, row.reason = "failed", c.message
             yield row, c.ok

@@ -36,15 +36,20 @@ from typing import Sequence
 
 import pandas as pd
 
+from gdnbench.kernels import short_kernel
 from gdnbench.ranges import parse_range_name
 
 NSYS_REPORTS = ("cuda_gpu_kern_sum", "nvtx_sum", "nvtx_kern_sum", "nvtx_gpu_proj_sum")
-# Kernels the events timer itself launches inside a measured range (L2 flush, host-cover sleep).
-TIMER_KERNELS = re.compile(r"spin_kernel|FillFunctor", re.IGNORECASE)
+# Kernels the timer itself launches inside a measured range, in every timing mode: the host-cover
+# sleep (torch.cuda._sleep's spin_kernel, before every sample in graph and events mode) and the
+# events mode's L2 flush (a fill of a uint8 buffer). No backend's work is either.
+TIMER_KERNELS = re.compile(r"spin_kernel|FillFunctor<unsigned char>|FillFunctor<\(unsigned char\)>|"
+                           r"FillFunctor<uint8_t>", re.IGNORECASE)
 # Kernels that are usually glue around the real one (layout / dtype conversion, gathers, fills).
 HELPER_KERNELS = re.compile(r"elementwise|copy|fill|cast|index|gather|scatter|arange|cat_|reduce|convert",
                             re.IGNORECASE)
 TOL_REL, TOL_ABS_US = 0.05, 1.0
+BIG_ROW_US = 10.0  # rows at least this long per launch must agree with the kernel time (``agreement``)
 
 
 class TraceError(Exception):
@@ -139,24 +144,18 @@ def kernels_table(kern: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """kernels.csv: per (range, kernel), count per launch and per-instance duration statistics (µs).
 
     Launches in a range = n_samples x launches_per_sample of the matching row (the range wraps the
-    sampled replays only). Kernels the events timer launches itself are marked ``timer_kernel``.
+    sampled replays only). Kernels the timer launches itself (``TIMER_KERNELS``, any timing mode) are
+    marked ``timer_kernel`` and never counted as the backend's.
     """
     launches = rows.assign(launches=rows.n_samples.astype(float) * rows.launches_per_sample.astype(float))[
         ["case_id", "backend", "launches", "timing_mode"]]
     k = kern.merge(launches, on=["case_id", "backend"], how="left")
     k["per_launch"] = k.kern_inst / k.launches
-    k["timer_kernel"] = [bool(TIMER_KERNELS.search(n)) and m == "events" for n, m in zip(k.kernel, k.timing_mode)]
+    k["timer_kernel"] = [bool(TIMER_KERNELS.search(n)) for n in k.kernel]
     for c in ("total", "avg", "med", "min", "max", "std"):
         k[f"{c}_us"] = k[f"{c}_ns"] / 1e3
     return k[["phase", "backend", "case_id", "kernel", "kern_inst", "launches", "per_launch", "timer_kernel",
               "total_us", "avg_us", "med_us", "min_us", "max_us", "std_us"]]
-
-
-def short_kernel(name: str, width: int = 60) -> str:
-    """A readable kernel name: the function name without template arguments or parameters."""
-    base = re.sub(r"<.*", "", re.sub(r"\(.*", "", name)).strip()
-    base = base.split()[-1] if base.split() else name
-    return base[:width]
 
 
 def join_rows(rows: pd.DataFrame, kernels: pd.DataFrame, proj: pd.DataFrame | None = None,
@@ -230,9 +229,40 @@ def consistency(joined: pd.DataFrame, kernels: pd.DataFrame) -> tuple[list[Findi
     return findings, len(matched), len(ok) - len(matched)
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """How many timed rows of at least ``min_us`` have an nsys kernel time within ``TOL_REL`` of the timer."""
+
+    within: int
+    rows: int
+    ratio_min: float
+    ratio_max: float
+    min_us: float = BIG_ROW_US
+
+    @property
+    def fraction(self) -> float:
+        return self.within / self.rows if self.rows else float("nan")
+
+    def __str__(self) -> str:
+        if not self.rows:
+            return f"no timed rows >= {self.min_us:g} µs with kernels in the trace"
+        return (f"rows >= {self.min_us:g} µs within {TOL_REL:.0%}: {self.within} of {self.rows} "
+                f"(kernel/timer ratio {self.ratio_min:.3f} .. {self.ratio_max:.3f})")
+
+
+def agreement(joined: pd.DataFrame, min_us: float = BIG_ROW_US) -> Agreement:
+    """Timer vs kernel time over the rows of ``rows_nsys.csv`` that took at least ``min_us`` per launch:
+    below that, launch gaps are a large share of a launch and the two are not expected to agree."""
+    ok = joined[joined.nsys_vs_timer.notna() & (joined.median_us >= min_us)]
+    if not len(ok):
+        return Agreement(0, 0, float("nan"), float("nan"), min_us)
+    within = int(((ok.nsys_vs_timer - 1).abs() <= TOL_REL).sum())
+    return Agreement(within, len(ok), float(ok.nsys_vs_timer.min()), float(ok.nsys_vs_timer.max()), min_us)
+
+
 def consistency_markdown(findings: list[Finding], checked: int, unmatched: int, joined: pd.DataFrame) -> str:
     ok = joined[joined.nsys_vs_timer.notna()]
-    big = ok[ok.median_us >= 10]
+    big = ok[ok.median_us >= BIG_ROW_US]
     lines = ["# Timer vs Nsight Systems kernel time", "",
              f"Per launch: the timer's median latency (untraced run) vs the sum of GPU kernel durations nsys "
              f"attributes to the row's NVTX range in the traced run, divided by the launches in it. Flagged when "
@@ -240,9 +270,7 @@ def consistency_markdown(findings: list[Finding], checked: int, unmatched: int, 
              f"- rows compared: {checked} ({unmatched} timed rows had no kernels in the trace)",
              f"- within tolerance: {checked - len(findings)}; flagged: {len(findings)}"]
     if len(big):
-        within = ((big.nsys_vs_timer - 1).abs() <= TOL_REL).sum()
-        lines.append(f"- rows >= 10 µs within {TOL_REL:.0%}: {within} of {len(big)} "
-                     f"(kernel/timer ratio {big.nsys_vs_timer.min():.3f} .. {big.nsys_vs_timer.max():.3f})")
+        lines.append(f"- {agreement(joined)}")
         single = big[big.nsys_kernels_per_launch.round(3) == 1]
         if len(single):
             within1 = ((single.nsys_vs_timer - 1).abs() <= TOL_REL).sum()

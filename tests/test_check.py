@@ -37,8 +37,28 @@ class Broken(TorchEager):
             perm = torch.arange(hk).roll(1)  # value head groups read the wrong k-head
             x2 = dataclasses.replace(x, q=x.q[:, :, perm], k=x.k[:, :, perm])
             return super().build(case, x2)
+        if self.bug == "gather_at_build":  # the pool's states read once, in build: every launch starts there
+            frozen = x.pool_storage.clone()
+            x2 = dataclasses.replace(x, pool_storage=frozen.clone())
+            stale = super().build(case, x2)
+
+            def run_stale():
+                x2.pool_storage.copy_(frozen)
+                out = stale()
+                x.pool_storage.copy_(x2.pool_storage)
+                return out
+            return run_stale
+        if self.bug == "output_cached_at_build":  # computed once in build, the launch only updates the state
+            cached = super().build(case, x.clone())().clone()
+            real = super().build(case, x)
+
+            def run_cached():
+                real()
+                return cached
+            return run_cached
         launch = super().build(case, x)
         slot_of_row0 = x.slot_list[0]
+        used = torch.tensor([s for s in x.slot_list if s >= 0])
 
         def run():
             out = launch()
@@ -65,6 +85,13 @@ class Broken(TorchEager):
                 x.inter.zero_()
             elif self.bug == "write_when_no_writeback":
                 x.pool[slot_of_row0].mul_(0.9)
+            elif self.bug == "fp32_state_at_bf16":  # an "fp32" state kept at bf16 precision
+                if case.write_back:
+                    x.pool[used] = x.pool[used].to(torch.bfloat16).to(x.pool.dtype)
+                if case.intermediate:
+                    x.inter.copy_(x.inter.to(torch.bfloat16))
+            elif self.bug == "output_scale_2pct":
+                out.mul_(1.02)
             return out
 
         return run
@@ -100,14 +127,73 @@ PLANTED = [
     ("no_intermediate", tiny_case(phase="mtp", tokens=2, intermediate=True, write_back=False), "intermediate: rms_rel"),
     ("write_when_no_writeback", tiny_case(phase="mtp", tokens=2, intermediate=True, write_back=False),
      "changed but this case does not write it back"),
+    ("gather_at_build", tiny_case(), "launch 2: output: rms_rel"),
+    ("gather_at_build", tiny_case(phase="mtp", tokens=3, pool="padded", batch=5), "launch 2: output: rms_rel"),
+    ("output_cached_at_build", tiny_case(), "launch 2: output: rms_rel"),
+    ("output_cached_at_build", tiny_case(phase="mtp", tokens=2, intermediate=True, write_back=False),
+     "launch 2: output: rms_rel"),
+    ("fp32_state_at_bf16", tiny_case(), "state: rms_rel"),
+    ("fp32_state_at_bf16", tiny_case(layout="v_last", head_dim_k=128, head_dim_v=128), "state: rms_rel"),
+    ("output_scale_2pct", tiny_case(state_dtype="bfloat16"), "output: rms_rel"),
+    ("output_scale_2pct", tiny_case(phase="mtp", tokens=4, state_dtype="float32"), "output: rms_rel"),
+    ("output_scale_2pct", tiny_case(phase="prefill", batch=2, tokens=100, seq_lens="63+37", head_dim_v=16),
+     "output: rms_rel"),
 ]
 
 
-@pytest.mark.parametrize("bug,case,message", PLANTED, ids=[f"{b}-{c.layout}-{c.state_dtype}" for b, c, _ in PLANTED])
+@pytest.mark.parametrize("bug,case,message", PLANTED, ids=[f"{b}-{c.phase}-{c.layout}-{c.state_dtype}"
+                                                            for b, c, _ in PLANTED])
 def test_planted_bug_is_flagged(bug, case, message):
     r = gate(case, Broken(bug))
     assert not r.ok
     assert message in r.message, r.message
+
+
+@pytest.mark.parametrize("case", [tiny_case(), tiny_case(phase="mtp", tokens=4, intermediate=True, write_back=False),
+                                  tiny_case(layout="v_last", head_dim_k=128, head_dim_v=128, batch=4)],
+                         ids=lambda c: c.id)
+def test_fp32_state_at_bf16_precision_fails_by_a_wide_margin(case):
+    """The fp32 tolerance is set so that a state kept at bf16 precision is >= 5x out, while the float32
+    torch backend stays far inside it."""
+    bad = gate(case, Broken("fp32_state_at_bf16"))
+    assert not bad.ok and bad.margin >= 5, (bad.margin, bad.message)
+    good = gate(case, TorchEager())
+    assert good.ok and good.state_rms_rel_err < 1e-6, good.state_rms_rel_err
+
+
+def test_first_launch_failure_is_named_and_second_launch_not_run():
+    r = gate(tiny_case(), Broken("nan_output"))
+    assert r.message.startswith("launch 1: ")
+
+
+class Recorded(TorchEager):
+    """The torch backend with a declared kernel, as a GPU backend would declare it."""
+
+    def __init__(self, expect):
+        self.expect, self.name = expect, "recorded"
+
+    def expected_kernels(self, case):
+        return self.expect
+
+
+def test_kernels_are_recorded_and_checked(monkeypatch):
+    """The gate records the second launch's kernels and fails a row that ran none of the declared ones
+    (the profiler is replaced by a stand-in on the CPU)."""
+    from collections import Counter
+
+    import gdnbench.check as check
+
+    ran = Counter({"void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>(int)": 2,
+                   "gdn_recurrent_kernel": 1})
+    monkeypatch.setattr(check, "profile_launch", lambda fn: (fn(), ran))
+    case = tiny_case()
+    x = make_inputs(case)
+    g = run_gate(case, Recorded((r"gdn_recurrent_kernel",)), x, reference(x), record_kernels=True)
+    assert g.check.ok and g.kernels == "vectorized_elementwise_kernel x2; gdn_recurrent_kernel x1"
+    g = run_gate(case, Recorded((r"gdn_persistent_kernel",)), x, reference(x), record_kernels=True)
+    assert not g.check.ok
+    assert g.check.message == ("kernels: ran vectorized_elementwise_kernel x2; gdn_recurrent_kernel x1, "
+                               "expected gdn_persistent_kernel")
 
 
 def test_documented_slot0_padding_is_allowed_but_nothing_else():

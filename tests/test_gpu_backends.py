@@ -35,6 +35,22 @@ CASES += [qwen(phase="prefill", batch=n, tokens=sum(lens), seq_lens="+".join(map
                pool=pool)
           for n, lens in ((1, (300,)), (3, (64, 129, 7))) for sd in ("float32", "bfloat16")
           for pool in ("scattered", "contiguous")]
+# Shapes only a wrong kernel gets wrong: GQA ratio 3 (Qwen3.5-27B heads), K != V, padded rows inside
+# the batch, prefill lengths around the 64-token chunk with the initial state from the pool.
+CASES += [qwen(hk=16, hv=48, layout=lay, state_dtype=sd, batch=b, pool=pool)
+          for lay in ("k_last", "v_last") for sd in ("bfloat16", "float32") for b, pool in ((5, "scattered"),
+                                                                                           (40, "contiguous"))]
+CASES += [qwen(head_dim_k=k, head_dim_v=v, layout=lay, state_dtype=sd)
+          for k, v in ((128, 64), (64, 128)) for lay in ("k_last", "v_last") for sd in ("bfloat16", "float32")]
+CASES += [qwen(pool="padded_mid", layout=lay, state_dtype=sd, batch=b)
+          for lay in ("k_last", "v_last") for sd in ("bfloat16", "float32") for b in (5, 40)]
+CASES += [qwen(phase="mtp", tokens=4, pool="padded_mid", state_dtype=sd, write_back=wb, intermediate=not wb, batch=40)
+          for sd in ("bfloat16", "float32") for wb in (True, False)]
+CASES += [qwen(phase="mtp", tokens=4, hk=16, hv=48, state_dtype=sd, write_back=False, intermediate=True, batch=9)
+          for sd in ("bfloat16", "float32")]
+CASES += [qwen(phase="prefill", batch=4, tokens=1129, seq_lens="1+63+65+1000", state_dtype=sd, hk=hk, hv=hv,
+               pool=pool)
+          for sd in ("float32", "bfloat16") for hk, hv in ((16, 32), (16, 48)) for pool in ("scattered", "contiguous")]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

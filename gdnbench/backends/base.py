@@ -154,3 +154,15 @@ class Backend:
 
     def padding(self, case: Case) -> Padding:
         return Padding.SKIP
+
+    def expected_kernels(self, case: Case) -> tuple[str, ...]:
+        """Regular expressions for the GPU kernel(s) that do this case's work. The gate profiles one
+        launch and fails the row if none of the kernels it ran matches (``gdnbench.kernels``); an
+        empty tuple expects nothing."""
+        return ()
+
+    def activations_at_build(self, case: Case) -> bool:
+        """True when ``build`` precomputes from the activations (q, k, v, gates) on purpose, so the
+        launch reads a transformed copy: the gate's second launch then keeps the activations (the
+        state still advances). Only a backend that declares itself "kernel only" may say so."""
+        return False

@@ -190,6 +190,9 @@ class CuteGDN(Backend):
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
 
+    def expected_kernels(self, case: Case) -> tuple[str, ...]:
+        return ("gdn_decode_klast_kernel",)
+
     def build(self, case: Case, inputs: Inputs):
         import cuda.bindings.driver as cuda
 

@@ -66,7 +66,7 @@ class Fla(Backend):
             return "fla-core 0.6.0 has no parent-token tree"
         if not self.pooled and case.pool != "contiguous":
             return "the kernel alone runs on a contiguous [B, ...] state (no pool API); see variant 'fla'"
-        if case.phase == "prefill" and case.pool == "padded":
+        if case.phase == "prefill" and case.padded:
             return "varlen prefill with padded sequences would need token compaction (fla has no slot indices)"
         return None
 
@@ -77,6 +77,11 @@ class Fla(Backend):
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
+
+    def expected_kernels(self, case: Case) -> tuple[str, ...]:
+        if case.phase == "prefill":
+            return ("chunk_gated_delta_rule_fwd_kernel_h",)  # the chunked state recurrence
+        return ("fused_recurrent_gated_delta_rule_fwd_kernel",)
 
     def build(self, case: Case, inputs: Inputs):
         recurrent, chunk = _fla_ops()

@@ -43,24 +43,34 @@ class EntryPoint:
     name: str
     sms: frozenset[int]          # SM generations the entry point is documented for
     padding: Padding
-    pools: tuple[str, ...] = ("contiguous", "scattered", "padded")
+    kernels: tuple[str, ...]     # the GPU kernels (regexes) this entry point dispatches to (gdnbench.kernels)
+    pools: tuple[str, ...] = ("contiguous", "scattered", "padded", "padded_mid")
+
+
+# FlashInfer 0.7.2's kernel functions behind each entry point (flashinfer/gdn_kernels/*.py).
+BF16_STATE_KERNELS = (r"gdn_decode_bf16state_mtp_ilp4_kernel", r"gdn_wide_vec_kernel")
+PRETRANSPOSE_KERNELS = (r"gdn_decode_kernel_(small|big)_batch_pretranspose",)
+NONTRANSPOSE_KERNELS = (r"gdn_decode_kernel_(small|big)_batch_nontranspose",)
+MTP_KERNELS = (r"gdn_verify_kernel_mtp",)
+PREFILL_KERNELS = (r"(?i)delta_?rule",)
 
 
 # (phase, layout, state_dtype) -> entry point. Absent = unsupported (see _why_absent).
 ENTRY_POINTS: dict[tuple[str, str, str], EntryPoint] = {
     ("decode", "k_last", "bfloat16"): EntryPoint("gated_delta_rule_decode_pretranspose [bf16 state]", ANY_SM90_PLUS,
-                                                 Padding.SLOT0),
+                                                 Padding.SLOT0, BF16_STATE_KERNELS),
     ("decode", "k_last", "float32"): EntryPoint("gated_delta_rule_decode_pretranspose [fp32 state]", ANY_SM90_PLUS,
-                                                Padding.ZERO),
+                                                Padding.ZERO, PRETRANSPOSE_KERNELS),
     ("decode", "v_last", "float32"): EntryPoint("gated_delta_rule_decode [V-last, no pool]", frozenset({90}),
-                                                Padding.ZERO, pools=("contiguous",)),
+                                                Padding.ZERO, NONTRANSPOSE_KERNELS, pools=("contiguous",)),
     ("mtp", "k_last", "bfloat16"): EntryPoint("gated_delta_rule_decode_pretranspose [bf16 state, T>1]", ANY_SM90_PLUS,
-                                              Padding.SLOT0),
-    ("mtp", "k_last", "float32"): EntryPoint("gated_delta_rule_mtp [fp32 state]", ANY_SM90_PLUS, Padding.ZERO),
+                                              Padding.SLOT0, BF16_STATE_KERNELS),
+    ("mtp", "k_last", "float32"): EntryPoint("gated_delta_rule_mtp [fp32 state]", ANY_SM90_PLUS, Padding.ZERO,
+                                             MTP_KERNELS),
     ("prefill", "k_last", "float32"): EntryPoint("chunk_gated_delta_rule", frozenset({90, 100, 103, 120}),
-                                                 Padding.SKIP, pools=("contiguous", "scattered")),
+                                                 Padding.SKIP, PREFILL_KERNELS, pools=("contiguous", "scattered")),
     ("prefill", "k_last", "bfloat16"): EntryPoint("chunk_gated_delta_rule", frozenset({90, 100, 103, 120}),
-                                                  Padding.SKIP, pools=("contiguous", "scattered")),
+                                                  Padding.SKIP, PREFILL_KERNELS, pools=("contiguous", "scattered")),
 }
 
 
@@ -116,7 +126,7 @@ class FlashInfer(Backend):
         if self.kernel_only and case.pool != "contiguous":
             return "the kernel alone runs on a contiguous [N, ...] state (no state_indices); see 'flashinfer'"
         if case.pool not in ep.pools:
-            if case.pool == "padded" and case.phase == "prefill":
+            if case.padded and case.phase == "prefill":
                 return "chunk_gated_delta_rule has no padding: state_indices must be unique and in range"
             return f"{ep.name} has no pool API: needs a contiguous [B, ...] state"
         if case.phase == "mtp":
@@ -140,6 +150,13 @@ class FlashInfer(Backend):
     def padding(self, case: Case) -> Padding:
         ep = self.entry(case)
         return ep.padding if ep else Padding.SKIP
+
+    def expected_kernels(self, case: Case) -> tuple[str, ...]:
+        ep = self.entry(case)
+        return ep.kernels if ep else ()
+
+    def activations_at_build(self, case: Case) -> bool:
+        return self.kernel_only  # q/k normalised and gates computed in build: the kernel alone is timed
 
     def build(self, case: Case, inputs: Inputs):
         if case.phase == "prefill":

@@ -33,6 +33,9 @@ class TorchEager(Backend):
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
 
+    def expected_kernels(self, case: Case) -> tuple[str, ...]:
+        return ("elementwise_kernel",)  # eager ATen ops (exp, mul, add) around the einsums
+
     def build(self, case: Case, inputs: Inputs):
         if case.phase == "prefill":
             return _build_prefill(case, inputs)

@@ -198,7 +198,9 @@ FlashInfer's time from B = 16.
 
 from __future__ import annotations
 
+
 import functools
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -665,6 +667,9 @@ class TritonGDN(Backend):
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
+
+    def expected_kernels(self, case: Case) -> tuple[str, ...]:
+        return (re.escape(self.kernel(case).split(" ", 1)[0]),)  # the launch plan's kernel
 
     def _build_gluon(self, case: Case, x: Inputs, t: Tile, n_tiles: int, out: torch.Tensor):
         """The Gluon decodes: ``reread`` = 6 one program per tile, as ``gdn_recurrent_kernel``, or a

@@ -1,0 +1,185 @@
+"""``gdnbench gpu-check`` (``make gpu-check``): the GPU acceptance check that every change passes.
+
+CI runs on CPUs only, so nothing there sees a GPU feature regress (a trace that no longer agrees with
+the timer, a kernel that got slower, a library that now dispatches elsewhere). This check runs the
+GPU features end to end on the GPU in hand, each step in its own child process (a crash is a failed
+step with its output kept, never a lost summary):
+
+1. ``tests``: the GPU tests (``pytest -m gpu``): every backend through the two-launch gate at real
+   head sizes and the shapes only a wrong kernel gets wrong, CUDA-graph timing, a real nsys trace;
+2. ``calibrate``: the timer against work of known cost (copy bandwidth, graph-timed copies, empty
+   kernel), ``gdnbench calibrate``'s own verdicts;
+3. ``trace``: ``gdnbench trace`` of a few decode rows of two backends under Nsight Systems; passes
+   when at least ``TRACE_MIN_AGREEMENT`` of the rows of 10 µs or more have a kernel time within 5% of
+   the timer's latency;
+4. ``roofline``: a short roofline sweep (a subset of ``configs/roofline-decode.yaml``) compared with
+   the committed baseline of this GPU by ``gdnbench compare``: fails on a row slower beyond the noise
+   and 5%, or a row that broke.
+
+It writes ``gpu-check.md`` (the summary, also printed) and each step's output and results under the
+output directory, and exits 0 only when every step passed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+TRACE_MIN_AGREEMENT = 0.9
+TRACE_ARGS = ("trace-decode", "-b", "triton", "-b", "flashinfer", "-c", "decode-b32-", "-c", "decode-b512-")
+ROOFLINE_CONFIG = "roofline-decode"
+ROOFLINE_ARGS = ("-b", "triton", "-b", "flashinfer", "-b", "cute", "-c", "decode-b1-", "-c", "decode-b16-",
+                 "-c", "decode-b64-", "-c", "decode-b256-")
+STEPS = ("tests", "calibrate", "trace", "roofline")
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    summary: str
+    seconds: float
+    details: list[str] = field(default_factory=list)
+
+
+def find_baseline(config: str, slug: str, root: Path = Path("results")) -> Path | None:
+    """The committed run of ``config`` on this kind of GPU: ``root/<slug>/<config>`` if it holds rows,
+    else the newest run under ``root`` (two levels deep) whose env.json names this config and GPU."""
+    direct = root / slug / config
+    if (direct / "rows.csv").exists():
+        return direct
+    found = []
+    for env in list(root.glob("*/env.json")) + list(root.glob("*/*/env.json")):
+        try:
+            meta = json.loads(env.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("config_name") == config and slug in env.parent.as_posix() and (env.parent / "rows.csv").exists():
+            found.append((str(meta.get("timestamp", "")), env.parent))
+    return max(found)[1] if found else None
+
+
+def run_child(args: Sequence[str], log: Path, timeout_s: float) -> tuple[int, str]:
+    """Run ``python -m ...`` args, tee its output into ``log``; (exit code, last lines of output)."""
+    try:
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s)
+        text, code = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        text = f"{e.stdout or ''}{e.stderr or ''}\n(timed out after {timeout_s:.0f} s)"
+        code = 124
+    log.write_text(text)
+    return code, "\n".join(text.strip().splitlines()[-3:])
+
+
+def pytest_counts(tail: str) -> str:
+    """pytest's closing line ("467 passed, 204 skipped in 210s") from the tail of its output."""
+    lines = [line.strip("= ") for line in tail.splitlines() if " passed" in line or " failed" in line
+             or " error" in line]
+    return lines[-1] if lines else tail.splitlines()[-1] if tail else "no output"
+
+
+def step_tests(out: Path) -> Step:
+    t0 = time.time()
+    code, tail = run_child(["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
+                           out / "tests.log", 420)
+    return Step("tests", code == 0, pytest_counts(tail), time.time() - t0)
+
+
+def step_calibrate(out: Path) -> Step:
+    t0 = time.time()
+    code, tail = run_child(["-m", "gdnbench", "calibrate", "-o", str(out / "calibrate.json")], out / "calibrate.log",
+                           180)
+    details = []
+    summary = tail.splitlines()[-1] if tail else "no output"
+    if (out / "calibrate.json").exists():
+        from gdnbench.calibrate import verdicts
+
+        result = json.loads((out / "calibrate.json").read_text())
+        details = [f"{'ok' if v.ok else 'FAIL'}: {v.name} = {v.value:.2f} {v.unit} (limit {v.limit:g})"
+                   for v in verdicts(result)]
+        roof = result.get("roofline", {})
+        summary = f"copy bandwidth {roof.get('copy_gbps', float('nan')):.0f} GB/s; " + "; ".join(
+            d.split(": ", 1)[1] for d in details)
+    return Step("calibrate", code == 0, summary, time.time() - t0, details)
+
+
+def step_trace(out: Path) -> Step:
+    t0 = time.time()
+    directory = out / "trace"
+    code, tail = run_child(["-m", "gdnbench", "trace", *TRACE_ARGS, "--out", str(directory)], out / "trace.log",
+                           300)
+    rows = directory / "rows_nsys.csv"
+    if not rows.exists():
+        return Step("trace", False, f"no rows_nsys.csv (exit {code}): {tail.splitlines()[-1] if tail else ''}",
+                    time.time() - t0)
+    import pandas as pd
+
+    from gdnbench.trace import agreement
+
+    a = agreement(pd.read_csv(rows))
+    ok = a.rows > 0 and a.fraction >= TRACE_MIN_AGREEMENT
+    return Step("trace", ok, f"{a} (needs {TRACE_MIN_AGREEMENT:.0%})", time.time() - t0)
+
+
+def step_roofline(out: Path, baseline: Path | None) -> Step:
+    t0 = time.time()
+    if baseline is None:
+        return Step("roofline", False, f"no committed {ROOFLINE_CONFIG} baseline for this GPU under results/",
+                    time.time() - t0)
+    directory = out / "roofline"
+    code, tail = run_child(["-m", "gdnbench", "sweep", ROOFLINE_CONFIG, *ROOFLINE_ARGS, "--out", str(directory),
+                            "--no-progress"], out / "roofline.log", 300)
+    if code != 0:
+        return Step("roofline", False, f"sweep exit {code}: {tail.splitlines()[-1] if tail else ''}", time.time() - t0)
+    ccode, ctail = run_child(["-m", "gdnbench", "compare", str(baseline), str(directory), "--changed-only",
+                              "--out", str(out / "compare.md")], out / "compare.log", 60)
+    from gdnbench.compare import compare_runs
+
+    c = compare_runs([baseline], [directory])
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(c.counts.items()))
+    geo = c.table.ratio.prod() ** (1 / len(c.table)) if len(c.table) else float("nan")
+    summary = f"{len(c.table)} rows vs {baseline}: {counts or 'none matched'}; geometric mean ratio {geo:.3f}"
+    return Step("roofline", ccode == 0 and len(c.table) > 0, summary, time.time() - t0)
+
+
+def markdown(steps: list[Step], env: dict) -> str:
+    ok = all(s.ok for s in steps)
+    lines = [f"# gdnbench gpu-check: {'PASS' if ok else 'FAIL'}", "",
+             f"- GPU: {env.get('gpu_name', '?')} ({env.get('sm', '?')}), driver {env.get('driver', '?')}",
+             f"- commit: {env.get('git_sha') or '? (no git here)'}{' (dirty)' if env.get('git_dirty') else ''}, "
+             f"source digest {str(env.get('source_sha256', '?'))[:12]}",
+             f"- software: " + ", ".join(f"{k} {v}" for k, v in sorted(env.get("versions", {}).items()) if v),
+             f"- total: {sum(s.seconds for s in steps):.0f} s", "",
+             "| step | result | seconds | summary |", "|---|---|---:|---|"]
+    for s in steps:
+        lines.append(f"| {s.name} | {'pass' if s.ok else 'FAIL'} | {s.seconds:.0f} | {s.summary} |")
+    for s in steps:
+        if s.details:
+            lines += ["", f"{s.name}:"] + [f"- {d}" for d in s.details]
+    return "\n".join(lines) + "\n"
+
+
+def run_gpu_check(out: Path, baseline: Path | None, steps: Sequence[str] = STEPS,
+                  echo: Callable[[str], None] = print) -> bool:
+    from gdnbench.env import collect_env, device_slug
+
+    out.mkdir(parents=True, exist_ok=True)
+    if baseline is None:
+        baseline = find_baseline(ROOFLINE_CONFIG, device_slug())
+    runners: dict[str, Callable[[], Step]] = {
+        "tests": lambda: step_tests(out), "calibrate": lambda: step_calibrate(out),
+        "trace": lambda: step_trace(out), "roofline": lambda: step_roofline(out, baseline)}
+    done = []
+    for name in steps:
+        step = runners[name]()
+        echo(f"gpu-check {name}: {'pass' if step.ok else 'FAIL'} ({step.seconds:.0f} s) {step.summary}")
+        done.append(step)
+    text = markdown(done, collect_env())
+    (out / "gpu-check.md").write_text(text)
+    echo(text)
+    return all(s.ok for s in done)

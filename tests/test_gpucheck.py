@@ -1,0 +1,64 @@
+"""gpucheck.py: the acceptance check's pieces that need no GPU (baseline lookup, verdicts, summary),
+and trace.agreement, the criterion its trace step applies."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gdnbench.cli import app
+from gdnbench.gpucheck import Step, find_baseline, markdown, pytest_counts
+from gdnbench.trace import agreement
+
+
+def run_dir(path, config, ts, rows=True):
+    path.mkdir(parents=True)
+    (path / "env.json").write_text(json.dumps({"config_name": config, "timestamp": ts}))
+    if rows:
+        (path / "rows.csv").write_text("schema_version\n1\n")
+    return path
+
+
+def test_find_baseline_prefers_the_curated_layout(tmp_path):
+    run_dir(tmp_path / "2026-01-01_h100-sm90_roofline-decode", "roofline-decode", "2026-01-01T00:00:00")
+    newer = run_dir(tmp_path / "2026-02-01_h100-sm90_roofline-decode-2", "roofline-decode", "2026-02-01T00:00:00")
+    run_dir(tmp_path / "2026-03-01_h100-sm90_roofline-decode-3", "roofline-decode", "2026-03-01T00:00:00",
+            rows=False)  # no rows: not a baseline
+    run_dir(tmp_path / "2026-03-01_b200-sm100_roofline-decode", "roofline-decode", "2026-03-01T00:00:00")
+    run_dir(tmp_path / "2026-03-01_h100-sm90_mtp", "roofline-mtp", "2026-03-01T00:00:00")
+    assert find_baseline("roofline-decode", "h100-sm90", tmp_path) == newer
+    curated = run_dir(tmp_path / "h100-sm90" / "roofline-decode", "roofline-decode", "2025-01-01T00:00:00")
+    assert find_baseline("roofline-decode", "h100-sm90", tmp_path) == curated
+    assert find_baseline("roofline-decode", "h200-sm90", tmp_path) is None
+
+
+def test_pytest_counts_reads_the_closing_line():
+    assert pytest_counts("....\n== 467 passed, 204 skipped in 210.3s ==") == "467 passed, 204 skipped in 210.3s"
+    assert pytest_counts("F..\n1 failed, 2 passed in 3s") == "1 failed, 2 passed in 3s"
+
+
+def test_summary_passes_only_when_every_step_passed():
+    env = {"gpu_name": "NVIDIA H100 80GB HBM3", "sm": "sm90", "versions": {"torch": "2.11"}, "git_sha": "abc"}
+    good = [Step("tests", True, "10 passed", 1.0), Step("trace", True, "rows", 2.0)]
+    assert markdown(good, env).startswith("# gdnbench gpu-check: PASS")
+    text = markdown(good + [Step("roofline", False, "1 slower", 3.0, ["detail"])], env)
+    assert text.startswith("# gdnbench gpu-check: FAIL") and "| roofline | FAIL | 3 | 1 slower |" in text
+    assert "- detail" in text and "NVIDIA H100 80GB HBM3 (sm90)" in text
+
+
+def test_agreement_counts_rows_of_10_us_or_more_within_5_percent():
+    j = pd.DataFrame({"median_us": [5.0, 20.0, 30.0, 100.0, 50.0],
+                      "nsys_vs_timer": [0.5, 0.97, 1.04, 1.2, float("nan")]})
+    a = agreement(j)
+    assert (a.within, a.rows) == (2, 3) and a.fraction == pytest.approx(2 / 3)
+    assert a.ratio_min == pytest.approx(0.97) and a.ratio_max == pytest.approx(1.2)
+    assert "2 of 3" in str(a)
+    assert agreement(j[j.median_us < 10]).rows == 0
+
+
+def test_gpu_check_needs_a_gpu():
+    r = CliRunner().invoke(app, ["gpu-check"])
+    assert r.exit_code == 2 and "no CUDA GPU" in r.stderr
