@@ -4,7 +4,7 @@ bandwidth, the same for triton_pdl and cute where the run has them, and FlashInf
 "cute/best other" compares cute with the fastest plain-launch row of the others (triton, flashinfer, fla,
 fla_kernel; triton_pdl is a different launch mode and is left out).
 
-Usage: python3 scripts/roofline_tables.py RESULTS_DIR   (printed; run READMEs paste it under their text)
+Usage: python -m gdnbench.roofline_tables RESULTS_DIR   (printed; run READMEs paste it under their text)
 """
 
 from __future__ import annotations

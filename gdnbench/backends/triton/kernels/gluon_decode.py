@@ -1,30 +1,27 @@
-"""The ``triton`` backend's decode kernel written in Gluon (``reread`` = 6; design notes in ``triton_gdn.py``).
+"""The Gluon decode (``Variant.GLUON_ROWS``) and its TMA-staged persistent form (``Variant.GLUON_TMA``).
 Imported lazily, compiled for a GPU only: Gluon has no CPU interpreter.
 
-Why Gluon. Triton chooses register layouts itself. For a one-warp program it keeps the [BV, K] tile and
-the K-long q / k vectors in compatible layouts, but with several warps per program it spreads each
-K-long vector over all the program's threads (one element each), so every broadcast of q or k against
-the tile, every norm and every [BV] result goes through shared memory behind a barrier (sm_90 offline,
-bf16 BV = 64 x 4 warps: 14 barriers; BV = 16 x 1 warp: none). Gluon states the layout: the tile is
-``BlockedLayout([1, VEC], [32 / TK, TK], [warps, 1])`` (VEC elements = 16 bytes per thread along K,
-TK threads of a warp across K, warps stacked over rows), q and k are its ``SliceLayout(0)`` and the row
-results its ``SliceLayout(1)``. Every warp then owns whole rows: the reductions over K are shuffles
-inside one warp, the broadcasts move nothing, and the program has no shared memory and no barrier at
-any warp count (sm_90 offline: BV = 16 x 1, 64 x 4 and 128 x 8 warps, 128 registers each). A
-multi-warp program is thus the one-warp program repeated, at a quarter or an eighth of the programs:
-fewer blocks for the block scheduler to place (an empty kernel over 4096 one-warp programs takes
-3.47 µs under the graph timer on the H100, against 1.17 for 128 programs; ``scripts/latency_floor.py``).
+Why Gluon. Triton chooses register layouts itself: for a one-warp program it keeps the [BV, K] tile and
+the K-long q / k vectors in compatible layouts, but with several warps per program it spreads each K-long
+vector over all the program's threads, so every broadcast of q or k against the tile, every norm and
+every [BV] result goes through shared memory behind a barrier. Gluon states the layout: the tile is
+``BlockedLayout([1, VEC], [32 / TK, TK], [warps, 1])`` (VEC elements = 16 bytes per thread along K, TK
+threads of a warp across K, warps stacked over rows), q and k are its ``SliceLayout(0)`` and the row
+results its ``SliceLayout(1)``. Every warp owns whole rows: the reductions over K are shuffles inside one
+warp and the program has no shared memory and no barrier at any warp count, so a multi-warp program is
+the one-warp program repeated at a fraction of the programs.
 
-The math is ``raw_vector_decode``'s (the L2 norms applied to the BV-long row sums, both row sums from
-the state before the update), with the slot branch: a padded row (slot -1) writes a zero output and
-touches no state. K-last pools only (the tile is a contiguous BV x K block).
+The math applies the L2 norms to the BV-long row sums (both row sums from the state before the update),
+so the reductions over K are independent; a padded row (slot -1) writes a zero output and touches no
+state. K-last pools only (the tile is a contiguous BV x K block). Measurements:
+``docs/design/triton-decode.md``.
 """
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from gdnbench.backends._triton_kernels import beta_of, decay, wait_for_predecessor
+from gdnbench.backends.triton.kernels.common import beta_of, decay, wait_for_predecessor
 
 # TMA global -> shared copy: ``async_copy_global_to_shared`` in Triton 3.6, renamed ``async_load`` later
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
@@ -125,37 +122,25 @@ def _slot_of(slots, tile, n_tiles, HV: gl.constexpr, NV: gl.constexpr):
 def gdn_decode_rows_kernel(
     q, k, v, a, b, A_log, dt_bias, slots, pool, out, scale, n_tiles, HK: gl.constexpr, HV: gl.constexpr,
     K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, VEC: gl.constexpr, TK: gl.constexpr, NW: gl.constexpr,
-    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, AHEAD: gl.constexpr, PERSIST: gl.constexpr, CACHE: gl.constexpr,
+    WRITE_BACK: gl.constexpr, PDL: gl.constexpr, AHEAD: gl.constexpr, CACHE: gl.constexpr,
 ):
     """Decode (T = 1), K-last pool, BV x K tiles. q, k [B, HK, K], v [B, HV, V], a, b [B, HV] (bf16 /
     fp16); A_log, dt_bias [HV] fp32; slots [B] int32 (-1: padded); pool [slots, HV, V, K] (bf16 / fp32 /
     fp16); out [B, HV, V]; n_tiles = B * HV * V / BV. VEC: state elements per 16-byte access; TK: threads
     of a warp across K (VEC * TK <= K); NW: warps.
 
-    One program per tile (PERSIST false): with AHEAD > 0 a program also asks L2 for the state of the
-    program AHEAD further on (its slot loaded with ours). PERSIST: a grid of fewer programs walks the
-    tiles (tile, tile + grid, ...) with the next tile's slot loaded one tile ahead, and with AHEAD > 0 asks
-    L2 for the next tile's state while it works on the current one (programs start once, so no program
-    of a later wave waits for its launch or its slot). CACHE: the state's L2 eviction policy (``_decode_tile``)."""
+    One program per tile: with AHEAD > 0 a program also asks L2 for the state of the program AHEAD
+    further on (its slot loaded with ours). CACHE: the state's L2 eviction policy (``_decode_tile``)."""
     wait_for_predecessor(PDL)
     NV: gl.constexpr = V // BV
     pid = gl.program_id(0)
-    if PERSIST:
-        step = gl.num_programs(0)
-        slot = _slot_of(slots, pid, n_tiles, HV, NV)
-        for tile in range(pid, n_tiles, step):
-            slot_next = _slot_of(slots, tile + step, n_tiles, HV, NV)
-            _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, tile, slot, tile + step, slot_next, HK, HV,
-                         K, V, BV, VEC, TK, NW, WRITE_BACK, AHEAD > 0, CACHE)
-            slot = slot_next
-    else:
-        slot = gl.load(slots + pid // NV // HV).to(gl.int64)
-        later = pid + AHEAD
-        slot2 = slot
-        if AHEAD > 0:
-            slot2 = _slot_of(slots, later, gl.num_programs(0), HV, NV)
-        _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, pid, slot, later, slot2, HK, HV, K, V, BV, VEC,
-                     TK, NW, WRITE_BACK, AHEAD > 0, CACHE)
+    slot = gl.load(slots + pid // NV // HV).to(gl.int64)
+    later = pid + AHEAD
+    slot2 = slot
+    if AHEAD > 0:
+        slot2 = _slot_of(slots, later, gl.num_programs(0), HV, NV)
+    _decode_tile(q, k, v, a, b, A_log, dt_bias, pool, out, scale, pid, slot, later, slot2, HK, HV, K, V, BV, VEC,
+                 TK, NW, WRITE_BACK, AHEAD > 0, CACHE)
 
 
 @gluon.jit
@@ -199,7 +184,7 @@ def gdn_decode_tma_kernel(
     WRITE_BACK: gl.constexpr, PDL: gl.constexpr, STAGES: gl.constexpr, SP: gl.constexpr, CARRY: gl.constexpr,
 ):
     """Decode (T = 1), K-last pool, on a persistent grid that stages the state through shared memory
-    (``reread`` = 7). Arguments as ``gdn_decode_rows_kernel``'s, with ``desc`` a TMA descriptor of the
+    (``Variant.GLUON_TMA``). Arguments as ``gdn_decode_rows_kernel``'s, with ``desc`` a TMA descriptor of the
     pool as ``[slots * HV * V, K]`` rows in ``[BV, K]`` blocks (unswizzled) for the loads; the updated
     state is stored from registers through ``pool``.
 
