@@ -75,9 +75,13 @@ def test_write_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "current_target", lambda: Target("cuda", 90, "NVIDIA H100 80GB HBM3"))
     rows = [("case-a", Tile(16, 1, "chunk", blocks=2), "3.000", ""), ("case-a", Tile(8, 1), "", "FAILED: x")]
     (tmp_path / "tables").mkdir()
-    path = common.write_outputs(tmp_path / "tables", "note", [{"pairs_min": 1, **Tile(16, 1).entry()}], rows,
-                                tune_triton.FIELDS, tmp_path, "t.csv")
+    best = {("k_last", "bfloat16", 128, 128, False, 1): (2.5, Tile(16, 1))}
+    path = common.write_outputs(tmp_path / "tables", "note", best, tune_triton.entry, rows, tune_triton.FIELDS,
+                                tmp_path, "t.csv")
     assert path.name == "device_name=NVIDIA_H100_80GB_HBM3.json" and (tmp_path / path.name).exists()
+    import json
+
+    assert json.loads(path.read_text())["entries"][0]["median_us"] == 2.5
     lines = (tmp_path / "t.csv").read_text().splitlines()
     assert lines[0].startswith("case_id,variant,bv,warps") and lines[1].startswith("case-a,chunk,16,1,0,2")
 

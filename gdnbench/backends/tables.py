@@ -65,6 +65,14 @@ def pick_tuned(entries: list[dict], case: Case, fits: Callable[[dict], bool]) ->
     return max(ok, key=lambda e: e["pairs_min"]) if ok else None
 
 
+def choose(table: TileTable | None, case: Case, matches: Callable[[dict], bool], make: Callable[[dict], object],
+           reason: Callable[[Case, object], str | None], fallback: Callable[[Case], object]) -> tuple[object, str]:
+    """The tile for ``case`` and its source: the table's entry (``matches`` its class, its tile ``make(e)``
+    runs the case) with the largest ``pairs_min`` <= batch * hv, else ``fallback(case)`` (``heuristic``)."""
+    best = table and pick_tuned(table.entries, case, lambda e: matches(e) and reason(case, make(e)) is None)
+    return (make(best), table.source) if best else (fallback(case), HEURISTIC)
+
+
 def write_table(folder: Path, device: str, sm: int | None, timing: dict, note: str, entries: list[dict]) -> Path:
     """Write a tuner's table for GPU ``device`` into ``folder``; returns its path."""
     path = table_path(folder, device)

@@ -4,6 +4,7 @@ outputs (the backend's table for this GPU, and every measured candidate as CSV r
 from __future__ import annotations
 
 import csv
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Callable
@@ -55,6 +56,14 @@ def measure(c: Case, tiles: list, make_backend: Callable, rows: list) -> list[tu
     return results
 
 
+def log_best(c: Case, results: list, t0: float, log: Callable) -> tuple[float, object]:
+    """Log a case's fastest tile (of how many, the slowest, seconds since ``t0``) and return it."""
+    us, t = min(results, key=lambda r: r[0])
+    log(f"{c.id:70s} best {t}  {us:9.2f} us  (of {len(results)}; worst {max(r[0] for r in results):.2f})  "
+        f"[{time.time() - t0:.0f}s]")
+    return us, t
+
+
 def class_choice(cases: dict[str, dict]) -> tuple[float, object]:
     """The tile for a class (the cases sharing one batch x hv, e.g. TP1 B = 16 and TP4 B = 64) from each
     case's measured tiles (case id -> tile -> µs): among the tiles measured in every case, the one with
@@ -69,10 +78,12 @@ def class_choice(cases: dict[str, dict]) -> tuple[float, object]:
     return min(m[t] for m in cases.values()), t
 
 
-def write_outputs(folder: Path, note: str, entries: list[dict], rows: list, fields: list[str], out: Path,
+def write_outputs(folder: Path, note: str, best: dict, entry: Callable, rows: list, fields: list[str], out: Path,
                   csv_name: str) -> Path:
-    """The table for this GPU (into the backend's ``tables/``, with a copy in ``out``) and every measured
+    """The table for this GPU (into the backend's ``tables/``, with a copy in ``out``): one entry per class
+    of ``best`` (class key -> (µs, tile)), ``entry(key, tile)`` plus the median; and every measured
     candidate as CSV rows (``fields`` of the tile, µs, note)."""
+    entries = [{**entry(k, t), "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
     target = current_target()
     path = write_table(folder, target.name, target.sm, TIMING.model_dump(), note, entries)
     (out / path.name).write_text(path.read_text())

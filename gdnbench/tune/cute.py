@@ -16,9 +16,16 @@ from pathlib import Path
 from gdnbench.backends.cute import CuteGDN
 from gdnbench.backends.cute.tiles import TABLES, CuteTile, tile_reason
 from gdnbench.cases import Case
-from gdnbench.tune.common import case, measure, write_outputs
+from gdnbench.tune.common import case, log_best, measure, write_outputs
 
 FIELDS = ["bv", "nvec", "threads"]
+NOTE = ("fastest cute tile per measured case (graph timer, scattered K-last pool); lookups take the entry with the "
+        "largest pairs_min <= batch * hv")
+
+
+def entry(k: tuple, t: CuteTile) -> dict:
+    return {"state_dtype": k[0], "head_dim_k": k[1], "head_dim_v": k[2], "pairs_min": k[3], "bv": t.bv, "nvec": t.nvec,
+            "threads": t.threads}
 
 
 def candidates(c: Case) -> list[CuteTile]:
@@ -45,15 +52,8 @@ def tune(cases: list[Case], out: Path, log=print) -> Path:
     for c in cases:
         results = measure(c, candidates(c), CuteGDN, rows)
         if results:
-            us, t = min(results, key=lambda r: r[0])
-            best[(c.state_dtype, c.head_dim_k, c.head_dim_v, c.batch * c.hv)] = (us, t)
-            log(f"{c.id:70s} best {t}  {us:9.2f} us  (of {len(results)}; worst {max(r[0] for r in results):.2f})  "
-                f"[{time.time() - t0:.0f}s]")
-        entries = [{"state_dtype": k[0], "head_dim_k": k[1], "head_dim_v": k[2], "pairs_min": k[3], "bv": t.bv,
-                    "nvec": t.nvec, "threads": t.threads, "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
-        path = write_outputs(TABLES, "fastest cute tile per measured case (graph timer, scattered K-last pool); lookups "
-                             "take the entry with the largest pairs_min <= batch * hv", entries, rows, FIELDS, out,
-                             "tune_cute.csv")  # after every case: a run cut short keeps what it measured
+            best[(c.state_dtype, c.head_dim_k, c.head_dim_v, c.batch * c.hv)] = log_best(c, results, t0, log)
+        path = write_outputs(TABLES, NOTE, best, entry, rows, FIELDS, out, "tune_cute.csv")  # after every case
     return path
 
 

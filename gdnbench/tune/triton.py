@@ -22,10 +22,12 @@ from gdnbench.backends.tables import TUNED
 from gdnbench.backends.triton import TritonGDN
 from gdnbench.backends.triton.tiles import TABLES, Tile, Variant, chunk_reason, tile, tile_reason, tuned_table
 from gdnbench.cases import Case
-from gdnbench.tune.common import case, class_choice, measure, write_outputs
+from gdnbench.tune.common import case, class_choice, log_best, measure, write_outputs
 
 KCS = (0, 64, 32)  # K chunk of the per-token register tile: whole K, or 2 / 4 chunks at K = 128
 FIELDS = ["variant", "bv", "warps", "kc", "blocks", "stages", "progs_per_sm", "maxnreg", "prefetch", "ahead", "cache"]
+NOTE = ("fastest tile per measured case (graph timer, scattered pool); lookups take the entry with the largest "
+        "pairs_min <= batch * hv")
 P, C, G, TMA = Variant.PER_TOKEN, Variant.CHUNK, Variant.GLUON_ROWS, Variant.GLUON_TMA
 
 
@@ -104,6 +106,11 @@ def class_key(c: Case) -> tuple:
     return (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
 
 
+def entry(k: tuple, t: Tile) -> dict:
+    return {"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4], "pairs_min": k[5],
+            **t.entry()}
+
+
 def key_of(e: dict) -> tuple:
     return (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"], e["pairs_min"])
 
@@ -127,14 +134,8 @@ def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> 
             key = class_key(c)
             by_class.setdefault(key, {})[c.id] = {t: us for us, t in results}
             best[key] = class_choice(by_class[key])
-            us, t = min(results, key=lambda r: r[0])
-            log(f"{c.id:70s} best {t}  {us:9.2f} us  (of {len(results)}; worst {max(r[0] for r in results):.2f})  "
-                f"[{time.time() - t0:.0f}s]")
-        entries = [{"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4],
-                    "pairs_min": k[5], **t.entry(), "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
-        path = write_outputs(TABLES, "fastest tile per measured case (graph timer, scattered pool); lookups take the "
-                             "entry with the largest pairs_min <= batch * hv", entries, rows, FIELDS, out,
-                             "tune_triton.csv")  # after every case: a run cut short keeps what it measured
+            log_best(c, results, t0, log)
+        path = write_outputs(TABLES, NOTE, best, entry, rows, FIELDS, out, "tune_triton.csv")  # after every case
     return path
 
 

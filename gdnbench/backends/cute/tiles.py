@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdnbench.backends.base import current_target
-from gdnbench.backends.tables import HEURISTIC, TileTable, load_table, pick_tuned
+from gdnbench.backends.tables import TileTable, choose, load_table
 from gdnbench.cases import Case
 
 NUM_THREADS = 128  # heuristic tile: 4 warps per CTA
@@ -88,13 +88,9 @@ def tuned_table() -> TileTable | None:
 def select(case: Case) -> tuple[CuteTile, str]:
     """The tuned table's entry for this state dtype and head dims with the largest ``pairs_min`` <=
     batch * hv, if it can run the case; else the heuristic tile. Returns the tile and its source."""
-    table = tuned_table()
     key = (case.state_dtype, case.head_dim_k, case.head_dim_v)
-    best = table and pick_tuned(table.entries, case, lambda e: (e["state_dtype"], e["head_dim_k"], e["head_dim_v"])
-                                == key and tile_reason(case, CuteTile.from_entry(e)) is None)
-    if best:
-        return CuteTile.from_entry(best), table.source
-    return heuristic_tile(case), HEURISTIC
+    return choose(tuned_table(), case, lambda e: (e["state_dtype"], e["head_dim_k"], e["head_dim_v"]) == key,
+                  CuteTile.from_entry, tile_reason, heuristic_tile)
 
 
 def tile(case: Case) -> CuteTile:

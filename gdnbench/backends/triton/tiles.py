@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from gdnbench.backends.base import current_target, triton_interpreted
-from gdnbench.backends.tables import HEURISTIC, TileTable, load_table, pick_tuned
+from gdnbench.backends.tables import TileTable, choose, load_table
 from gdnbench.cases import Case
 from gdnbench.inputs import pool_slots
 
@@ -236,14 +236,9 @@ def tuned_table() -> TileTable | None:
 
 def select(case: Case) -> tuple[Tile, str]:
     """The tile for ``case`` and where it came from (``tuned``, ``other-gpu`` or ``heuristic``)."""
-    table = tuned_table()
     key = (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
-    best = table and pick_tuned(table.entries, case, lambda e: (
-        (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"]) == key
-        and tile_reason(case, Tile.from_entry(e)) is None))
-    if best:
-        return Tile.from_entry(best), table.source
-    return heuristic_tile(case), HEURISTIC
+    return choose(tuned_table(), case, lambda e: (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"],
+                                                  e["mtp"]) == key, Tile.from_entry, tile_reason, heuristic_tile)
 
 
 def tile(case: Case) -> Tile:
