@@ -1,7 +1,7 @@
 # gdnbench: every target creates or reuses the local virtualenv by itself.
 #   make sweep            run the default sweep (decode on a GPU, smoke-cpu on a CPU)
 #   make test             run the tests (CPU; GPU tests are skipped without a GPU)
-# On the GPU host (no network, no venv): make gpu-test / gpu-sweep use the host's python3.
+# On the GPU host (no network, no venv): make gpu-* use the host's python3 (README: "GPU host targets").
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +12,8 @@ CONFIG ?=
 ARGS ?=
 HOST_PY := PYTHONPATH=$(CURDIR) python3
 
-.PHONY: venv sweep test smoke plan check list env plots trace gpu-test gpu-sweep gpu-check clean
+.PHONY: venv sweep test smoke plan check list env plots trace gpu-test gpu-sweep gpu-check gpu-roofline \
+	gpu-trace gpu-tune gpu-tune-cute gpu-sanitize gpu-prefill gpu-ncu clean
 
 venv: $(STAMP)
 
@@ -34,10 +35,10 @@ smoke: venv
 plan check: venv
 	$(PY) -m gdnbench $@ $(or $(CONFIG),decode) $(ARGS)
 
-# Figures for every committed run (or RESULTS="dir1 dir2"), written to results/plots/; a run with an
-# EXCLUDED_FROM_PLOTS file (superseded, or a duplicate of cases another run holds) is left out.
-RUNS := $(patsubst %/rows.csv,%,$(wildcard results/*_*/rows.csv))
-RESULTS ?= $(foreach d,$(RUNS),$(if $(wildcard $(d)/EXCLUDED_FROM_PLOTS),,$(d)))
+# Figures for the curated sweep baselines, results/<device>/<config>/ (or RESULTS="dir1 dir2"), into results/plots/.
+PLOT_CONFIGS := decode mtp prefill roofline-decode roofline-mtp
+RUNS := $(patsubst %/rows.csv,%,$(wildcard $(foreach c,$(PLOT_CONFIGS),results/*/$(c)/rows.csv)))
+RESULTS ?= $(RUNS)
 plots: venv
 	$(PY) -m gdnbench plot $(RESULTS) -o results/plots $(ARGS)
 
@@ -61,6 +62,48 @@ gpu-sweep:
 GPU_CHECK_OUT ?= $(if $(OUT),$(OUT)/gpu-check,gpu-check)
 gpu-check:
 	$(HOST_PY) -m gdnbench gpu-check --out $(GPU_CHECK_OUT) $(ARGS)
+
+# Measurement targets for the GPU host (the host's python3, no venv). Each writes a fresh run directory
+# results/<date>_<device>_<config>/ (OUT=... to choose it); a curated baseline is such a run moved to
+# results/<device-slug>/<config>/ (results/README.md).
+DAY := $(shell date +%F)
+OUT ?=
+
+# the decode and MTP roofline sweeps (triton, triton_pdl, cute, flashinfer, fla)
+gpu-roofline:
+	$(HOST_PY) -m gdnbench sweep roofline-decode --no-progress $(if $(OUT),--out $(OUT)-decode) $(ARGS)
+	$(HOST_PY) -m gdnbench sweep roofline-mtp --no-progress $(if $(OUT),--out $(OUT)-mtp) $(ARGS)
+
+# Nsight Systems trace of trace-decode (CONFIG=... for another), rows timed plainly and traced
+gpu-trace:
+	$(HOST_PY) -m gdnbench trace $(or $(CONFIG),trace-decode) $(if $(OUT),--out $(OUT)) $(ARGS)
+
+# re-tune the triton tile table of this GPU (gdnbench/backends/triton/tables/), then its GPU gate tests;
+# ARGS="--only mtp --batches 16,64 --family chunk" narrows it (python3 -m gdnbench.tune.triton --help)
+gpu-tune:
+	$(HOST_PY) -m gdnbench.tune.triton --out $(or $(OUT),results/$(DAY)_triton-tune) $(ARGS)
+	$(HOST_PY) -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_gdn.py tests/test_gpu_backends.py -k triton
+
+# the same for the cute kernel (gdnbench/backends/cute/tables/)
+gpu-tune-cute:
+	$(HOST_PY) -m gdnbench.tune.cute --out $(or $(OUT),results/$(DAY)_cute-tune) $(ARGS)
+	$(HOST_PY) -m pytest -q -m gpu -p no:cacheprovider tests/test_cute.py tests/test_gpu_backends.py -k cute
+
+# the gate of gdnbench's own kernels on gpu-smoke, each row again under compute-sanitizer memcheck
+gpu-sanitize:
+	$(HOST_PY) -m gdnbench check gpu-smoke --sanitize -b triton -b triton_pdl -b cute --no-progress \
+		$(if $(OUT),--out $(OUT)) $(ARGS)
+
+# the prefill config with FlashInfer's serving call and kernel, and fla's pooled and kernel-only calls
+gpu-prefill:
+	$(HOST_PY) -m gdnbench sweep prefill -b flashinfer -b flashinfer_kernel -b fla -b fla_kernel --no-progress \
+		$(if $(OUT),--out $(OUT)) $(ARGS)
+
+# Nsight Compute on one gated launch (ARGS: scripts/profile_kernel.py's, e.g. "--backend triton --batch 64")
+NCU_SECTIONS := --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
+gpu-ncu:
+	ncu --profile-from-start off --csv --page details $(NCU_SECTIONS) \
+		env PYTHONPATH=$(CURDIR) python3 scripts/profile_kernel.py $(or $(ARGS),--backend triton --batch 64)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

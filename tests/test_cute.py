@@ -1,4 +1,4 @@
-"""backends/cute.py on a CPU: imports without nvidia-cutlass-dsl and says so; support and tile rules.
+"""backends/cute/ on a CPU: imports without nvidia-cutlass-dsl and says so; support and tile rules.
 Where the CuTe DSL is installed (no GPU needed), the kernel is compiled for sm_90a and checked for
 16-byte state traffic and no spills."""
 
@@ -10,9 +10,11 @@ import re
 import pytest
 from conftest import tiny_case
 
-import gdnbench.backends.cute as cu
+import gdnbench.backends.cute.tiles as cu
 from gdnbench.backends.base import Padding, Target
-from gdnbench.backends.cute import BACKEND, MAX_ROWS_PER_GROUP, CuteGDN, CuteTile, tile, tile_reason, vec
+from gdnbench.backends.cute import BACKEND, CuteGDN
+from gdnbench.backends.cute.tiles import MAX_ROWS_PER_GROUP, CuteTile, tile, tile_reason, vec
+from gdnbench.backends.tables import TileTable
 
 SM90 = Target("cuda", 90, "sm90")
 HAS_CUTE = importlib.util.find_spec("cutlass") is not None
@@ -49,7 +51,8 @@ def test_needs_sm90():
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "float32"])
 def test_tile_bounds(batch, state_dtype):
     c = tiny_case(batch=batch, state_dtype=state_dtype, **QWEN)
-    bv, nvec, threads = cu.heuristic_tile(c)
+    h = cu.heuristic_tile(c)
+    bv, nvec, threads = h.bv, h.nvec, h.threads
     groups = 128 // (128 // vec(c))
     assert (nvec, threads) == (1, 128) and groups <= bv <= groups * MAX_ROWS_PER_GROUP and 128 % bv == 0
     assert tile_reason(c, CuteTile(bv, nvec)) is None
@@ -81,18 +84,18 @@ def test_tuned_table_and_override(monkeypatch):
                {"state_dtype": "float32", "head_dim_k": 64, "head_dim_v": 64, "pairs_min": 1, "bv": 32, "nvec": 2},
                {"state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 1, "bv": 4, "nvec": 4,
                 "threads": 32}]
-    monkeypatch.setattr(cu, "tuned_tiles", lambda: entries)
+    monkeypatch.setattr(cu, "tuned_table", lambda: TileTable("test GPU", "tuned", entries))
     f32 = dict(QWEN, state_dtype="float32")
-    assert tile(tiny_case(batch=1, **f32)) == (16, 4, 128)
-    assert tile(tiny_case(batch=1, hk=4, hv=8, head_dim_k=128, head_dim_v=128, state_dtype="float32")) == (4, 4, 32)
-    assert tile(tiny_case(batch=63, **f32)) == (16, 4, 128)
-    assert tile(tiny_case(batch=64, **f32)) == (64, 2, 128)
+    assert tile(tiny_case(batch=1, **f32)) == CuteTile(16, 4, 128)
+    assert tile(tiny_case(batch=1, hk=4, hv=8, head_dim_k=128, head_dim_v=128, state_dtype="float32")) == CuteTile(4, 4, 32)
+    assert tile(tiny_case(batch=63, **f32)) == CuteTile(16, 4, 128)
+    assert tile(tiny_case(batch=64, **f32)) == CuteTile(64, 2, 128)
     assert tile(tiny_case(batch=64, **dict(QWEN, state_dtype="bfloat16"))) == cu.heuristic_tile(
         tiny_case(batch=64, **dict(QWEN, state_dtype="bfloat16")))  # no bf16 entries: heuristic
     c = tiny_case(batch=8, **f32)
     assert "8 lanes x 4 x 16B per row" in BACKEND.kernel(c) and "BV=16" in BACKEND.kernel(c)
-    assert "BV=32, 128 threads, 16 lanes x 2 x 16B" in CuteGDN(tile_override=(32, 2)).kernel(c)
-    assert "multiple" in CuteGDN(tile_override=(8, 4)).supports(c, SM90)
+    assert "BV=32, 128 threads, 16 lanes x 2 x 16B" in CuteGDN(tile_override=CuteTile(32, 2)).kernel(c)
+    assert "multiple" in CuteGDN(tile_override=CuteTile(8, 4)).supports(c, SM90)
 
 
 @pytest.mark.skipif(not HAS_CUTE, reason="nvidia-cutlass-dsl not installed")
@@ -100,7 +103,7 @@ def test_tuned_table_and_override(monkeypatch):
                                            ("float32", CuteTile(32, 4)), ("float32", CuteTile(4, 4, 32))])
 def test_offline_compile_sm90(state_dtype, t):
     """cute.compile for sm_90a without a GPU: 16-byte loads/stores of the state, no local memory."""
-    from gdnbench.backends.cute import _compile
+    from gdnbench.backends.cute.backend import _compile
 
     compiled = _compile(tiny_case(batch=64, state_dtype=state_dtype, **QWEN), "sm_90a", keep_artifacts=True, t=t)
     ptx = str(compiled.artifacts.PTX)

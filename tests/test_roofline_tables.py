@@ -1,14 +1,10 @@
-"""scripts/roofline_tables.py: a run's ratio tables, from rows.csv only."""
+"""gdnbench/roofline_tables.py: a run's ratio tables, from rows.csv only."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from results_fixture import make_run
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
-import roofline_tables  # noqa: E402
+from gdnbench import roofline_tables
 
 
 def test_ratio_tables_per_heads_dtype_and_pool(tmp_path):

@@ -1,4 +1,4 @@
-"""backends/triton_gdn.py: gdnbench's own Triton kernels pass the gate at tiny shapes under
+"""backends/triton/: gdnbench's own Triton kernels pass the gate at tiny shapes under
 TRITON_INTERPRET=1 (decode, MTP with intermediate states / write-back / tree, both layouts, both state
 dtypes, padded pools), and the tile choice is recorded."""
 
@@ -8,9 +8,13 @@ import pytest
 import torch
 from conftest import HAS_CUDA, tiny_case
 
-import gdnbench.backends.triton_gdn as tg
+import gdnbench.backends.triton.backend as tb
+import gdnbench.backends.triton.plan as tp
+import gdnbench.backends.triton.tiles as tg
 from gdnbench.backends.base import Padding, Target, triton_interpreted
-from gdnbench.backends.triton_gdn import BACKEND, PDL, TritonGDN, heuristic_tile, tile
+from gdnbench.backends.tables import TileTable
+from gdnbench.backends.triton import BACKEND, PDL, TritonGDN
+from gdnbench.backends.triton.tiles import Tile, Variant, heuristic_tile, tile
 from gdnbench.check import run_gate
 from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
@@ -70,91 +74,47 @@ def test_tree(layout):
 
 
 @run_here
+@run_here
 def test_tile_override_and_gqa_groups():
     case = tiny_case(batch=2, hk=2, hv=8, head_dim_k=16, head_dim_v=32)
-    for t in ((8, 1), (16, 2), (32, 4)):
+    for t in (Tile(8, 1), Tile(16, 2), Tile(32, 4)):
         r = gate(case, TritonGDN(tile_override=t))
         assert r.ok, (t, r.message)
 
 
-@run_here
-@pytest.mark.parametrize("layout", ["k_last", "v_last"])
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("progs", [1, 3, 100])
-def test_persistent_kernel(layout, state_dtype, progs):
-    """The persistent kernel (programs walk the tiles, prefetching the next one) on a padded pool:
-    one program for every tile, several tiles per program, and more programs than tiles."""
-    case = tiny_case(batch=5, hk=1, hv=2, head_dim_k=16, head_dim_v=32, layout=layout, state_dtype=state_dtype,
-                     pool="padded")
-    r = gate(case, TritonGDN(tile_override=(16, 1, progs)))
-    assert r.ok, r.message
+def test_tile_is_validated_once():
+    """A Tile names its variant and takes only that variant's fields; table entries round-trip."""
+    assert Tile(16, 1).variant is Variant.PER_TOKEN and Tile(16, 1, "chunk").variant is Variant.CHUNK
+    with pytest.raises(ValueError, match="takes no cache"):
+        Tile(16, 1, Variant.PER_TOKEN, cache=1)
+    with pytest.raises(ValueError, match="takes no blocks, stages"):
+        Tile(16, 1, Variant.GLUON_ROWS, blocks=2, stages=2)
+    with pytest.raises(ValueError, match="persistent grid"):
+        Tile(16, 1, Variant.GLUON_TMA)
+    with pytest.raises(ValueError):
+        Tile(12, 1)
+    with pytest.raises(ValueError):
+        Tile(16, 1, "persistent")
+    t = Tile(16, 1, Variant.CHUNK, blocks=4, stages=2, prefetch=2, ahead=1)
+    assert Tile.from_entry({"layout": "k_last", "pairs_min": 8, **t.entry(), "median_us": 1.0}) == t
+    assert t.entry() == {"variant": "chunk", "bv": 16, "warps": 1, "blocks": 4, "stages": 2, "prefetch": 2, "ahead": 1}
 
 
-@run_here
-@pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True)])
-def test_persistent_kernel_mtp(write_back, intermediate):
-    case = tiny_case(phase="mtp", tokens=3, batch=3, pool="padded", write_back=write_back, intermediate=intermediate,
-                     state_dtype="bfloat16", hk=1, hv=2, head_dim_k=16, head_dim_v=16)
-    r = gate(case, TritonGDN(tile_override=(8, 1, 2)))
-    assert r.ok, r.message
-
-
-@run_here
-@pytest.mark.parametrize("layout", ["k_last", "v_last"])
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("progs,stages", [(1, 2), (3, 3), (100, 2)])
-def test_pipelined_kernel(layout, state_dtype, progs, stages):
-    """The Triton-pipelined persistent kernel on a padded pool: one program for every tile, several
-    tiles per program (more tiles than stages), more programs than tiles; K chunked."""
-    case = tiny_case(batch=5, hk=1, hv=2, head_dim_k=16, head_dim_v=32, layout=layout, state_dtype=state_dtype,
-                     pool="padded")
-    b = TritonGDN(tile_override=(16, 1, progs, 0, 8, stages))
-    assert b.kernel(case).startswith("gdn_pipelined_kernel") and f"{stages} stages" in b.kernel(case)
-    r = gate(case, b)
-    assert r.ok, r.message
-
-
-@run_here
-@pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
-def test_pipelined_kernel_mtp(write_back, intermediate):
-    case = tiny_case(phase="mtp", tokens=3, batch=3, pool="padded", write_back=write_back, intermediate=intermediate,
-                     state_dtype="bfloat16", hk=1, hv=2, head_dim_k=16, head_dim_v=16)
-    r = gate(case, TritonGDN(tile_override=(8, 1, 2, 0, 0, 3)))
-    assert r.ok, r.message
-
-
-@run_here
-@pytest.mark.parametrize("layout", ["k_last", "v_last"])
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
-@pytest.mark.parametrize("kc", [0, 8])
-@pytest.mark.parametrize("reread,name", [(1, "two-pass"), (2, "q/k in the tile layout"), (3, "norms on the row sums"),
-                                          (4, "no slot branch"), (5, "tensor-core dot")])
-def test_two_pass_decode(layout, state_dtype, pool, kc, reread, name):
-    """The reread tiles: row sums from the state as loaded, the update from a second read of it (1);
-    one pass with q and k loaded in the tile's layout and the norms on the row sums (2); one pass with q and
-    k loaded once as vectors and the norms on the row sums (3), and the same without the slot branch (4)."""
-    case = tiny_case(layout=layout, state_dtype=state_dtype, pool=pool, batch=5)
-    b = TritonGDN(tile_override=(16, 1, 0, 0, kc, 0, reread))
-    assert name in b.kernel(case)
-    r = gate(case, b)
-    assert r.ok, r.message
+GLUON_TILES = [Tile(8, 1, "gluon_rows"), Tile(32, 4, "gluon_rows", kc=16), Tile(64, 8, "gluon_rows", ahead=1),
+               Tile(8, 1, "gluon_rows", maxnreg=128), Tile(8, 1, "gluon_rows", cache=1),
+               Tile(64, 4, "gluon_rows", ahead=1, cache=2)]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
-@pytest.mark.parametrize("tile_", [(8, 1, 0, 0, 0, 0, 6), (32, 4, 0, 0, 16, 0, 6), (64, 8, 0, 0, 0, 0, 6, 0, 0, 1),
-                                   (16, 2, 1, 0, 16, 0, 6, 0, 0, 1), (8, 1, 2, 0, 0, 0, 6, 128),
-                                   (8, 1, 0, 0, 0, 0, 6, 0, 0, 0, 1), (64, 4, 0, 0, 0, 0, 6, 0, 0, 1, 2)])
+@pytest.mark.parametrize("tile_", GLUON_TILES)
 @pytest.mark.parametrize("pdl", [False, True])
 def test_gluon_decode(state_dtype, pool, tile_, pdl):
-    """The Gluon decode (``reread`` = 6, GPU only) on GQA heads at K = V = 64: one warp, four warps (16
-    columns a thread) and eight (with the L2 prefetch one SM-count ahead: 67 rows x 4 heads x 1-8 tiles),
-    and on persistent grids of 1 and 2 programs per SM (each program walking 2-8 tiles; with the L2
-    prefetch of its next tile; under a register cap), bf16 and fp32 state (8 / 16 lanes across K; 4 at
-    16 columns), padded rows, with and without PDL; with evict-first state stores (cache 1), and loads
-    and stores (cache 2)."""
+    """The Gluon decode (GPU only) on GQA heads at K = V = 64: one warp, four warps (16 columns a thread)
+    and eight (with the L2 prefetch one SM-count ahead: 67 rows x 4 heads x 1-8 tiles), under a register
+    cap, bf16 and fp32 state, padded rows, with and without PDL; with evict-first state stores (cache 1),
+    and loads and stores (cache 2)."""
     gate_gqa64(state_dtype, pool, tile_, pdl, "Gluon")
 
 
@@ -168,85 +128,75 @@ def gate_gqa64(state_dtype, pool, tile_, pdl, label):
     assert r.ok, r.message
 
 
+TMA_TILES = [Tile(16, 1, "gluon_tma", progs_per_sm=1, stages=2), Tile(32, 4, "gluon_tma", progs_per_sm=1, kc=16, stages=8),
+             Tile(64, 8, "gluon_tma", progs_per_sm=2, stages=3, ahead=1),
+             Tile(8, 1, "gluon_tma", progs_per_sm=4, stages=1, ahead=1)]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("pool", ["scattered", "padded", "contiguous"])
-@pytest.mark.parametrize("tile_", [(16, 1, 1, 0, 0, 2, 7), (32, 4, 1, 0, 16, 8, 7), (64, 8, 2, 0, 0, 3, 7, 0, 0, 1),
-                                   (8, 1, 4, 0, 0, 1, 7, 0, 0, 1)])
+@pytest.mark.parametrize("tile_", TMA_TILES)
 @pytest.mark.parametrize("pdl", [False, True])
 def test_tma_decode(state_dtype, pool, tile_, pdl):
-    """The TMA-staged Gluon decode (``reread`` = 7, sm90+) on GQA heads at K = V = 64 (67 rows x 4 heads,
-    so the programs take uneven tile counts and a padded row sits between copies): buffers fewer than a
-    program's tiles (refilled, phases wrapping: 1 program/SM x 2 buffers; 2 x 3 with the inputs carried a
-    tile ahead), one buffer, and as many buffers as tiles (1 x 8); one to eight warps, bf16 and fp32 state,
-    with and without PDL."""
+    """The TMA-staged Gluon decode (sm90+) on GQA heads at K = V = 64 (67 rows x 4 heads, so the programs
+    take uneven tile counts and a padded row sits between copies): buffers fewer than a program's tiles
+    (refilled, phases wrapping), one buffer, and as many buffers as tiles; one to eight warps, bf16 and
+    fp32 state, with and without PDL."""
     if torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("the TMA decode needs SM90 or newer")
     gate_gqa64(state_dtype, pool, tile_, pdl, "TMA")
 
 
+def use_table(monkeypatch, entries, source="tuned"):
+    monkeypatch.setattr(tg, "tuned_table", lambda: TileTable("test GPU", source, entries))
+
+
 def test_gluon_decode_reasons(monkeypatch):
     """Where the Gluon decode cannot run, a reason; a table entry it cannot run is passed over."""
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=16)
+    rows = Tile(64, 4, "gluon_rows")
     monkeypatch.setattr(tg, "triton_interpreted", lambda: False)
-    assert tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 0, 0, 6)) is None
-    assert "K-last" in tg.tile_reason(tiny_case(**qwen, layout="v_last"), tg.Tile(64, 4, 0, 0, 0, 0, 6))
-    assert "multiple" in tg.tile_reason(tiny_case(**qwen), tg.Tile(4, 4, 0, 0, 0, 0, 6))  # 2 rows per warp pass
-    assert "multiple of 8" in tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 4, 0, 6))  # half a vector
+    assert tg.tile_reason(tiny_case(**qwen), rows) is None
+    assert "K-last" in tg.tile_reason(tiny_case(**qwen, layout="v_last"), rows)
+    assert "multiple" in tg.tile_reason(tiny_case(**qwen), Tile(4, 4, "gluon_rows"))  # 2 rows per warp pass
+    assert "multiple of 8" in tg.tile_reason(tiny_case(**qwen), Tile(64, 4, "gluon_rows", kc=4))  # half a vector
+    assert "decode only" in tg.tile_reason(tiny_case(**qwen, phase="mtp", tokens=2), rows)
     assert tg.rows_layout(tiny_case(**qwen)) == (8, 16)
-    assert tg.rows_layout(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 16, 0, 6)) == (8, 8)  # 16 columns a thread
+    assert tg.rows_layout(tiny_case(**qwen), Tile(64, 4, "gluon_rows", kc=16)) == (8, 8)  # 16 columns a thread
     assert tg.rows_layout(tiny_case(**{**qwen, "state_dtype": "float32"})) == (4, 32)
-    entries = [entry(mtp=False, pairs_min=1, bv=16, warps=1), entry(mtp=False, pairs_min=512, bv=64, warps=4, reread=6)]
-    monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
-    assert tile(tiny_case(**qwen)).reread == 6
+    use_table(monkeypatch, [entry(mtp=False, pairs_min=1, bv=16, warps=1),
+                            entry(mtp=False, pairs_min=512, variant="gluon_rows", bv=64, warps=4)])
+    assert tile(tiny_case(**qwen)).variant is Variant.GLUON_ROWS
     monkeypatch.setattr(tg, "triton_interpreted", lambda: True)
-    assert "interpreter" in tg.tile_reason(tiny_case(**qwen), tg.Tile(64, 4, 0, 0, 0, 0, 6))
-    assert tile(tiny_case(**qwen)) == tg.Tile(16, 1)  # the next entry down, which the interpreter runs
-
-
-def test_two_pass_is_decode_only():
-    mtp = tiny_case(phase="mtp", tokens=3)
-    assert "decode" in tg.tile_reason(mtp, tg.Tile(16, 1, 0, 0, 0, 0, 1))
-    assert "decode" in tg.tile_reason(tiny_case(), tg.Tile(16, 1, 2, 0, 0, 0, 1))
-    assert tg.tile_reason(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1)) is None
-    assert tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 2)) is None
-    assert "decode" in tg.tile_reason(mtp, tg.Tile(4, 1, 0, 0, 0, 0, 2))
-    assert "reread is 0" in tg.tile_reason(tiny_case(), tg.Tile(4, 1, 0, 0, 0, 0, 8))
-    assert tg.register_cap(tiny_case(), tg.Tile(16, 1, 0, 0, 0, 0, 1, 64)) == {"maxnreg": 64}
-
-
-def test_stages_need_a_persistent_grid():
-    case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=16)
-    with pytest.raises(ValueError, match="stages"):
-        TritonGDN(tile_override=(8, 1, 0, 0, 0, 2)).build(case, make_inputs(case, "cpu"))
+    assert "interpreter" in tg.tile_reason(tiny_case(**qwen), rows)
+    assert tile(tiny_case(**qwen)) == Tile(16, 1)  # the next entry down, which the interpreter runs
 
 
 @run_here
 @pytest.mark.parametrize("tokens", [2, 3, 8])
 @pytest.mark.parametrize("write_back,intermediate", [(True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("state_dtype,layout", [("float32", "k_last"), ("bfloat16", "k_last"), ("bfloat16", "v_last")])
-@pytest.mark.parametrize("tile", [(16, 1, 0, 1), (16, 1, 0, 2, 0, 2), (16, 1, 0, 2, 0, 2, 0, 0, 1),
-                                  (16, 1, 5, 1, 0, 2, 0, 0, 1)])
-def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout, tile):
+@pytest.mark.parametrize("tile_", [Tile(16, 1, "chunk"), Tile(16, 1, "chunk", blocks=2, stages=2),
+                                   Tile(16, 1, "chunk", blocks=2, stages=2, prefetch=1)])
+def test_chunk_mtp_kernel(tokens, write_back, intermediate, state_dtype, layout, tile_):
     """The chunk-form MTP kernel (the T steps solved around the initial state, tensor-core dots) on a
     padded pool with GQA, T = 2, 3 (padded to the 16-wide token operand) and 8 (the largest); one block
     of rows per program, and a program looping over both blocks of a head, pipelined over 2 stages,
-    with and without the L2 prefetch of its rows (PTX: on the GPU only; the interpreter skips it); a
-    persistent grid of 5 programs per SM (the interpreter counts one SM; 132 on the H100) sharing the
-    12 blocks out 3, 3, 2, 2, 2, so programs start and end inside a head."""
+    with and without the L2 prefetch of its rows (PTX: on the GPU only; the interpreter skips it)."""
     case = tiny_case(phase="mtp", tokens=tokens, batch=3, pool="padded", write_back=write_back,
                      intermediate=intermediate, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
                      head_dim_v=32)
-    r = gate(case, TritonGDN(tile_override=tile))
+    r = gate(case, TritonGDN(tile_override=tile_))
     assert r.ok, r.message
 
 
 @run_here
 @pytest.mark.parametrize("state_dtype,layout", [("bfloat16", "k_last"), ("float32", "v_last"), ("bfloat16", "v_last")])
-@pytest.mark.parametrize("phase,tokens,tile", [("decode", 1, (8, 1, 0, 0, 0, 0, 0, 0, 0, 1)),
-                                               ("mtp", 3, (8, 1, 0, 0, 0, 0, 0, 0, 0, 1)),
-                                               ("mtp", 3, (16, 1, 0, 2, 0, 2, 0, 0, 1, 1))])
-def test_l2_prefetch_ahead(state_dtype, layout, phase, tokens, tile):
+@pytest.mark.parametrize("phase,tokens,tile_", [("decode", 1, Tile(8, 1, ahead=1)), ("mtp", 3, Tile(8, 1, ahead=1)),
+                                                ("mtp", 3, Tile(16, 1, "chunk", blocks=2, stages=2, prefetch=1,
+                                                                ahead=1))])
+def test_l2_prefetch_ahead(state_dtype, layout, phase, tokens, tile_):
     """``ahead``: the per-tile kernel asks L2 for the tile of the program one SM-count further on (67 rows
     x 2 heads x 4 tiles = 536 programs on the H100's 132 SMs, so most programs prefetch one, padded rows'
     slots skipped), the chunk-form kernel for the next row block in each step; PTX, so on the GPU only
@@ -254,7 +204,7 @@ def test_l2_prefetch_ahead(state_dtype, layout, phase, tokens, tile):
     case = tiny_case(phase=phase, tokens=tokens, batch=67 if HAS_CUDA else 3, pool="padded", write_back=True,
                      intermediate=tokens > 1, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
                      head_dim_v=32)
-    r = gate(case, TritonGDN(tile_override=tile))
+    r = gate(case, TritonGDN(tile_override=tile_))
     assert r.ok, r.message
 
 
@@ -262,45 +212,31 @@ def test_l2_prefetch_ahead_tiles():
     """Which kernels take ``ahead``, and the kernel names that record it."""
     dec = tiny_case(hk=16, hv=32, head_dim_k=128, head_dim_v=128)
     mtp = tiny_case(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
-    assert TritonGDN(tile_override=(16, 1, 0, 0, 0, 0, 0, 0, 0, 16)).kernel(dec) == (
+    assert TritonGDN(tile_override=Tile(16, 1, ahead=16)).kernel(dec) == (
         "gdn_recurrent_kernel [decode, k-last, BV=16, warps=1, L2 prefetch 16 programs/SM ahead]")
-    assert TritonGDN(tile_override=(16, 1, 0, 4, 0, 2, 0, 0, 2, 1)).kernel(mtp) == (
+    chunk = Tile(16, 1, "chunk", blocks=4, stages=2, prefetch=2, ahead=1)
+    assert TritonGDN(tile_override=chunk).kernel(mtp) == (
         "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 4 blocks/program, 2 stages, L2 prefetch of 2 "
         "blocks, L2 prefetch 1 block ahead]")
-    assert "one-program-per-tile" in tg.tile_reason(dec, tg.Tile(16, 1, 8, 0, 0, 0, 0, 0, 0, 1))
-    assert "16 bytes" in tg.tile_reason(tiny_case(layout="v_last", state_dtype="bfloat16"),
-                                        tg.Tile(4, 1, 0, 0, 0, 0, 0, 0, 0, 1))
-    assert tg.tile_reason(tiny_case(layout="v_last", state_dtype="float32"), tg.Tile(4, 1, 0, 0, 0, 0, 0, 0, 0, 1)) is None
-    # the offline compile (what the kernels look like for sm_90) sets the per-tile distance for 132 SMs
-    assert tg.chunk_consts(tg.Tile(16, 1, 0, 4, 0, 2, 0, 0, 2, 1), interpreted=False)["AHEAD"] == 1
-    assert tg.chunk_consts(tg.Tile(16, 1, 0, 4, 0, 2, 0, 0, 2, 1), interpreted=True)["AHEAD"] == 0
-
-
-@run_here
-@pytest.mark.parametrize("state_dtype,layout", [("bfloat16", "k_last"), ("float32", "v_last")])
-def test_chunk_persistent_grid_crosses_heads(state_dtype, layout):
-    """The persistent chunk-form grid with more blocks than programs, so every program takes blocks of
-    several heads and most start or end inside one: one program per SM, 67 rows x 2 heads x 2 blocks on
-    the H100's 132 SMs (268 blocks: 2-3 each), 5 rows on the interpreter's one SM (one program, 20 blocks);
-    padded pool, GQA, intermediate states and write-back, L2 prefetch of up to 2 blocks on the GPU."""
-    case = tiny_case(phase="mtp", tokens=3, batch=67 if HAS_CUDA else 5, pool="padded", write_back=True,
-                     intermediate=True, state_dtype=state_dtype, layout=layout, hk=1, hv=2, head_dim_k=32,
-                     head_dim_v=32)
-    r = gate(case, TritonGDN(tile_override=(16, 1, 1, 1, 0, 2, 0, 0, 2)))
-    assert r.ok, r.message
+    assert "16 bytes" in tg.tile_reason(tiny_case(layout="v_last", state_dtype="bfloat16"), Tile(4, 1, ahead=1))
+    assert tg.tile_reason(tiny_case(layout="v_last", state_dtype="float32"), Tile(4, 1, ahead=1)) is None
+    # the plan: the per-tile distance in programs for the GPU's SMs, nothing of it under the interpreter
+    assert tp.plan(dec, Tile(16, 1, ahead=2), sms=132).constexprs["AHEAD"] == 264
+    assert tp.plan(mtp, chunk, sms=132).constexprs["AHEAD"] == 1
+    assert tp.plan(mtp, chunk, sms=132, interpreted=True).constexprs["AHEAD"] == 0
 
 
 @run_here
 @pytest.mark.parametrize("layout", ["k_last", "v_last"])
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("phase,tokens,progs", [("decode", 1, 0), ("decode", 1, 2), ("mtp", 3, 0), ("mtp", 3, 2)])
-def test_k_chunked_tiles(layout, state_dtype, phase, tokens, progs):
+@pytest.mark.parametrize("phase,tokens", [("decode", 1), ("mtp", 3)])
+def test_k_chunked_tiles(layout, state_dtype, phase, tokens):
     """The [BV, K / KC, KC] register tile (reductions over K as in-thread chunk sums plus a short
-    shuffle tree) on both per-token kernels: K = 32 in chunks of 8, GQA, padded pool, MTP with both
-    the intermediate states and write-back."""
+    shuffle tree): K = 32 in chunks of 8, GQA, padded pool, MTP with both the intermediate states and
+    write-back."""
     case = tiny_case(phase=phase, tokens=tokens, batch=3, pool="padded", layout=layout, state_dtype=state_dtype,
                      hk=1, hv=2, head_dim_k=32, head_dim_v=16, intermediate=tokens > 1)
-    b = TritonGDN(tile_override=(8, 1, progs, 0, 8))
+    b = TritonGDN(tile_override=Tile(8, 1, kc=8))
     assert "KC=8" in b.kernel(case)
     r = gate(case, b)
     assert r.ok, r.message
@@ -308,48 +244,44 @@ def test_k_chunked_tiles(layout, state_dtype, phase, tokens, progs):
 
 @run_here
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("phase,tokens,progs,stages", [("decode", 1, 0, 0), ("decode", 1, 2, 0), ("decode", 1, 2, 2),
-                                                      ("mtp", 3, 0, 0)])
+@pytest.mark.parametrize("phase,tokens", [("decode", 1), ("mtp", 3)])
 @pytest.mark.parametrize("bv,kc,flat", [(16, 16, True), (8, 8, False)])
-def test_flat_and_two_step_row_sums(state_dtype, phase, tokens, progs, stages, bv, kc, flat):
-    """rowdot's two reductions over K on every per-token kernel: one flat [BV, K] sum where the K
-    chunks are not split across lanes (BV=16, KC=16: 16 rows x 1-4 vectors fill the warp), the NC
-    then KC sums where they are (BV=8, KC=8 at K=32)."""
+def test_flat_and_two_step_row_sums(state_dtype, phase, tokens, bv, kc, flat):
+    """rowdot's two reductions over K: one flat [BV, K] sum where the K chunks are not split across lanes
+    (BV=16, KC=16: 16 rows x 1-4 vectors fill the warp), the NC then KC sums where they are (BV=8, KC=8
+    at K=32)."""
     case = tiny_case(phase=phase, tokens=tokens, batch=3, pool="padded", state_dtype=state_dtype, hk=1, hv=2,
                      head_dim_k=32, head_dim_v=16, intermediate=tokens > 1)
-    t = tg.Tile(bv, 1, progs, 0, kc, stages)
-    assert tg.flat_rowdot(case, t) is flat
+    t = Tile(bv, 1, kc=kc)
+    assert tp.flat_rowdot(case, t) is flat
     r = gate(case, TritonGDN(tile_override=t))
     assert r.ok, r.message
 
 
 def test_flat_rowdot_rule():
     c = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert not tg.flat_rowdot(c, tg.Tile(4, 1, 0, 0, 32))     # 4 rows x 4 vectors: lanes on the chunks too
-    assert tg.flat_rowdot(c, tg.Tile(4, 1, 0, 0, 64))         # 4 x 8 fill the warp
-    assert tg.flat_rowdot(c, tg.Tile(4, 1))                   # KC = K: nothing to split
+    assert not tp.flat_rowdot(c, Tile(4, 1, kc=32))     # 4 rows x 4 vectors: lanes on the chunks too
+    assert tp.flat_rowdot(c, Tile(4, 1, kc=64))         # 4 x 8 fill the warp
+    assert tp.flat_rowdot(c, Tile(4, 1))                # KC = K: nothing to split
     c32 = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="float32")
-    assert tg.flat_rowdot(c32, tg.Tile(4, 1, 0, 0, 32))       # fp32: 4 x 8 vectors
-    mtp = tiny_case(phase="mtp", tokens=4, batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
-    assert not tg.flat_rowdot(mtp, tg.Tile(16, 1, 8, 0, 0, 2))  # pipelined MTP: the flat sum spilled
-    assert tg.flat_rowdot(mtp, tg.Tile(16, 1, 8, 0, 0, 0))      # the register-prefetch persistent kernel
+    assert tp.flat_rowdot(c32, Tile(4, 1, kc=32))       # fp32: 4 x 8 vectors
 
 
 @run_here
 def test_k_chunked_tree():
     case = tiny_case(phase="mtp", tokens=4, batch=3, hk=2, hv=4, head_dim_k=32, head_dim_v=16, intermediate=True,
                      tree=True, write_back=False)
-    r = gate(case, TritonGDN(tile_override=(16, 1, 0, 0, 16)))
+    r = gate(case, TritonGDN(tile_override=Tile(16, 1, kc=16)))
     assert r.ok, r.message
 
 
 def test_k_chunk_must_divide_k():
     case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=32, head_dim_v=16)
-    assert TritonGDN(tile_override=(8, 1, 0, 0, 64)).tile(case).k_chunk(case) == 32  # capped at K
-    assert "KC" not in TritonGDN(tile_override=(8, 1, 0, 0, 64)).kernel(case)
+    assert TritonGDN(tile_override=Tile(8, 1, kc=64)).tile(case).k_chunk(case) == 32  # capped at K
+    assert "KC" not in TritonGDN(tile_override=Tile(8, 1, kc=64)).kernel(case)
     x = make_inputs(case, "cpu")
     with pytest.raises(ValueError, match="KC=12"):
-        TritonGDN(tile_override=(8, 1, 0, 0, 12)).build(case, x)
+        TritonGDN(tile_override=Tile(8, 1, kc=12)).build(case, x)
 
 
 def test_chunk_kernel_limits():
@@ -360,24 +292,20 @@ def test_chunk_kernel_limits():
     assert "T = 2..8" in tg.chunk_reason(tiny_case(**{**mtp, "tokens": 1, "phase": "decode"}), 16)
     assert "tree" in tg.chunk_reason(tiny_case(**mtp, tree=True, intermediate=True, write_back=False), 16)
     assert "bf16 dot operands" in tg.chunk_reason(tiny_case(**mtp, dtype="float16"), 16)
-    assert TritonGDN(tile_override=(32, 4, 0, 1)).kernel(tiny_case(**mtp)) == (
+    assert TritonGDN(tile_override=Tile(32, 4, "chunk")).kernel(tiny_case(**mtp)) == (
         "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=32, warps=4]")
-    assert TritonGDN(tile_override=(16, 1, 0, 4, 0, 2)).kernel(tiny_case(**mtp)) == (
+    assert TritonGDN(tile_override=Tile(16, 1, "chunk", blocks=4, stages=2)).kernel(tiny_case(**mtp)) == (
         "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 4 blocks/program, 2 stages]")
-    assert "do not divide V=128" in tg.tile_reason(tiny_case(**mtp), tg.Tile(64, 4, 0, 4))
-    assert tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 0, 8, 0, 2)) is None
-    assert "chunk-form" in tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 0, 0, 0, 0, 0, 0, 1))
-    assert TritonGDN(tile_override=(16, 1, 0, 8, 0, 2, 0, 128, 8)).kernel(tiny_case(**mtp)) == (
-        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 8 blocks/program, 2 stages, L2 prefetch of 8 "
-        "blocks, maxnreg=128]")
-    # the persistent grid: blocks shared out evenly, one block per loop step, registers capped at 168
-    assert TritonGDN(tile_override=(16, 1, 12, 1, 0, 3, 0, 0, 2)).kernel(tiny_case(**mtp)) == (
-        "gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, persistent, 12 programs/SM, 3 stages, L2 prefetch "
-        "of 2 blocks, maxnreg=168]")
-    assert "chunk = 1" in tg.tile_reason(tiny_case(**mtp), tg.Tile(16, 1, 12, 4, 0, 2))
+    assert "do not divide V=128" in tg.tile_reason(tiny_case(**mtp), Tile(64, 4, "chunk", blocks=4))
+    assert tg.tile_reason(tiny_case(**mtp), Tile(16, 1, "chunk", blocks=8, stages=2)) is None
+    with pytest.raises(ValueError, match="takes no prefetch"):
+        Tile(16, 1, prefetch=1)
+    assert TritonGDN(tile_override=Tile(16, 1, "chunk", blocks=8, stages=2, maxnreg=128, prefetch=8)).kernel(
+        tiny_case(**mtp)) == ("gdn_mtp_chunk_kernel [mtp T=4, k-last, BV=16, warps=1, 8 blocks/program, 2 stages, "
+                              "L2 prefetch of 8 blocks, maxnreg=128]")
     with pytest.raises(ValueError, match="tree"):
-        TritonGDN(tile_override=(32, 4, 0, 1)).build(tiny_case(**mtp, tree=True, intermediate=True, write_back=False),
-                                                     None)
+        TritonGDN(tile_override=Tile(32, 4, "chunk")).build(
+            tiny_case(**mtp, tree=True, intermediate=True, write_back=False), None)
 
 
 def entry(**kw) -> dict:
@@ -386,19 +314,14 @@ def entry(**kw) -> dict:
 
 
 def test_tuned_chunk_entry_skipped_where_it_cannot_run(monkeypatch):
-    entries = [entry(mtp=True, pairs_min=1, bv=16, warps=1),
-               entry(mtp=True, pairs_min=64, bv=32, warps=4, chunk=1),
-               entry(mtp=True, pairs_min=1024, bv=16, warps=1, progs_per_sm=8, stages=2)]
-    monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
+    use_table(monkeypatch, [entry(mtp=True, pairs_min=1, bv=16, warps=1),
+                            entry(mtp=True, pairs_min=64, variant="chunk", bv=32, warps=4)])
     mtp = dict(phase="mtp", tokens=4, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16", batch=8)
-    assert tile(tiny_case(**mtp)) == tg.Tile(32, 4, 0, 1, 0, 0, 0, 0, 0)
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == tg.Tile(16, 1, 0, 0, 0, 0, 0, 0, 0)
-    # a pipelined persistent entry on a tree case: the per-tile kernel at the same tile (no stages)
-    big = {**mtp, "batch": 64, "tree": True, "intermediate": True, "write_back": False}
-    assert tile(tiny_case(**big)) == tg.Tile(16, 1, 0, 0, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(**mtp)) == Tile(32, 4, "chunk")
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == Tile(16, 1)
 
 
-def test_supports_and_kernel_column():
+def test_supports_and_kernel_column(monkeypatch):
     t = Target("cuda", 90, "sm90")
     assert BACKEND.supports(tiny_case(), t) is None
     assert "prefill" in BACKEND.supports(tiny_case(phase="prefill", batch=1, tokens=4, seq_lens="4"), t)
@@ -406,8 +329,42 @@ def test_supports_and_kernel_column():
     assert BACKEND.padding(tiny_case()) == Padding.ZERO
     assert BACKEND.kernel(tiny_case(phase="mtp", tokens=4, tree=True, intermediate=True, write_back=False)).startswith(
         "gdn_recurrent_kernel [mtp T=4 tree, k-last, BV=")
-    assert TritonGDN(tile_override=(16, 2, 8)).kernel(tiny_case()) == (
-        "gdn_persistent_kernel [decode, k-last, BV=16, warps=2, 8 programs/SM]")
+    # the column says where a tile came from unless it is this GPU's own table
+    qwen = tiny_case(batch=16, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
+    use_table(monkeypatch, [entry(mtp=False, pairs_min=1, bv=16, warps=1)])
+    assert BACKEND.kernel(qwen) == "gdn_recurrent_kernel [decode, k-last, BV=16, warps=1]"
+    use_table(monkeypatch, [entry(mtp=False, pairs_min=1, bv=16, warps=1)], "other-gpu")
+    assert BACKEND.kernel(qwen).endswith(", other-gpu tile]") and tg.tile_source(qwen) == "other-gpu"
+    assert BACKEND.kernel(tiny_case()).endswith(", heuristic tile]") and tg.tile_source(tiny_case()) == "heuristic"
+
+
+def test_tables_are_looked_up_by_gpu(tmp_path):
+    """This GPU's own table; else another GPU's, the same SM generation first; else none."""
+    from gdnbench.backends.tables import load_table, table_path, write_table
+
+    assert load_table(tmp_path, Target("cuda", 90, "NVIDIA H100 80GB HBM3")) is None
+    write_table(tmp_path, "NVIDIA B200", 100, {}, "", [{"pairs_min": 1, "id": "b200"}])
+    write_table(tmp_path, "NVIDIA H100 80GB HBM3", 90, {}, "", [{"pairs_min": 1, "id": "h100"}])
+    assert table_path(tmp_path, "NVIDIA H100 80GB HBM3").name == "device_name=NVIDIA_H100_80GB_HBM3.json"
+    own = load_table(tmp_path, Target("cuda", 90, "NVIDIA H100 80GB HBM3"))
+    assert (own.source, own.entries[0]["id"]) == ("tuned", "h100")
+    h200 = load_table(tmp_path, Target("cuda", 90, "NVIDIA H200"))
+    assert (h200.source, h200.device, h200.entries[0]["id"]) == ("other-gpu", "NVIDIA H100 80GB HBM3", "h100")
+    b300 = load_table(tmp_path, Target("cuda", 103, "NVIDIA B300"))
+    assert b300.source == "other-gpu" and load_table(tmp_path, Target("cpu")).source == "other-gpu"
+    (tmp_path / "device_name=bad.json").write_text('{"version": 1}')  # unreadable: skipped
+    assert tg.TABLES.is_dir() and load_table(tg.TABLES, Target("cuda", 90, "NVIDIA H100 80GB HBM3")).source == "tuned"
+
+
+def test_shipped_table_uses_only_shipped_variants():
+    """Every entry of every shipped table is a valid Tile; the variants the H100 table picks."""
+    for path in tg.TABLES.glob("*.json"):
+        import json
+
+        entries = json.loads(path.read_text())["entries"]
+        tiles = [Tile.from_entry(e) for e in entries]
+        assert {t.variant for t in tiles} <= set(Variant)
+    assert {t.variant for t in tiles} == {Variant.PER_TOKEN, Variant.CHUNK, Variant.GLUON_ROWS}
 
 
 def test_pdl_variant_is_a_gpu_only_launch_mode():
@@ -421,7 +378,7 @@ def test_pdl_variant_is_a_gpu_only_launch_mode():
     assert "GPU" in PDL.supports(case, Target("cpu"))
     if not HAS_CUDA:
         assert "GPU" in PDL.supports(case)
-    assert PDL.kernel(case).endswith(", PDL]") and "PDL" not in BACKEND.kernel(case)
+    assert ", PDL" in PDL.kernel(case) and "PDL" not in BACKEND.kernel(case)
     assert PDL.tile(case) == BACKEND.tile(case)
 
 
@@ -460,23 +417,22 @@ def test_pdl_launches_chained_on_one_pool_stay_ordered(state_dtype, tokens):
 def test_heuristic_tile_fills_the_gpu():
     big = tiny_case(batch=512, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
     small = tiny_case(batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
-    assert heuristic_tile(big)[0] > heuristic_tile(small)[0]
+    assert heuristic_tile(big).bv > heuristic_tile(small).bv
     bv = heuristic_tile(small).bv
     assert 32 * (128 // bv) >= 256  # B = 1 still splits V into many programs
-    assert heuristic_tile(tiny_case(layout="v_last", batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128))[0] >= 32
+    assert heuristic_tile(tiny_case(layout="v_last", batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128)).bv >= 32
 
 
 def test_tuned_table_wins_over_heuristic(monkeypatch):
-    entries = [entry(mtp=False, pairs_min=1, bv=16, warps=2),
-               entry(mtp=False, pairs_min=1024, bv=64, warps=4, progs_per_sm=8),
-               entry(state_dtype="float32", mtp=True, pairs_min=1, bv=32, warps=4, progs_per_sm=4, kc=32)]
-    monkeypatch.setattr(tg, "tuned_tiles", lambda: entries)
+    use_table(monkeypatch, [entry(mtp=False, pairs_min=1, bv=16, warps=2),
+                            entry(mtp=False, pairs_min=1024, bv=64, warps=4, ahead=2),
+                            entry(state_dtype="float32", mtp=True, pairs_min=1, bv=32, warps=4, kc=32)])
     qwen = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
-    assert tile(tiny_case(batch=4, **qwen)) == tg.Tile(16, 2, 0, 0, 0, 0, 0, 0, 0)  # an entry without a grid size: one program per tile
-    assert tile(tiny_case(batch=64, **qwen)) == tg.Tile(64, 4, 8, 0, 0, 0, 0, 0, 0)
+    assert tile(tiny_case(batch=4, **qwen)) == Tile(16, 2)
+    assert tile(tiny_case(batch=64, **qwen)) == Tile(64, 4, ahead=2)
     mtp = dict(qwen, state_dtype="float32", phase="mtp", tokens=4, batch=8)
-    assert tile(tiny_case(**mtp)) == tg.Tile(32, 4, 4, 0, 32, 0, 0, 0, 0)  # the entry's K chunk carries through
-    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == tg.Tile(32, 4, 0, 0, 32, 0, 0, 0, 0)  # no tree: grid kernel
+    assert tile(tiny_case(**mtp)) == Tile(32, 4, kc=32)  # the entry's K chunk carries through
+    assert tile(tiny_case(**mtp, tree=True, intermediate=True, write_back=False)) == Tile(32, 4, kc=32)
     assert tile(tiny_case(batch=64, **{**qwen, "state_dtype": "float32"})) == heuristic_tile(
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 
@@ -484,22 +440,21 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("state_dtype,layout,tokens,tile_,pdl", [
     ("bfloat16", "k_last", 1, None, False), ("float32", "v_last", 1, None, False),
-    ("bfloat16", "k_last", 4, None, False), ("bfloat16", "k_last", 1, (16, 2, 8), False),
-    ("float32", "k_last", 4, (32, 4, 4), False), ("bfloat16", "k_last", 4, (32, 4, 0, 1), False),
+    ("bfloat16", "k_last", 4, None, False), ("float32", "k_last", 4, Tile(32, 4, kc=32), False),
+    ("bfloat16", "k_last", 4, Tile(32, 4, "chunk"), False),
     # every kernel once with programmatic dependent launch
     ("bfloat16", "k_last", 1, None, True), ("bfloat16", "k_last", 4, None, True),
-    ("bfloat16", "k_last", 1, (16, 2, 8), True), ("bfloat16", "k_last", 1, (16, 1, 4, 0, 0, 2), True),
-    ("bfloat16", "k_last", 4, (32, 4, 0, 1), True),
-    # the two-pass decode tile: the state tile is not held across the row sums
-    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 1), False),
+    ("bfloat16", "k_last", 1, Tile(16, 1, ahead=2), True), ("bfloat16", "k_last", 4, Tile(32, 4, "chunk"), True),
     # the Gluon decode: one and four warps (with the L2 prefetch ahead), fp32 state at eight, PDL
-    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 6), True), ("bfloat16", "k_last", 1, (64, 4, 0, 0, 0, 0, 6, 0, 0, 4), False),
-    ("float32", "k_last", 1, (64, 8, 0, 0, 0, 0, 6), False),
+    ("bfloat16", "k_last", 1, Tile(16, 1, "gluon_rows"), True),
+    ("bfloat16", "k_last", 1, Tile(64, 4, "gluon_rows", ahead=4), False),
+    ("float32", "k_last", 1, Tile(64, 8, "gluon_rows"), False),
     # ... with evict-first state stores, and loads and stores
-    ("bfloat16", "k_last", 1, (16, 1, 0, 0, 0, 0, 6, 0, 0, 0, 1), False),
-    ("bfloat16", "k_last", 1, (64, 4, 0, 0, 0, 0, 6, 0, 0, 4, 2), True),
+    ("bfloat16", "k_last", 1, Tile(16, 1, "gluon_rows", cache=1), False),
+    ("bfloat16", "k_last", 1, Tile(64, 4, "gluon_rows", ahead=4, cache=2), True),
     # the TMA-staged decode: the state through shared memory, refilled buffers, inputs a tile ahead
-    ("bfloat16", "k_last", 1, (16, 1, 16, 0, 0, 2, 7), False), ("float32", "k_last", 1, (32, 4, 1, 0, 0, 4, 7, 0, 0, 1), True)])
+    ("bfloat16", "k_last", 1, Tile(16, 1, "gluon_tma", progs_per_sm=16, stages=2), False),
+    ("float32", "k_last", 1, Tile(32, 4, "gluon_tma", progs_per_sm=1, stages=4, ahead=1), True)])
 def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens, tile_, pdl):
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
     to local memory -- what decode at the bandwidth roofline needs. With PDL, the wait for the previous
@@ -512,44 +467,44 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
 
     case = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype=state_dtype, layout=layout,
                      tokens=tokens, phase="mtp" if tokens > 1 else "decode")
-    code = ("import json, sys; from gdnbench.cases import Case; from gdnbench.backends.triton_gdn import aot_report; "
-            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])), tile_=json.loads(sys.argv[2]), "
+    code = ("import json, sys; from gdnbench.cases import Case; from gdnbench.backends.triton.offline import "
+            "aot_report; from gdnbench.backends.triton.tiles import Tile; t = json.loads(sys.argv[2]); "
+            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])), tile_=t and Tile(**t), "
             "pdl=json.loads(sys.argv[3]))))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), json.dumps(tile_),
+    t = tile_ and {**dataclasses.asdict(tile_), "variant": tile_.variant.value}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), json.dumps(t),
                           json.dumps(pdl)], capture_output=True, text=True, env=env, check=True).stdout
     rep = json.loads(out.strip().splitlines()[-1])
     assert rep["pdl_wait"] == ("first" if pdl else "none"), rep
-    pipelined = tile_ is not None and len(tile_) > 5 and tile_[5] > 0  # state loads are cp.async copies there
-    assert (rep["ld_v4"] >= 4 or pipelined) and rep["st_v4"] >= 4, rep
+    variant = tile_.variant if tile_ else None
+    assert (rep["ld_v4"] >= 4 or variant is Variant.GLUON_TMA) and rep["st_v4"] >= 4, rep  # TMA: state by copies
     assert not rep["ptx_local"], rep
     if "local" in rep:
         assert rep["local"] == 0, rep
         # MTP tiles run at the 128-register cap (register_cap), where ptxas may park a few prefetched
         # values (the next token's q and k) on the stack depending on the Triton release (3.6, the H100
         # host's: none for the bf16 tile, 24 bytes for fp32 BV = 16; 3.9: 96 bytes for bf16); a spilled
-        # state tile is kilobytes (the pipelined kernel at T = 4 once spilled 6-10 KB per thread).
+        # state tile is kilobytes.
         assert rep["stack"] <= (128 if tokens > 1 else 0), rep
-        if tile_ is not None and len(tile_) > 6 and tile_[6] == 1:  # two-pass: sm_90, Triton 3.6: 80 (one pass: 126)
-            assert rep["registers"] <= 96, rep
-    if tile_ is not None and len(tile_) > 6 and tile_[6] == 6:  # Gluon: warps own rows, nothing crosses warps
+    if variant is Variant.GLUON_ROWS:  # Gluon: warps own rows, nothing crosses warps
         assert rep["shared_bytes"] == 0, rep
-    cache = tile_[10] if tile_ is not None and len(tile_) > 10 else 0  # the state's L2 eviction policy
+    cache = tile_.cache if tile_ else 0  # the state's L2 eviction policy
     assert rep["st_evict_first"] == (rep["st_v4"] if cache else 0), rep  # every state store, or none
     assert (rep["ld_evict_first"] >= 4) == (cache == 2), rep
-    if tile_ is not None and len(tile_) > 6 and tile_[6] == 7:  # TMA: a buffer per stage, 16-byte state stores
+    if variant is Variant.GLUON_TMA:  # TMA: a buffer per stage, 16-byte state stores
         size = 2 if state_dtype == "bfloat16" else 4
-        assert rep["shared_bytes"] >= tile_[5] * tile_[0] * 128 * size, rep
+        assert rep["shared_bytes"] >= tile_.stages * tile_.bv * 128 * size, rep
 
 
 def test_tile_table_reader_and_picker(tmp_path):
-    """backends/base.py: a missing or malformed table reads as empty (the heuristic applies); the
+    """backends/tables.py: a missing or malformed table reads as None (the heuristic applies); the
     picker takes the accepted entry with the largest pairs_min the case reaches."""
-    from gdnbench.backends.base import pick_tuned, read_tile_table
+    from gdnbench.backends.tables import pick_tuned, read_table
 
-    assert read_tile_table(tmp_path / "absent.json") == []
+    assert read_table(tmp_path / "absent.json") is None
     (tmp_path / "bad.json").write_text('{"version": 1}')
-    assert read_tile_table(tmp_path / "bad.json") == []
+    assert read_table(tmp_path / "bad.json") is None
     entries = [{"pairs_min": 1, "id": "a"}, {"pairs_min": 64, "id": "b"}, {"pairs_min": 128, "id": "c"}]
     case = tiny_case(batch=4, hv=32)  # 128 pairs
     assert pick_tuned(entries, case, lambda e: True)["id"] == "c"
@@ -568,10 +523,10 @@ def _same(a, w) -> bool:
 
 
 def test_gluon_builds_launch_the_kernel_they_name(monkeypatch):
-    """The Gluon decodes' build (``reread`` = 6 and 7) without a GPU: a stand-in kernel records the launch.
-    One program per tile for the rows kernel (a persistent grid with programs per SM), SMs x programs per
-    SM for the TMA kernel; the TMA kernel gets a descriptor of the pool as [slots * HV * V, K] rows in
-    [BV, K] blocks plus the pool itself (the stores), and the compile-time arguments of ``_gluon_consts``."""
+    """The Gluon decodes' build without a GPU: a stand-in kernel records the launch. One program per tile
+    for the rows kernel, SMs x programs per SM for the TMA kernel; the TMA kernel gets a descriptor of the
+    pool as [slots * HV * V, K] rows in [BV, K] blocks plus the pool itself (the stores), and the plan's
+    compile-time arguments."""
     launches = []
 
     class Stand:
@@ -582,26 +537,32 @@ def test_gluon_builds_launch_the_kernel_they_name(monkeypatch):
             return lambda *args, **kw: launches.append((self.name, grid, args, kw))
 
     monkeypatch.setattr(tg, "triton_interpreted", lambda: False)
-    monkeypatch.setattr(tg, "_gluon_decode", lambda: Stand("rows"))
-    monkeypatch.setattr(tg, "_gluon_tma", lambda: Stand("tma"))
-    monkeypatch.setattr(tg, "sm_count", lambda device: 132)
+    monkeypatch.setattr(tb, "triton_interpreted", lambda: False)
+    monkeypatch.setattr(tb, "jit_kernel", lambda v: Stand(v))
+    monkeypatch.setattr(tb, "sm_count", lambda device: 132)
     case = tiny_case(batch=5, hk=2, hv=4, head_dim_k=64, head_dim_v=64, state_dtype="bfloat16")
     x = make_inputs(case, "cpu")
-    for t, pdl in (((16, 1, 0, 0, 0, 0, 6, 0, 0, 1, 2), False), ((16, 2, 1, 0, 16, 0, 6, 96), True),
-                   ((16, 1, 16, 0, 0, 2, 7, 0, 0, 1), True)):
-        tile_ = tg.Tile(*t)
-        b = TritonGDN(tile_override=t, pdl=pdl)
+    for tile_, pdl in ((Tile(16, 1, "gluon_rows", ahead=1, cache=2), False),
+                       (Tile(16, 2, "gluon_rows", kc=16, maxnreg=96), True),
+                       (Tile(16, 1, "gluon_tma", progs_per_sm=16, stages=2, ahead=1), True)):
+        b = TritonGDN(tile_override=tile_, pdl=pdl)
         out = b.build(case, x)()
         name, grid, args, kw = launches.pop()
         n_tiles = case.batch * case.hv * case.head_dim_v // tile_.bv
-        assert name == ("tma" if tile_.reread == 7 else "rows")
-        assert grid == (min(n_tiles, tile_.progs_per_sm * 132) if tile_.progs_per_sm else n_tiles,)
-        want = (x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, *([None] if tile_.reread == 7 else []), x.pool,
-                out, x.scale, n_tiles)
-        assert len(args) == len(want) and all(_same(a, w) for a, w in zip(args, want)), args
-        if tile_.reread == 7:
-            desc = args[8]
+        tma = tile_.variant is Variant.GLUON_TMA
+        assert name is tile_.variant and args == ()
+        assert grid == (min(n_tiles, tile_.progs_per_sm * 132) if tma else n_tiles,)
+        names = ("q", "k", "v", "a", "b", "A_log", "dt_bias", "slots", *(["desc"] if tma else []), "pool", "out",
+                 "scale", "n_tiles")
+        want = (x.q, x.k, x.v, x.a, x.b, x.A_log, x.dt_bias, x.slots, *([None] if tma else []), x.pool, out, x.scale,
+                n_tiles)
+        got = {n: kw.pop(n) for n in names}
+        assert all(_same(got[n], w) for n, w in zip(names, want)), got
+        if tma:
+            desc = got["desc"]
             assert desc.base.data_ptr() == x.pool.data_ptr() and list(desc.shape) == [x.pool.shape[0] * 4 * 64, 64]
             assert list(desc.block_shape) == [16, 64]
-        assert kw == {**tg._gluon_consts(case, tile_, pdl, 132), "num_warps": tile_.warps,
-                      **({"launch_pdl": True} if pdl else {}), **({"maxnreg": tile_.maxnreg} if tile_.maxnreg else {})}
+        p = tp.plan(case, tile_, pdl=pdl, sms=132)
+        assert p.kernel == ("gdn_decode_tma_kernel" if tma else "gdn_decode_rows_kernel")
+        assert kw == {**p.constexprs, "num_warps": tile_.warps, **({"launch_pdl": True} if pdl else {}),
+                      **({"maxnreg": tile_.maxnreg} if tile_.maxnreg else {})}

@@ -1,24 +1,22 @@
-"""scripts/tune_triton.py and scripts/tune_cute.py: the shared gated timing loop keeps only tiles that
-pass the gate (a failing one is a CSV row with the gate's message and no time), and the cute tuner's
-candidates are tiles the kernel accepts. Timing itself needs a GPU: a stand-in timer here."""
+"""gdnbench.tune: the shared gated timing loop keeps only tiles that pass the gate (a failing one is a
+CSV row with the gate's message and no time), and every tuner's candidates are tiles its backend
+accepts. Timing itself needs a GPU: a stand-in timer here."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import HAS_CUDA, tiny_case
 
+import gdnbench.tune.common as common
+import gdnbench.tune.cute as tune_cute
+import gdnbench.tune.triton as tune_triton
 from gdnbench.backends.base import triton_interpreted
-from gdnbench.backends.cute import tile_reason
-from gdnbench.backends.triton_gdn import TritonGDN
+from gdnbench.backends.cute.tiles import tile_reason as cute_reason
+from gdnbench.backends.triton import TritonGDN
+from gdnbench.backends.triton.tiles import Tile, Variant, tile_reason
 from gdnbench.inputs import make_inputs
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
-import tune_cute  # noqa: E402
-import tune_triton  # noqa: E402
 
 
 class WrongOutput(TritonGDN):
@@ -33,88 +31,90 @@ class WrongOutput(TritonGDN):
         return wrong
 
 
+def stand_in_timer(monkeypatch, median):
+    dev = "cuda" if HAS_CUDA else "cpu"
+    monkeypatch.setattr(common, "make_inputs", lambda c, _: make_inputs(c, dev))
+    monkeypatch.setattr(common, "time_gpu", lambda mode, c, b, cfg: SimpleNamespace(stats=SimpleNamespace(
+        median=median(b, c))))
+    if not HAS_CUDA:
+        monkeypatch.setattr(common.torch.cuda, "empty_cache", lambda: None)
+
+
 @pytest.mark.skipif(not (HAS_CUDA or triton_interpreted()), reason="needs a GPU or TRITON_INTERPRET=1")
 def test_measure_keeps_only_gated_tiles(monkeypatch):
-    dev = "cuda" if HAS_CUDA else "cpu"
-    monkeypatch.setattr(tune_triton, "make_inputs", lambda c, _: make_inputs(c, dev))
-    monkeypatch.setattr(tune_triton, "time_gpu",
-                        lambda mode, c, b, cfg: SimpleNamespace(stats=SimpleNamespace(median=float(b.tile(c).bv))))
-    if not HAS_CUDA:
-        monkeypatch.setattr(tune_triton.torch.cuda, "empty_cache", lambda: None)
+    stand_in_timer(monkeypatch, lambda b, c: float(b.tile(c).bv))
     case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=32)
     rows = []
 
     def make(tile_override):
-        return (WrongOutput if tile_override[0] == 8 else TritonGDN)(tile_override=tile_override)
+        return (WrongOutput if tile_override.bv == 8 else TritonGDN)(tile_override=tile_override)
 
-    results = tune_triton.measure(case, [(16, 1, 0, 0, 0), (8, 1, 0, 0, 0), (32, 1, 0, 0, 8)], make, rows)
-    assert results == [(16.0, (16, 1, 0, 0, 0)), (32.0, (32, 1, 0, 0, 8))]
+    tiles = [Tile(16, 1), Tile(8, 1), Tile(32, 1, kc=8)]
+    results = common.measure(case, tiles, make, rows)
+    assert results == [(16.0, tiles[0]), (32.0, tiles[2])]
     assert [r[-2] for r in rows] == ["16.000", "", "32.000"]
     assert rows[1][-1].startswith("FAILED")
+
+
+@pytest.mark.skipif(not (HAS_CUDA or triton_interpreted()), reason="needs a GPU or TRITON_INTERPRET=1")
+def test_measure_records_a_tile_that_cannot_build(monkeypatch):
+    """A candidate the backend refuses (here a K chunk that does not divide K) is a FAILED row with the
+    reason, not a crash of the whole tuning run."""
+    stand_in_timer(monkeypatch, lambda b, c: 1.0)
+    case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=32)
+    rows = []
+    results = common.measure(case, [Tile(16, 1, kc=12), Tile(16, 1)], TritonGDN, rows)
+    assert results == [(1.0, Tile(16, 1))]
+    assert rows[0][-1].startswith("FAILED: ValueError") and "KC=12" in rows[0][-1]
+
+
+def test_write_outputs(tmp_path, monkeypatch):
+    """A tuner writes this GPU's table into the backend's folder (a copy in ``out``) and the CSV."""
+    from gdnbench.backends.base import Target
+
+    monkeypatch.setattr(common, "current_target", lambda: Target("cuda", 90, "NVIDIA H100 80GB HBM3"))
+    rows = [("case-a", Tile(16, 1, "chunk", blocks=2), "3.000", ""), ("case-a", Tile(8, 1), "", "FAILED: x")]
+    (tmp_path / "tables").mkdir()
+    best = {("k_last", "bfloat16", 128, 128, False, 1): (2.5, Tile(16, 1))}
+    path = common.write_outputs(tmp_path / "tables", "note", best, tune_triton.entry, rows, tune_triton.FIELDS,
+                                tmp_path, "t.csv")
+    assert path.name == "device_name=NVIDIA_H100_80GB_HBM3.json" and (tmp_path / path.name).exists()
+    import json
+
+    assert json.loads(path.read_text())["entries"][0]["median_us"] == 2.5
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0].startswith("case_id,variant,bv,warps") and lines[1].startswith("case-a,chunk,16,1,0,2")
 
 
 def test_cute_candidates_are_runnable_tiles():
     for c in tune_cute.plan():
         cands = tune_cute.candidates(c)
-        assert cands and all(tile_reason(c, t) is None for t in cands)
+        assert cands and all(cute_reason(c, t) is None for t in cands)
         assert any(t.threads < 128 for t in cands) == (c.batch * c.hv <= 1024)
 
 
-@pytest.mark.skipif(not (HAS_CUDA or triton_interpreted()), reason="needs a GPU or TRITON_INTERPRET=1")
-def test_measure_records_a_tile_that_cannot_build(monkeypatch):
-    """A candidate the backend refuses (here stages without a persistent grid) is a FAILED row with the
-    reason, not a crash of the whole tuning run."""
-    dev = "cuda" if HAS_CUDA else "cpu"
-    monkeypatch.setattr(tune_triton, "make_inputs", lambda c, _: make_inputs(c, dev))
-    monkeypatch.setattr(tune_triton, "time_gpu",
-                        lambda mode, c, b, cfg: SimpleNamespace(stats=SimpleNamespace(median=1.0)))
-    if not HAS_CUDA:
-        monkeypatch.setattr(tune_triton.torch.cuda, "empty_cache", lambda: None)
-    case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=32)
-    rows = []
-    results = tune_triton.measure(case, [(16, 1, 0, 0, 0, 2), (16, 1, 0, 0, 0, 0)], TritonGDN, rows)
-    assert results == [(1.0, (16, 1, 0, 0, 0, 0))]
-    assert rows[0][-1].startswith("FAILED: ValueError") and "stages" in rows[0][-1]
-
-
 def test_triton_candidates_are_valid_tiles():
-    """Every candidate is a full ``Tile`` the backend accepts (``tile_reason``): BV divides V, KC divides
-    K, stages only on a persistent grid or the chunk-form kernel's loop over a head's row blocks (MTP),
-    the pipelined kernel's shared-memory ring within 160 KB per SM, neither persistent kernel on a
-    parent-token tree, two-pass (reread) tiles for decode only."""
-    from gdnbench.backends.base import triton_interpreted
-    from gdnbench.backends.triton_gdn import Tile, tile_reason
-
+    """Every candidate is a Tile the backend accepts for the case; decode tries the per-token tiles and,
+    on K-last pools where Gluon compiles (not under the interpreter), the Gluon and TMA decodes; MTP the
+    per-token tiles and the chunk form (pipelined over its row blocks)."""
     for c in tune_triton.plan():
         cands = tune_triton.candidates(c)
-        assert cands and all(len(t) == len(Tile._fields) for t in cands)
-        for t in map(Tile._make, cands):
-            assert tile_reason(c, t) is None, (c.id, t)
-            assert c.head_dim_v % t.bv == 0 and (t.kc == 0 or c.head_dim_k % t.kc == 0)
-            assert not t.stages or t.progs_per_sm or t.chunk
-            if t.chunk:  # the chunk-form MTP kernel: its blocks of a head's rows divide V
-                assert c.tokens > 1 and c.head_dim_v % (t.bv * t.chunk) == 0
-            elif t.stages:
-                assert t.progs_per_sm * t.stages * t.bv * c.head_dim_k * (4 if c.state_dtype == "float32" else 2) \
-                    <= 160 * 1024
-        assert any(t[5] for t in cands)
-        assert any(t[6] for t in cands) == (c.tokens == 1)  # two-pass tiles: decode only
-        # every decode variant (one pass, two passes, tile layout, vector norms, no slot branch, dot; Gluon
-        # for K-last pools where it compiles, i.e. not under the interpreter) is tried
-        gluon = {6, 7} if c.layout == "k_last" and not triton_interpreted() else set()
-        assert {t[6] for t in cands} == ({0, 1, 2, 3, 4, 5} | gluon if c.tokens == 1 else {0})
-        assert any(t[3] > 1 and t[5] for t in cands) == (c.tokens > 1)  # pipelined chunk-form tiles: MTP only
+        assert cands and all(isinstance(t, Tile) and tile_reason(c, t) is None for t in cands), c.id
+        gluon = {Variant.GLUON_ROWS, Variant.GLUON_TMA} if not triton_interpreted() else set()
+        want = {Variant.PER_TOKEN} | (gluon if c.tokens == 1 else {Variant.CHUNK})
+        assert {t.variant for t in cands} == want, c.id
+        assert any(t.blocks > 1 and t.stages for t in cands) == (c.tokens > 1)
 
 
 def test_triton_class_choice_serves_every_case_of_a_class():
     """Cases sharing a class (TP1 B = 16 and TP4 B = 64: 512 row-heads) get the tile with the least summed
     slowdown over both, not the one only the faster case likes; where no tile was measured in every
     case, the fastest measured anywhere."""
-    a, b, c = (4, 1), (64, 4), (16, 1)
+    a, b, c = Tile(4, 1), Tile(64, 4, "gluon_rows"), Tile(16, 1)
     cases = {"tp1-b16": {a: 13.89, b: 14.00, c: 14.30}, "tp4-b64": {a: 14.09, b: 13.96, c: 14.20}}
-    assert tune_triton.class_choice(cases) == (13.96, b)  # a: 1 + 1.0093; b: 1.0079 + 1
-    assert tune_triton.class_choice({"only": {a: 2.0, b: 1.5}}) == (1.5, b)
-    assert tune_triton.class_choice({"x": {a: 3.0}, "y": {b: 2.0}}) == (2.0, b)  # nothing in common
+    assert common.class_choice(cases) == (13.96, b)  # a: 1 + 1.0093; b: 1.0079 + 1
+    assert common.class_choice({"only": {a: 2.0, b: 1.5}}) == (1.5, b)
+    assert common.class_choice({"x": {a: 3.0}, "y": {b: 2.0}}) == (2.0, b)  # nothing in common
 
 
 def test_triton_plan_filters():

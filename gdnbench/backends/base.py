@@ -14,10 +14,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
-import json
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Callable, NamedTuple, Union
 
 import torch
@@ -82,23 +80,6 @@ def missing_module(module: str, dist: str) -> str | None:
     except (ImportError, ValueError):
         found = False
     return None if found else f"{dist} not installed"
-
-
-def read_tile_table(path: Path) -> list[dict]:
-    """Entries of a tuned tile table written by scripts/tune_*.py (empty when none was committed or it
-    cannot be read: the backend then uses its heuristic tile)."""
-    try:
-        return json.loads(path.read_text())["entries"]
-    except (OSError, ValueError, KeyError):
-        return []
-
-
-def pick_tuned(entries: list[dict], case: Case, fits: Callable[[dict], bool]) -> dict | None:
-    """Of the entries ``fits`` accepts for ``case``, the one measured at the largest ``pairs_min`` <=
-    batch * hv (None: no entry applies)."""
-    pairs = case.batch * case.hv
-    ok = [e for e in entries if e["pairs_min"] <= pairs and fits(e)]
-    return max(ok, key=lambda e: e["pairs_min"]) if ok else None
 
 
 def triton_interpreted() -> bool:

@@ -13,8 +13,8 @@ BACKENDS: dict[str, str] = {
     "flashinfer_kernel": "gdnbench.backends.flashinfer:KERNEL_ONLY",
     "fla": "gdnbench.backends.fla:POOLED",
     "fla_kernel": "gdnbench.backends.fla:KERNEL_ONLY",
-    "triton": "gdnbench.backends.triton_gdn:BACKEND",
-    "triton_pdl": "gdnbench.backends.triton_gdn:PDL",
+    "triton": "gdnbench.backends.triton:BACKEND",
+    "triton_pdl": "gdnbench.backends.triton:PDL",
     "cute": "gdnbench.backends.cute:BACKEND",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
