@@ -36,6 +36,7 @@ ROOFLINE_CONFIG = "roofline-decode"
 ROOFLINE_ARGS = ("-b", "triton", "-b", "flashinfer", "-b", "cute", "-c", "decode-b1-", "-c", "decode-b16-",
                  "-c", "decode-b64-", "-c", "decode-b256-")
 STEPS = ("tests", "calibrate", "trace", "roofline")
+TESTS_TIMEOUT_S = 360
 
 
 @dataclass
@@ -85,8 +86,9 @@ def pytest_counts(tail: str) -> str:
 
 def step_tests(out: Path) -> Step:
     t0 = time.time()
-    code, tail = run_child(["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
-                           out / "tests.log", 420)
+    # the real-nsys test is left to ``make gpu-test``: the trace step below checks the same agreement
+    code, tail = run_child(["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests",
+                            "--ignore=tests/test_gpu_trace.py"], out / "tests.log", TESTS_TIMEOUT_S)
     return Step("tests", code == 0, pytest_counts(tail), time.time() - t0)
 
 
@@ -174,12 +176,12 @@ def run_gpu_check(out: Path, baseline: Path | None, steps: Sequence[str] = STEPS
     runners: dict[str, Callable[[], Step]] = {
         "tests": lambda: step_tests(out), "calibrate": lambda: step_calibrate(out),
         "trace": lambda: step_trace(out), "roofline": lambda: step_roofline(out, baseline)}
+    env = collect_env()
     done = []
-    for name in steps:
+    for name in steps:  # the summary is rewritten after every step: a killed check still leaves one
         step = runners[name]()
         echo(f"gpu-check {name}: {'pass' if step.ok else 'FAIL'} ({step.seconds:.0f} s) {step.summary}")
         done.append(step)
-    text = markdown(done, collect_env())
-    (out / "gpu-check.md").write_text(text)
-    echo(text)
+        (out / "gpu-check.md").write_text(markdown(done, env))
+    echo((out / "gpu-check.md").read_text())
     return all(s.ok for s in done)
