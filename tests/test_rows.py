@@ -13,7 +13,8 @@ GOLDEN_HEADER = (
     "seq_lens,pool,n_padded,write_back,intermediate,tree,seed,backend,backend_version,kernel,padding,status,reason,"
     "check,max_abs_err,max_rel_err,rms_rel_err,sanitizer,timing_mode,first_call_ms,median_us,iqr_us,p10_us,p90_us,min_us,"
     "mean_us,cv,rel_noise,n_samples,launches_per_sample,input_sets,converged,bytes,flops,gbps,pct_peak_bw,tflops,"
-    "device,gpu,sm,sm_clock_mhz,temp_c,throttled,throttle_reasons"
+    "device,gpu,sm,sm_clock_mhz,temp_c,throttled,throttle_reasons,"
+    "energy_uj,energy_uj_err,power_w,energy_window_s"
 )
 
 

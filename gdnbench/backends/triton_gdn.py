@@ -597,6 +597,7 @@ class TritonGDN(Backend):
     name = "triton"
     summary = "gdnbench's own Triton kernels: decode and MTP verify, pooled state, fused gating"
     dist = "triton"
+    triton = True
 
     def __init__(self, tile_override: tuple[int, ...] | None = None, pdl: bool = False) -> None:
         self.tile_override = Tile(*tile_override) if tile_override else None  # scripts/tune_triton.py, tests
