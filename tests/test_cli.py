@@ -257,3 +257,10 @@ def test_empty_selection_exit_2(tmp_path, write_yaml, extra, where, needle):
     if where:
         r = invoke("plan", cfg)
         assert r.exit_code == 2 and "selects no case" in r.stderr
+
+
+def test_energy_needs_gpu_graph_mode(tmp_path, write_yaml):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    r = invoke("sweep", cfg, "--energy", "--results-root", tmp_path / "root", "--no-progress")
+    assert r.exit_code == 2 and "--energy" in r.stderr and "timing mode is cpu" in r.stderr
+    assert not (tmp_path / "root").exists()

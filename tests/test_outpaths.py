@@ -133,3 +133,9 @@ def test_immutable_folder(tmp_path, write_yaml):
         assert list(folder.iterdir()) == []
     finally:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_calibrate_and_trace_out_bad(tmp_path, write_yaml, paths):
+    one_line_exit_2(invoke("calibrate", "-o", paths["under_file"]), "--out", "is a file, not a folder")
+    one_line_exit_2(invoke("trace", write_yaml(SMALL), "--out", paths["file"], "--profiler", "torch"),
+                    "--out", "is an existing file")
