@@ -1,13 +1,23 @@
 # gdnbench: every target creates or reuses the local virtualenv by itself.
 #   make sweep            run the default sweep (decode on a GPU, smoke-cpu on a CPU)
 #   make test             run the tests (CPU; GPU tests are skipped without a GPU)
+# On a GPU machine (nvidia-smi lists a GPU; force with GPU=1 / GPU=0) the venv sees the system
+# site-packages, so it reuses the CUDA torch already installed instead of pulling a CPU one, and gets
+# the GPU extras (FlashInfer, CuTe DSL, fla-core, nvtx). pip honours PIP_FIND_LINKS / PIP_NO_INDEX,
+# or set WHEELS=dir to install from a local wheel folder only (no network).
 # On the GPU host (no network, no venv): make gpu-* use the host's python3 (README: "GPU host targets").
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU build of torch, installed before gdnbench so its unpinned requirement pulls nothing more.
 TORCH_SPEC ?= torch==2.13.0
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo 1)
+WHEELS ?=
+PIP_OFFLINE := $(if $(WHEELS),--no-index --find-links $(WHEELS))
+VENV_FLAGS := $(if $(filter 1,$(GPU)),--system-site-packages)
+comma := ,
+EXTRAS := $(if $(filter 1,$(GPU)),dev$(comma)gpu,dev)
+STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?=
 ARGS ?=
 HOST_PY := PYTHONPATH=$(CURDIR) python3
@@ -17,13 +27,23 @@ HOST_PY := PYTHONPATH=$(CURDIR) python3
 
 venv: $(STAMP)
 
+# GPU: a venv over the system site-packages, whose torch must see the GPU (never a CPU torch here).
+# CPU: torch from TORCH_SPEC unless the venv already has one.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+ifeq ($(GPU),1)
+	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null || { echo "error: GPU=1 \
+	but $(PY) has no torch that sees the GPU: install the CUDA build of torch for $(PYTHON) (the venv reuses \
+	it through --system-site-packages), or remove $(VENV) if it was created without them" >&2; exit 2; }
+	$(PY) -m pip install -q $(PIP_OFFLINE) -e ".[$(EXTRAS)]"
+else
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(PIP_OFFLINE) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(PIP_OFFLINE) -e ".[$(EXTRAS)]"
+endif
 	@rm -f $(VENV)/.installed-* && touch $@
 
 sweep: venv
+	@$(PY) -m gdnbench list
 	$(PY) -m gdnbench sweep $(CONFIG) $(ARGS)
 
 test: venv
@@ -35,9 +55,13 @@ smoke: venv
 plan check: venv
 	$(PY) -m gdnbench $@ $(or $(CONFIG),decode) $(ARGS)
 
-# Figures for the curated sweep baselines, results/<device>/<config>/ (or RESULTS="dir1 dir2"), into results/plots/.
+# Figures for the curated sweep baselines, results/<device>/<config>/ (or RESULTS="dir1 dir2"), into
+# results/plots/. Runs git does not track (local runs, e.g. a CPU smoke sweep) are left out; outside a
+# git checkout, every curated run.
 PLOT_CONFIGS := decode mtp prefill roofline-decode roofline-mtp
-RUNS := $(patsubst %/rows.csv,%,$(wildcard $(foreach c,$(PLOT_CONFIGS),results/*/$(c)/rows.csv)))
+IN_GIT := $(shell git rev-parse --is-inside-work-tree 2>/dev/null)
+CURATED := $(wildcard $(foreach c,$(PLOT_CONFIGS),results/*/$(c)/rows.csv))
+RUNS := $(patsubst %/rows.csv,%,$(if $(IN_GIT),$(filter $(CURATED),$(shell git ls-files 'results/*/*/rows.csv')),$(CURATED)))
 RESULTS ?= $(RUNS)
 plots: venv
 	$(PY) -m gdnbench plot $(RESULTS) -o results/plots $(ARGS)

@@ -4,7 +4,11 @@
 * copies of 16 / 64 / 256 MiB timed by the graph timer (each launch on its own buffers, like input
   sets): the largest must reach >= 90% of that bandwidth, else the timer adds overhead;
 * an empty kernel timed by the graph timer (many launches per graph): must cost < 3 µs per launch,
-  the floor under every small-batch decode number; and by the events timer, for comparison.
+  the floor under every small-batch decode number; and by the events timer, for comparison;
+* where NVML reports total energy, the energy counter as ``sweep --energy`` uses it: copies of
+  64-512 MiB, each over a window aligned to the counter's updates (gdnbench.energy); their energy
+  must follow a straight line in the bytes moved within 5% (the largest residual of a least-squares
+  fit), else the counter (or the window) does not measure work.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ MIB = 1 << 20
 COPY_SIZES = (16 * MIB, 64 * MIB, 256 * MIB)
 COPY_MIN_PCT = 90.0
 EMPTY_MAX_US = 3.0
+ENERGY_COPY_SIZES = (64 * MIB, 128 * MIB, 256 * MIB, 512 * MIB)
 
 
 @dataclass(frozen=True)
@@ -33,12 +38,37 @@ def verdicts(result: dict) -> list[Verdict]:
     largest = max(result["copies"], key=lambda c: c["bytes"])
     pct = largest["pct_of_copy_bw"]
     empty = result["empty_graph_us"]
-    return [Verdict(f"graph-timed copy of {largest['bytes'] // MIB} MiB, % of copy bandwidth", pct, COPY_MIN_PCT,
-                    pct >= COPY_MIN_PCT, "%"),
-            Verdict("graph-timed empty kernel, µs per launch", empty, EMPTY_MAX_US, empty < EMPTY_MAX_US, "µs")]
+    out = [Verdict(f"graph-timed copy of {largest['bytes'] // MIB} MiB, % of copy bandwidth", pct, COPY_MIN_PCT,
+                   pct >= COPY_MIN_PCT, "%"),
+           Verdict("graph-timed empty kernel, µs per launch", empty, EMPTY_MAX_US, empty < EMPTY_MAX_US, "µs")]
+    energy = result.get("energy") or {}
+    if "max_rel_residual" in energy:
+        from gdnbench.energy import LINEARITY_MAX_REL
+
+        dev = 100 * energy["max_rel_residual"]
+        sizes = "/".join(str(c["bytes"] // MIB) for c in energy["copies"])
+        out.append(Verdict(f"copy energy ({sizes} MiB) vs bytes, largest deviation from a line, % of the value",
+                           dev, 100 * LINEARITY_MAX_REL, dev < 100 * LINEARITY_MAX_REL, "% deviation"))
+    return out
 
 
-def run_calibration(cfg: TimingConfig | None = None) -> dict:
+def energy_calibration() -> dict:
+    """The energy-counter check (GPU): {"skipped": why} where NVML has no total-energy counter."""
+    import time
+
+    from gdnbench.energy import EnergyError, copy_energy_check, detect_period, idle_step, open_counter
+
+    counter, reason = open_counter()
+    if counter is None:
+        return {"skipped": reason}
+    try:
+        period = detect_period(counter.read, time.perf_counter, idle_step())
+        return copy_energy_check(ENERGY_COPY_SIZES, counter, period)
+    except EnergyError as e:
+        return {"skipped": str(e)}
+
+
+def run_calibration(cfg: TimingConfig | None = None, energy: bool = True) -> dict:
     import torch
 
     from gdnbench.env import collect_env
@@ -67,4 +97,4 @@ def run_calibration(cfg: TimingConfig | None = None) -> dict:
             "torch": env["versions"].get("torch"), "roofline": roof, "copies": copies,
             "empty_graph_us": tg.stats.median, "empty_graph_iqr_us": tg.stats.iqr,
             "empty_events_us": te.stats.median, "sm_clock_mhz": tg.extra.get("sm_clock_mhz"),
-            "throttled": tg.extra.get("throttled")}
+            "throttled": tg.extra.get("throttled"), **({"energy": energy_calibration()} if energy else {})}

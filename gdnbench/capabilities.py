@@ -3,7 +3,9 @@ SM generation it supports, and the reason for each gap.
 
 It is computed by asking each backend's ``supports()`` about representative cases on each target
 (this machine, and SM90 / SM100 whatever this machine is), so the matrix can never disagree with
-what a sweep does. Backends encode their libraries' documented support as data, which is why SM100
+what a sweep does. Head dims are probed as K x V pairs, the model sizes (64, 128, 256) and odd ones
+(16 x 32, 7 x 7): a backend that accepts every probe is shown as taking any K and V, one that takes
+only some lists exactly those, so the matrix neither overstates nor understates what runs. Backends encode their libraries' documented support as data, which is why SM100
 rows are meaningful on an SM90 (or CPU) machine.
 """
 
@@ -23,14 +25,17 @@ PHASES = ("decode", "mtp", "prefill")
 LAYOUTS = ("k_last", "v_last")
 STATE_DTYPES = ("bfloat16", "float32")
 POOLS = ("contiguous", "scattered", "padded")
-HEAD_DIMS = (64, 128, 256)
+#: (K, V) probes: the models' head dims, then odd shapes (unequal, not a power of two).
+HEAD_DIMS = ((64, 64), (128, 128), (256, 256), (16, 32), (7, 7))
 MTP_FEATURES = {"intermediate": dict(intermediate=True, write_back=False),
                 "tree": dict(intermediate=True, write_back=False, tree=True),
                 "no write-back": dict(write_back=False)}
 
 
-def probe_case(phase: str, layout: str, state_dtype: str, pool: str, head_dim: int, **flags: bool) -> Case:
-    base = dict(phase=phase, batch=4, hk=16, hv=32, head_dim_k=head_dim, head_dim_v=head_dim, layout=layout,
+def probe_case(phase: str, layout: str, state_dtype: str, pool: str, head_dim: int | tuple[int, int],
+               **flags: bool) -> Case:
+    k, v = head_dim if isinstance(head_dim, tuple) else (head_dim, head_dim)
+    base = dict(phase=phase, batch=4, hk=16, hv=32, head_dim_k=k, head_dim_v=v, layout=layout,
                 state_dtype=state_dtype, dtype="bfloat16", tokens=1, seq_lens="", pool=pool, write_back=True,
                 intermediate=False, tree=False, seed=0)
     if phase == "mtp":
@@ -46,7 +51,7 @@ class Cell:
     """One backend x (phase, layout, state dtype) x target."""
 
     pools: tuple[str, ...]
-    head_dims: tuple[int, ...]
+    head_dims: tuple[tuple[int, int], ...]  # (K, V) probes supported
     features: tuple[str, ...]   # mtp extras supported
     missing: tuple[str, ...]    # mtp extras not supported
     reason: str                 # when nothing is supported: the most common reason
@@ -60,12 +65,28 @@ class Cell:
         if not self.supported:
             return f"[red]no[/]: {self.reason}"
         pools = "all pools" if len(self.pools) == len(POOLS) else "/".join(self.pools)
-        dims = "/".join(str(d) for d in self.head_dims)
+        dims = dims_text(self.head_dims)
         extra = ""
         if self.features or self.missing:
             extra = "; " + ", ".join([f"+{f}" for f in self.features] + [f"[dim]-{m}[/]" for m in self.missing])
         gaps = "".join(f"\n[dim]gap: {g}[/]" for g in self.gaps)
-        return f"[green]yes[/]: {pools}; K=V {dims}{extra}{gaps}"
+        return f"[green]yes[/]: {pools}; {dims}{extra}{gaps}"
+
+
+def dims_text(dims: tuple[tuple[int, int], ...]) -> str:
+    """``any K x V`` when every probe is supported, else the supported probes (``K x V 64x64/128x128``)."""
+    if set(dims) >= set(HEAD_DIMS):
+        return "any K x V (probed " + ", ".join(f"{k}x{v}" for k, v in HEAD_DIMS) + ")"
+    return "K x V " + "/".join(f"{k}x{v}" for k, v in dims)
+
+
+def ask(backend: Backend, case: Case, target: Target) -> str | None:
+    """``backend.supports`` as a sweep asks it: an exception is a reason (the runner skips such a row)."""
+    try:
+        return backend.supports(case, target)
+    except Exception as e:
+        text = str(e).splitlines()[0] if str(e) else ""
+        return f"supports() raised {type(e).__name__}: {text}".strip()
 
 
 def cell(backend: Backend, phase: str, layout: str, state_dtype: str, target: Target) -> Cell:
@@ -74,7 +95,7 @@ def cell(backend: Backend, phase: str, layout: str, state_dtype: str, target: Ta
     reasons: Counter = Counter()
     for pool in POOLS:
         for d in HEAD_DIMS:
-            r = backend.supports(probe_case(phase, layout, state_dtype, pool, d), target)
+            r = ask(backend, probe_case(phase, layout, state_dtype, pool, d), target)
             if r is None:
                 if pool not in pools:
                     pools.append(pool)
@@ -86,11 +107,11 @@ def cell(backend: Backend, phase: str, layout: str, state_dtype: str, target: Ta
     missing: list[str] = []
     if phase == "mtp" and pools:
         for name, flags in MTP_FEATURES.items():
-            ok = backend.supports(probe_case(phase, layout, state_dtype, pools[0], dims[0], **flags), target) is None
+            ok = ask(backend, probe_case(phase, layout, state_dtype, pools[0], dims[0], **flags), target) is None
             (features if ok else missing).append(name)
     reason = reasons.most_common(1)[0][0] if reasons else ""
     gaps = tuple(reasons) if pools else ()
-    return Cell(tuple(pools), tuple(sorted(dims)), tuple(features), tuple(missing), reason, gaps)
+    return Cell(tuple(pools), tuple(d for d in HEAD_DIMS if d in dims), tuple(features), tuple(missing), reason, gaps)
 
 
 def targets() -> list[Target]:
@@ -119,5 +140,5 @@ def print_matrix(console: Console) -> None:
                     table.add_row(b.name, f"{phase} / {layout} / {sd}", *(c.text() for c in cells))
     console.print(table)
     console.print("Pools: contiguous, scattered (random slots with guards), padded (slot -1 rows). "
-                  "Head dims probed: K = V in 64/128/256. mtp extras: per-step intermediate states, parent-token "
+                  "Head dims probed (K x V): " + ", ".join(f"{k}x{v}" for k, v in HEAD_DIMS) + ". mtp extras: per-step intermediate states, parent-token "
                   "tree, verify without write-back.")

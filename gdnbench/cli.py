@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -65,32 +66,66 @@ def default_config() -> str:
 
 
 def _prepare_interpreter() -> None:
-    """Triton kernels run under the interpreter on a machine without a GPU (set before triton loads)."""
+    """Triton kernels run under the interpreter on a machine without a GPU (set before triton loads).
+
+    Every command that asks backends what they support here (sweep, check, trace, plan, list) calls
+    this first, so they all give the same answer about Triton-based backends on a CPU."""
     import torch
 
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+CPU_TIMING_NOTE = ("CPU timings are indicative only: host wall clock of eager launches, mostly not converged; "
+                   "summaries and figures claim no speedup from them")
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _warnings_line(caught: list) -> str | None:
+    """One line for the warnings libraries raised during a run (the first message, and how many)."""
+    if not caught:
+        return None
+    first = caught[0]
+    text = str(first.message).splitlines()[0] if str(first.message) else ""
+    more = f" (+{len(caught) - 1} more)" if len(caught) > 1 else ""
+    return f"note: {len(caught)} warning(s) from libraries during the run; first: {first.category.__name__}: {text}{more}"
+
+
 def _run(sweep: Sweep, out_dir: Optional[Path], resume: bool, backend: Optional[List[str]],
          case: Optional[List[str]], timing: Optional[str], check_only: bool, progress: bool,
-         results_root: Path) -> None:
+         results_root: Path, energy: bool = False) -> None:
     from gdnbench.runner import RunError, RunOptions, run_sweep
 
     _prepare_interpreter()
     opts = RunOptions(out_dir=out_dir, results_root=results_root, resume=resume, check_only=check_only,
-                      backends=backend, case_ids=case, timing_mode=timing, progress=progress)
+                      backends=backend, case_ids=case, timing_mode=timing, progress=progress, energy=energy)
     try:
-        summary = run_sweep(sweep, opts)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            summary = run_sweep(sweep, opts)
     except RunError as e:
         raise fail(str(e)) from None
-    except ValueError as e:  # e.g. rows.csv of another schema
+    except ValueError as e:  # a path that cannot be written, rows.csv of another schema
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         err.print("interrupted: every finished row is in rows.csv; finish with --resume")
         raise typer.Exit(130) from None
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
-    out.print(f"{summary.cases} cases: {counts}")
+    line = _warnings_line(caught)
+    if line:
+        err.print(line, markup=False)
+    added = _counts(summary.added) or "nothing to do"
+    whole = _counts(summary.counts)
+    if resume:
+        out.print(f"{summary.cases} cases: {whole} (this resume: {added})")
+    else:
+        out.print(f"{summary.cases} cases: {whole or added}")
+    for note in summary.notes:
+        out.print(f"note: {note}", markup=False)
+    if summary.mode == "cpu":
+        out.print(f"note: {CPU_TIMING_NOTE}", markup=False)
     out.print(f"results: {summary.directory}/rows.csv")
     if summary.counts.get("failed") or summary.counts.get("error"):
         raise typer.Exit(1)
@@ -110,11 +145,15 @@ def sweep(config: Optional[str] = typer.Argument(None, help="config file or ship
           out_dir: Optional[Path] = OutOpt, resume: bool = ResumeOpt,
           backend: Optional[List[str]] = BackendOpt, case: Optional[List[str]] = CaseOpt,
           timing: Optional[str] = typer.Option(None, help="timing mode: graph | events | cpu (default: config)"),
+          energy: bool = typer.Option(False, "--energy", help="GPU: also measure energy per launch (µJ) and power "
+                                      "of every timed row through NVML, over windows of >= 1 s aligned to the "
+                                      "energy counter's updates (adds ~1-2 s per row)"),
           progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
     """Run a sweep: check every (case, backend) against the reference, then time it; write rows.csv."""
     if timing is not None and timing not in ("auto", "graph", "events", "cpu"):
         raise fail(f"--timing: '{timing}' is not one of auto, graph, events, cpu")
-    _run(load(config or default_config()), out_dir, resume, backend, case, timing, False, progress, results_root)
+    _run(load(config or default_config()), out_dir, resume, backend, case, timing, False, progress, results_root,
+         energy)
 
 
 @app.command()
@@ -125,7 +164,8 @@ def check(config: str = typer.Argument(..., help="config file or shipped name"),
                                         "memcheck (one child process per row) and report its errors per row"),
           sanitizer: Optional[str] = typer.Option(None, help="path to compute-sanitizer (default: PATH)"),
           progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
-    """Run only the correctness gate (no timing); exit 1 if any row fails."""
+    """Run only the correctness gate (no timing) into its own <date>_<device>_<config>-check folder; exit 1
+    if any row fails."""
     swp = load(config)
     if not sanitize:
         _run(swp, out_dir, resume, backend, case, None, True, progress, results_root)
@@ -139,7 +179,7 @@ def check(config: str = typer.Argument(..., help="config file or shipped name"),
     try:
         summary = sanitize_sweep(swp, find_config(config), opts, sanitizer,
                                  on_row=lambda r: err.print(describe(r) + (f"  [{r.sanitizer}]" if r.sanitizer else "")))
-    except RunError as e:
+    except (RunError, ValueError) as e:  # ValueError: a path that cannot be written
         raise fail(str(e)) from None
     out.print(f"{summary.cases} cases: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())))
     out.print(f"results: {summary.directory}/rows.csv (memcheck logs in sanitizer/)")
@@ -156,8 +196,10 @@ def plan(config: str = typer.Argument(..., help="config file or shipped name"),
     from gdnbench.plan import print_plan
 
     swp = load(config)
+    _prepare_interpreter()
     target = Target("cuda", sm, f"sm{sm}") if sm is not None else None
-    print_plan(swp, out, target, limit=None if all_cases else 200)
+    if print_plan(swp, out, target, limit=None if all_cases else 200) == 0:
+        raise fail(f"{swp.name}: selects no case (its where filters and invalid combinations remove every one)")
 
 
 @app.command("list")
@@ -166,8 +208,9 @@ def list_backends(matrix: bool = typer.Option(False, "--matrix", help="capabilit
     from rich.table import Table
 
     from gdnbench.backends import all_backends
-    from gdnbench.backends.base import current_target
+    from gdnbench.backends.base import current_target, triton_interpreted
 
+    _prepare_interpreter()
     t = current_target()
     if matrix:
         from gdnbench.capabilities import print_matrix
@@ -179,23 +222,35 @@ def list_backends(matrix: bool = typer.Option(False, "--matrix", help="capabilit
         table.add_column(col)
     for b in all_backends():
         reason = b.availability(t)
-        table.add_row(b.name, b.version, "[green]yes[/]" if not reason else f"[dim]no: {reason}[/]", b.summary)
+        here = "[green]yes[/]"
+        if b.triton and t.device != "cuda" and triton_interpreted():
+            here += " (Triton interpreter: checked, not timed)"
+        table.add_row(b.name, b.version, here if not reason else f"[dim]no: {reason}[/]", b.summary)
     out.print(table)
 
 
 @app.command()
-def calibrate(out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the figures as JSON")) -> None:
-    """Self-check the GPU timer: copy bandwidth, graph-timed copies (>= 90%), empty kernel (< 3 µs)."""
+def calibrate(out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the figures as JSON"),
+              energy: bool = typer.Option(True, "--energy/--no-energy", help="check NVML's energy counter: "
+                                          "copy energy linear in bytes within 5% (where NVML reports it)")) -> None:
+    """Self-check the GPU timer: copy bandwidth, graph-timed copies (>= 90%), empty kernel (< 3 µs); and the
+    energy counter: copy energy linear in bytes (within 5%)."""
     import json
 
     import torch
     from rich.table import Table
 
     from gdnbench.calibrate import run_calibration, verdicts
+    from gdnbench.outpaths import OutPathError, check_out_file
 
+    if out_file is not None:
+        try:
+            check_out_file(out_file, "--out")
+        except OutPathError as e:
+            raise fail(str(e)) from None
     if not torch.cuda.is_available():
         raise fail("calibrate times GPU work; this machine has no CUDA GPU")
-    result = run_calibration()
+    result = run_calibration(energy=energy)
     out.print(f"{result['gpu']} ({result['sm']}), driver {result['driver']}, torch {result['torch']}")
     out.print(f"copy bandwidth: {result['roofline']['copy_gbps']:.0f} GB/s (1 GiB device copy, read + write)")
     table = Table()
@@ -207,6 +262,14 @@ def calibrate(out_file: Optional[Path] = typer.Option(None, "--out", "-o", help=
     out.print(table)
     out.print(f"empty kernel: {result['empty_graph_us']:.2f} µs/launch in a graph, "
               f"{result['empty_events_us']:.2f} µs timed alone with events")
+    e = result.get("energy") or {}
+    if e.get("skipped"):
+        out.print(f"energy counter: not checked ({e['skipped']})")
+    elif e:
+        out.print(f"energy counter: updates every {e['period_s'] * 1e3:.0f} ms (jitter {e['jitter_s'] * 1e3:.0f} ms); "
+                  f"copies: " + ", ".join(f"{c['bytes'] >> 20} MiB {c['energy_uj'] / 1e3:.2f} ± {c['energy_uj_err'] / 1e3:.2f} mJ"
+                                          for c in e["copies"])
+                  + f"; {e['nj_per_byte']:.3f} nJ per byte moved")
     ok = True
     for v in verdicts(result):
         ok &= v.ok
@@ -227,10 +290,13 @@ def plot(results: List[Path] = typer.Argument(..., help="results directories or 
     """Figures per phase (latency, speedup, % of copy bandwidth; MTP vs T; prefill throughput) and summary.md."""
     from gdnbench.plots import plot_results
 
+    notes: list[str] = []
     try:
-        written = plot_results(results, out_dir, baseline=baseline)
+        written = plot_results(results, out_dir, baseline=baseline, notes=notes)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
+    for note in notes:
+        err.print(f"note: {note}", markup=False)
     out.print(f"{len([p for p in written if p.suffix == '.png'])} figures (PNG + SVG) and summary.md in {out_dir}")
 
 
@@ -244,9 +310,13 @@ def compare(base: Path = typer.Argument(..., help="baseline results directory (o
     """Compare two runs row by row (noise-aware); exit 1 if any row is slower beyond --threshold or broke."""
     from gdnbench.compare import compare_runs, markdown
 
+    from gdnbench.outpaths import check_out_file
+
     if not 0 < threshold < 1:
         raise fail(f"--threshold must be a fraction in (0, 1), got {threshold}")
     try:
+        if out_file is not None:
+            check_out_file(out_file, "--out")
         c = compare_runs([base], [new], threshold=threshold, backends=backend)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
@@ -272,6 +342,7 @@ def trace(config: str = typer.Argument(..., help="config file or shipped name (e
           results_root: Path = RootOpt) -> None:
     """Re-run part of a sweep under Nsight Systems; write the .nsys-rep, kernels.csv, rows_nsys.csv and a
     timer-vs-kernel consistency report."""
+    from gdnbench.outpaths import OutPathError, check_out_dir
     from gdnbench.runner import new_results_dir
     from gdnbench.trace import TraceError, run_nsys_trace, run_torch_trace
 
@@ -281,6 +352,10 @@ def trace(config: str = typer.Argument(..., help="config file or shipped name (e
     swp = load(config)
     _prepare_interpreter()
     directory = out_dir or new_results_dir(swp, results_root, suffix="-trace")
+    try:
+        check_out_dir(directory, "--out" if out_dir else "--results-root")
+    except OutPathError as e:
+        raise fail(str(e)) from None
     if (directory / "rows.csv").exists():
         raise fail(f"{directory} already holds rows.csv: give another --out")
     try:

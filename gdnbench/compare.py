@@ -12,6 +12,10 @@ Per matched row: ratio = new median / base median, and a noise estimate from the
 A row that passed the gate in BASE but failed it (or errored) in NEW is ``broken``. The exit code is
 1 when any row is ``slower`` or ``broken``. Differences in GPU, backend versions or (from env.json)
 software versions are reported as warnings: such a comparison is between setups, not just code.
+
+Only timed runs compare: a check-only run (no latencies) on either side is refused with one line, and
+so is a pair of runs with no row in common (ValueError; the CLI exits 2): a table of zero rows with a
+geometric mean of nan proves nothing. A row whose sampling did not converge on either side is marked.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from gdnbench.analysis import latest, load_results, valid
+from gdnbench.analysis import UNCONVERGED_MARK, latest, load_results, timed_runs, unconverged, valid
 
 NOISE_K = 2.0
 
@@ -80,12 +84,13 @@ def _env_versions(paths: Sequence[str | Path]) -> dict[str, str]:
 
 def compare_runs(base: Sequence[str | Path], new: Sequence[str | Path], threshold: float = 0.05,
                  backends: Sequence[str] | None = None) -> Comparison:
-    b_all, n_all = latest(load_results(base)), latest(load_results(new))
+    b_all, n_all = _timed(base, "BASE"), _timed(new, "NEW")
     if backends:
         b_all, n_all = b_all[b_all.backend.isin(backends)], n_all[n_all.backend.isin(backends)]
     b, n = valid(b_all), valid(n_all)
     key = ["case_id", "backend"]
-    cols = key + ["phase", "median_us", "iqr_us", "gpu_label", "backend_version"]
+    cols = key + ["phase", "median_us", "iqr_us", "gpu_label", "backend_version", "loose"]
+    b, n = b.assign(loose=unconverged(b)), n.assign(loose=unconverged(n))
     m = b[cols].merge(n[cols], on=key, suffixes=("_base", "_new"))
     m["ratio"] = m.median_us_new / m.median_us_base
     m["noise"] = (_rel_half_iqr(m.rename(columns={"iqr_us_base": "iqr_us", "median_us_base": "median_us"})) ** 2
@@ -94,6 +99,11 @@ def compare_runs(base: Sequence[str | Path], new: Sequence[str | Path], threshol
     m["verdict"] = [verdict(r, s, threshold) for r, s in zip(m.ratio, m.noise)]
     # A row that was correct and now is not: the worst regression.
     broke = b[key].merge(n_all[n_all.status.isin(["failed", "error"])][key + ["status", "reason"]], on=key)
+    if m.empty and broke.empty:
+        only = f" among backends {', '.join(backends)}" if backends else ""
+        raise ValueError(f"no timed row of NEW ({', '.join(map(str, new))}: {len(n)}) matches one of BASE "
+                         f"({', '.join(map(str, base))}: {len(b)}) by case id and backend{only}: nothing to compare")
+    m["loose"] = m.loose_base.astype(bool) | m.loose_new.astype(bool)
     rows = [m]
     if len(broke):
         rows.append(broke.assign(verdict="broken", phase="", ratio=math.nan, noise=math.nan))
@@ -121,6 +131,14 @@ def compare_runs(base: Sequence[str | Path], new: Sequence[str | Path], threshol
                       warnings=warnings, threshold=threshold)
 
 
+def _timed(paths: Sequence[str | Path], side: str) -> pd.DataFrame:
+    df, ignored = timed_runs(load_results(paths))
+    if df.empty:
+        why = f" ({', '.join(ignored)}: check-only, no timings)" if ignored else ""
+        raise ValueError(f"{side} {', '.join(map(str, paths))}: holds no timed rows{why}; compare needs timed runs")
+    return latest(df)
+
+
 def markdown(c: Comparison, changed_only: bool = False) -> str:
     counts = c.counts
     geo = math.exp(c.table.ratio.dropna().map(math.log).mean()) if c.table.ratio.notna().any() else math.nan
@@ -137,6 +155,10 @@ def markdown(c: Comparison, changed_only: bool = False) -> str:
                          f"{getattr(r, 'reason', '')} |")
             continue
         mark = f"**{r.verdict}**" if r.verdict in ("slower", "ambiguous") else r.verdict
+        loose = UNCONVERGED_MARK if getattr(r, "loose", False) is True else ""
         lines.append(f"| {mark} | {r.backend} | {r.case_id} | {r.median_us_base:.2f} | {r.median_us_new:.2f} | "
-                     f"{r.ratio:.3f} | {r.noise:.1%} |")
+                     f"{r.ratio:.3f}{loose} | {r.noise:.1%} |")
+    if "loose" in c.table and (c.table.loose == True).any():  # noqa: E712
+        lines += ["", f"{UNCONVERGED_MARK} not converged in base or new: sampling stopped at its limit above the "
+                  "target noise; treat the ratio with care."]
     return "\n".join(lines) + "\n"

@@ -7,13 +7,25 @@ SM generation (``sm90``, ``sm100``, ...), so one file serves every GPU.
 
 Bad input never produces a traceback: :func:`load_sweep` raises :class:`ConfigError`, whose message
 is one line naming the file, the key path, what was expected and the allowed values.
+
+Two checks need the expansion, and both run at load time so a bad config fails before anything is
+measured or written. A config's size is bounded: the product of its axes times its backends (the
+(case, backend) pairs before invalid combinations and ``where`` filters drop any) may not exceed
+``max_pairs`` (default :data:`DEFAULT_MAX_PAIRS`; the environment variable ``GDNBENCH_MAX_PAIRS``
+overrides both), and it is computed from the axes' lengths without building a case, so a config of
+10^7 cases is refused at once with its count. Then every ``where`` filter is evaluated against the
+cases: an expression that parses but cannot be evaluated (``batch / 0 > 1``, ``layout > 3``) is a
+config error naming the filter and the first case it fails on, and the evaluator refuses sequence
+repetition beyond :data:`WHERE_MAX_SEQUENCE` items, so ``'a' * 10**11`` never allocates.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import math
 import operator
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -223,15 +235,52 @@ def parse_where(expr: str) -> ast.Expression:
     return tree
 
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+class WhereError(ValueError):
+    """A ``where`` expression that parses but cannot be evaluated on a case (one line)."""
+
+
+#: Longest string / tuple a ``where`` expression may build (repetition beyond it is refused unbuilt).
+WHERE_MAX_SEQUENCE = 10_000
+
+
+def _guarded_mult(a: Any, b: Any) -> Any:
+    """``a * b``, refusing a sequence repeated into more than WHERE_MAX_SEQUENCE items (before building it)."""
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, tuple, list)) and isinstance(n, int) and not isinstance(n, bool):
+            if len(seq) * max(n, 0) > WHERE_MAX_SEQUENCE:
+                raise WhereError(f"repeats a sequence into {len(seq) * n} items (at most {WHERE_MAX_SEQUENCE})")
+    return operator.mul(a, b)
+
+
+def _guarded_mod(a: Any, b: Any) -> Any:
+    """``a % b`` for numbers only (``'%999999999d' % 1`` would format a gigabyte string)."""
+    if isinstance(a, (str, bytes)):
+        raise WhereError("string formatting with % is not supported")
+    return operator.mod(a, b)
+
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _guarded_mult, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: _guarded_mod}
 _COMPARISONS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
                 ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
                 ast.NotIn: lambda a, b: a not in b}
 
 
 def eval_where(tree: ast.Expression, env: dict[str, Any]) -> bool:
-    """Evaluate a parsed ``where`` expression against a case's fields (no ``eval``)."""
+    """Evaluate a parsed ``where`` expression against a case's fields (no ``eval``).
+
+    Raises :class:`WhereError` (one line) when the expression cannot be evaluated on these fields:
+    arithmetic errors (division by zero), operations between the wrong types (``layout > 3``), a
+    sequence repeated beyond WHERE_MAX_SEQUENCE items."""
+    try:
+        return _eval_where(tree, env)
+    except WhereError:
+        raise
+    except (ArithmeticError, TypeError, ValueError, MemoryError, RecursionError) as e:
+        raise WhereError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()) from None
+
+
+def _eval_where(tree: ast.Expression, env: dict[str, Any]) -> bool:
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -263,6 +312,36 @@ def eval_where(tree: ast.Expression, env: dict[str, Any]) -> bool:
     return bool(ev(tree))
 
 
+#: Most (case, backend) pairs a config may expand to unless it sets ``max_pairs`` (or the environment
+#: sets GDNBENCH_MAX_PAIRS): far beyond any useful sweep, far below what exhausts memory.
+DEFAULT_MAX_PAIRS = 100_000
+MAX_PAIRS_ENV = "GDNBENCH_MAX_PAIRS"
+
+
+def axis_combinations(axes: Axes, zip_groups: list[list[str]]) -> int:
+    """Combinations of the axes' values (zip groups advance together): the cases before invalid
+    combinations and ``where`` filters drop any, counted without building one."""
+    grouped = {axis for group in zip_groups for axis in group}
+    n = math.prod(len(getattr(axes, name)) for name in type(axes).model_fields if name not in grouped)
+    for group in zip_groups:
+        n *= len(getattr(axes, group[0]))
+    return n
+
+
+def max_pairs_limit(configured: int) -> int:
+    """The bound in force: GDNBENCH_MAX_PAIRS when set (a positive integer), else the config's."""
+    raw = os.environ.get(MAX_PAIRS_ENV, "").strip()
+    if not raw:
+        return configured
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"environment variable {MAX_PAIRS_ENV}={raw!r} is not a positive integer")
+    return value
+
+
 class Sweep(_Frozen):
     """A validated sweep config (see configs/*.yaml for annotated examples)."""
 
@@ -276,6 +355,8 @@ class Sweep(_Frozen):
     where: list[str] = Field(default=[], description="filters: a case is kept when every expression is true")
     timing: Timing = Timing()
     per_sm: dict[str, Override] = {}
+    max_pairs: int = Field(DEFAULT_MAX_PAIRS, ge=1, description="refuse a config expanding to more (case, backend) "
+                           f"pairs than this (before filters); {MAX_PAIRS_ENV} overrides it")
 
     @field_validator("backends")
     @classmethod
@@ -342,7 +423,21 @@ class Sweep(_Frozen):
             for flag in ("intermediate", "tree"):
                 if flag in explicit:
                     raise ValueError(f"axes.{flag} only applies to mtp")
+        self.check_size()
         return self
+
+    def pair_count(self) -> int:
+        """(case, backend) pairs before invalid combinations and filters: axes product x backends."""
+        return axis_combinations(self.axes, self.zip) * len(self.backends)
+
+    def check_size(self) -> None:
+        """Refuse a sweep over the pair limit (see DEFAULT_MAX_PAIRS), from the axes' lengths alone."""
+        limit = max_pairs_limit(self.max_pairs)
+        n = self.pair_count()
+        if n > limit:
+            raise ValueError(f"expands to {n:,} (case, backend) pairs ({n // len(self.backends):,} axis combinations "
+                             f"x {len(self.backends)} backends), over the limit of {limit:,}: shrink the axes, or "
+                             f"raise the limit with max_pairs: or {MAX_PAIRS_ENV}")
 
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -468,6 +563,27 @@ def parse_sweep(data: dict[str, Any], source: str = "<config>") -> Sweep:
     except ValidationError as e:
         raise ConfigError(format_validation_error(source, e)) from None
     sweep._raw = copy.deepcopy(data)
+    variants = [("", sweep)]
     for key in sweep.per_sm:  # surface override errors at load time, not on the GPU
-        _merge_override(sweep._raw, key, source)
+        variants.append((f"per_sm.{key} (merged): ", _merge_override(sweep._raw, key, source)))
+    for prefix, variant in variants:
+        check_where(variant, f"{source}: {prefix}")
     return sweep
+
+
+def check_where(sweep: Sweep, prefix: str) -> None:
+    """Evaluate every ``where`` filter on the sweep's cases; the first failure is a ConfigError."""
+    if not sweep.where:
+        return
+    from gdnbench.cases import expand  # cases builds on this module
+
+    filters = [parse_where(w) for w in sweep.where]
+    for case in expand(sweep.model_copy(update={"where": []})).cases:
+        env = case.where_env()
+        for i, (text, tree) in enumerate(zip(sweep.where, filters)):
+            try:
+                keep = eval_where(tree, env)
+            except WhereError as e:
+                raise ConfigError(f"{prefix}where[{i}]: '{text}' cannot be evaluated on case {case.id} ({e})") from None
+            if not keep:  # as expand does: later filters are not evaluated on a case already dropped
+                break

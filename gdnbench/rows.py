@@ -90,6 +90,12 @@ class Row:
     temp_c: float | None = None
     throttled: bool | None = None
     throttle_reasons: str = ""
+    # energy (sweep --energy, GPU with NVML's total-energy counter; gdnbench.energy): per launch, over a
+    # window of graph replays aligned to the counter's updates
+    energy_uj: float | None = None      # GPU energy per launch (µJ), whole board, idle share included
+    energy_uj_err: float | None = None  # its uncertainty (µJ): counter resolution and update-edge timing
+    power_w: float | None = None        # average board power over the window (W)
+    energy_window_s: float | None = None  # the window: from one counter update to a later one (s)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))

@@ -3,14 +3,27 @@
 Rows are written as they finish (see rows.py). A backend that raises while building or running
 becomes a row with status ``error`` and the message, and the sweep goes on; a row that fails the
 gate is written as ``failed`` with no latency; an unsupported pair is ``skipped`` with the reason.
+
+Rows that pass the gate but are not timed say why in ``reason`` (status ``ok``, no latency): a
+``gdnbench check`` run (:data:`CHECK_ONLY_NOTE`), and on a CPU every backend that launches Triton
+kernels, which run there under the Triton interpreter (:data:`INTERPRETER_NOTE`): its wall clock
+measures the interpreter, not the kernel. A check-only run writes to its own folder
+(``<date>_<device>_<config>-check``) and records ``check_only`` in env.json, so ``--resume`` of a
+sweep never picks it, and plots and ``compare`` leave it out.
+
+``--energy`` adds a pass after timing (GPU only; gdnbench.energy): each timed graph-mode row's graph
+is replayed again over a window aligned to NVML's total-energy counter, filling ``energy_uj``,
+``energy_uj_err``, ``power_w`` and ``energy_window_s``.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import gc
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,15 +32,21 @@ import torch
 import yaml
 
 from gdnbench.backends import get_backend
-from gdnbench.backends.base import Backend, Target, current_target
+from gdnbench.backends.base import Backend, Target, current_target, triton_interpreted
 from gdnbench.cases import Case, expand
 from gdnbench.check import run_gate
 from gdnbench.config import Sweep
 from gdnbench.env import collect_env, device_slug
 from gdnbench.inputs import Inputs, make_inputs
+from gdnbench.outpaths import OutPathError, check_out_dir, make_out_dir
 from gdnbench.reference import Expected, reference
 from gdnbench.rows import Row, RowWriter
-from gdnbench.timer import Timing, time_cpu
+from gdnbench.timer import TIMER_REVISION, Timing, time_cpu
+
+#: Suffix of a check-only run's folder: never a timed sweep's, so --resume and plots can tell them apart.
+CHECK_SUFFIX = "-check"
+CHECK_ONLY_NOTE = "checked only: gdnbench check (no timing)"
+INTERPRETER_NOTE = "checked only: Triton interpreter on a CPU (TRITON_INTERPRET=1), timing not meaningful"
 
 
 class RunError(Exception):
@@ -44,13 +63,20 @@ class RunOptions:
     case_ids: list[str] | None = None    # subset of case ids (exact or prefix)
     timing_mode: str | None = None       # override the config's timing.mode
     progress: bool = True
+    energy: bool = False                 # GPU: measure energy per launch of every timed graph-mode row
 
 
 @dataclass
 class RunSummary:
+    """Where the rows went. ``counts`` and ``cases`` cover every row of the run (a resumed run's
+    earlier rows included); ``added`` counts the rows this invocation wrote."""
+
     directory: Path
     counts: dict[str, int] = field(default_factory=dict)
     cases: int = 0
+    added: dict[str, int] = field(default_factory=dict)
+    mode: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 def resolve_timing_mode(sweep: Sweep, target: Target, override: str | None) -> str:
@@ -70,11 +96,24 @@ def new_results_dir(sweep: Sweep, root: Path, suffix: str = "") -> Path:
     return path
 
 
-def latest_results_dir(sweep: Sweep, root: Path) -> Path | None:
-    """Most recent results dir of this config on this kind of device (for --resume without --out)."""
-    suffix = f"_{device_slug()}_{sweep.name or 'sweep'}"
-    found = sorted((p for p in root.glob(f"*{suffix}*") if (p / "rows.csv").exists()),
-                   key=lambda p: p.stat().st_mtime)
+def is_check_only(directory: Path) -> bool:
+    """Whether a results folder holds a check-only run (env.json says so, or its name ends in -check)."""
+    try:
+        if json.loads((Path(directory) / "env.json").read_text()).get("check_only"):
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    return re.search(rf"{re.escape(CHECK_SUFFIX)}(_\d+)?$", Path(directory).name) is not None
+
+
+def latest_results_dir(sweep: Sweep, root: Path, check_only: bool = False) -> Path | None:
+    """Most recent results dir of this config on this kind of device (for --resume without --out):
+    a timed sweep's for ``sweep --resume``, a check-only run's for ``check --resume``, never the other."""
+    suffix = CHECK_SUFFIX if check_only else ""
+    pattern = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}_{re.escape(device_slug())}_{re.escape(sweep.name or 'sweep')}"
+                         rf"{re.escape(suffix)}(_\d+)?")
+    found = sorted((p for p in root.glob("*") if pattern.fullmatch(p.name) and (p / "rows.csv").exists()
+                    and is_check_only(p) == check_only), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
@@ -82,6 +121,11 @@ def select_cases(cases: list[Case], ids: list[str] | None) -> list[Case]:
     if not ids:
         return cases
     return [c for c in cases if any(c.id == i or c.id.startswith(i) for i in ids)]
+
+
+def interpreted(backend: Backend, target: Target) -> bool:
+    """Whether ``backend``'s launches run under the Triton interpreter here (a CPU, TRITON_INTERPRET=1)."""
+    return backend.triton and target.device != "cuda" and triton_interpreted()
 
 
 def case_row(run_id: str, case: Case, backend: Backend, target: Target) -> Row:
@@ -233,10 +277,24 @@ def _clear_timing(row: Row) -> None:
     row.timing_mode = ""
 
 
+def _empty_selection(sweep: Sweep, ex_cases: list[Case], opts: RunOptions, target: Target) -> str:
+    name = sweep.name or "sweep"
+    if ex_cases:
+        return (f"--case {', '.join(opts.case_ids or [])}: no case of '{name}' has this id or id prefix "
+                f"({len(ex_cases)} cases, e.g. {ex_cases[0].id}; `gdnbench plan {name}` lists them)")
+    return (f"'{name}' selects no case on {target.label}: its where filters and invalid combinations remove every "
+            "combination of its axes (`gdnbench plan` shows what is dropped)")
+
+
 def prepare_run(sweep: Sweep, opts: RunOptions) -> tuple[Sweep, Target, list[Case], list[Backend], Path]:
+    """Everything a run needs, checked before anything is written: the cases (none selected is an
+    error), the backends, and a results folder that can be written (RunError / OutPathError)."""
     target = current_target()
     sweep = sweep.for_sm(target.sm)
-    cases = select_cases(expand(sweep).cases, opts.case_ids)
+    all_cases = expand(sweep).cases
+    cases = select_cases(all_cases, opts.case_ids)
+    if not cases:
+        raise RunError(_empty_selection(sweep, all_cases, opts, target))
     names = sweep.backends
     if opts.backends:
         unknown = [b for b in opts.backends if b not in sweep.backends]
@@ -244,15 +302,24 @@ def prepare_run(sweep: Sweep, opts: RunOptions) -> tuple[Sweep, Target, list[Cas
             raise RunError(f"backend(s) {', '.join(unknown)} not in this sweep ({', '.join(sweep.backends)})")
         names = [b for b in sweep.backends if b in opts.backends]
     backends = [get_backend(n) for n in names]
+    option = "--out" if opts.out_dir else "--results-root"
+    kind = "check-only run" if opts.check_only else "timed sweep"
+    check_out_dir(opts.out_dir if opts.out_dir is not None else opts.results_root, option)
     if opts.resume:
-        directory = opts.out_dir or latest_results_dir(sweep, opts.results_root)
+        directory = opts.out_dir or latest_results_dir(sweep, opts.results_root, opts.check_only)
         if directory is None or not (directory / "rows.csv").exists():
-            raise RunError(f"--resume: no earlier run of '{sweep.name}' on {device_slug()} under "
+            raise RunError(f"--resume: no earlier {kind} of '{sweep.name}' on {device_slug()} under "
                            f"{opts.results_root}/ (give --out DIR)")
+        if is_check_only(directory) != opts.check_only:
+            other = "gdnbench check --resume" if not opts.check_only else "gdnbench sweep --resume"
+            raise RunError(f"--resume {directory}: holds a {'check-only run' if not opts.check_only else 'timed sweep'}, "
+                           f"not a {kind}; finish it with {other}, or give another --out")
     else:
-        directory = opts.out_dir or new_results_dir(sweep, opts.results_root)
+        suffix = CHECK_SUFFIX if opts.check_only else ""
+        directory = opts.out_dir or new_results_dir(sweep, opts.results_root, suffix=suffix)
         if (directory / "rows.csv").exists():
             raise RunError(f"{directory} already holds rows.csv: use --resume to finish it or another --out")
+    make_out_dir(directory, option)
     return sweep, target, cases, backends, directory
 
 
@@ -272,15 +339,31 @@ def write_provenance(directory: Path, sweep: Sweep, extra: dict | None = None) -
     return env
 
 
+def run_counts(directory: Path) -> tuple[dict[str, int], int]:
+    """Statuses and distinct cases over every row of a run's rows.csv."""
+    counts: dict[str, int] = {}
+    cases: set[str] = set()
+    with (Path(directory) / "rows.csv").open(newline="") as f:
+        for r in csv.DictReader(f):
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+            cases.add(r["case_id"])
+    return counts, len(cases)
+
+
 def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | None = None) -> RunSummary:
     """Run (or resume) a sweep; returns where the rows went and how many of each status."""
+    target = current_target()
+    mode = resolve_timing_mode(sweep.for_sm(target.sm), target, opts.timing_mode)
+    if opts.energy and (opts.check_only or mode != "graph"):
+        raise RunError("--energy measures graph-mode rows on a GPU: "
+                       + ("this run is not timed" if opts.check_only else f"this run's timing mode is {mode}"))
     sweep, target, cases, backends, directory = prepare_run(sweep, opts)
-    mode = resolve_timing_mode(sweep, target, opts.timing_mode)
     writer = RowWriter(directory)
     done = writer.done() if opts.resume else set()
     if opts.resume:
         writer.prune_samples(done)
-    extra: dict = {"config_name": sweep.name, "timing_mode": mode}
+    extra: dict = {"config_name": sweep.name, "timing_mode": mode, "check_only": opts.check_only,
+                   "timer_revision": TIMER_REVISION}
     peak = None
     if target.device == "cuda" and not opts.check_only:
         from gdnbench.timer import device_roofline
@@ -290,13 +373,13 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
         peak = roof.get("copy_gbps")
     write_provenance(directory, sweep, extra)
     measure = None if opts.check_only else measure_row(mode, sweep, target)
-    summary = RunSummary(directory=directory, cases=len(cases))
+    summary = RunSummary(directory=directory, cases=len(cases), mode="" if opts.check_only else mode)
     total = sum(1 for c in cases for b in backends if (c.id, b.name) not in done)
     from gdnbench.progress import progress_bar
 
     def emit(row: Row, samples: list[float], advance: Callable[[Row], None]) -> None:
         writer.write(row, samples)
-        summary.counts[row.status] = summary.counts.get(row.status, 0) + 1
+        summary.added[row.status] = summary.added.get(row.status, 0) + 1
         advance(row)
         if on_row:
             on_row(row)
@@ -304,18 +387,32 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
     gated: list[tuple[Row, Case, Backend]] = []
     by_id = {c.id: c for c in cases}
     by_name = {b.name: b for b in backends}
+    energy = None
+    if opts.energy:
+        from gdnbench.energy import EnergyPass
+
+        energy = EnergyPass.open(sweep.timing)
+        if energy.reason:
+            summary.notes.append(f"energy: {energy.reason}; rows carry no energy columns")
+            energy = None
     with progress_bar(total, enabled=opts.progress) as advance:
         for row, passed in gate_rows(cases, backends, directory.name, target, done):
-            if passed and measure is not None:
-                gated.append((row, by_id[row.case_id], by_name[row.backend]))
+            backend = by_name[row.backend]
+            if passed and measure is not None and not interpreted(backend, target):
+                gated.append((row, by_id[row.case_id], backend))
             else:
                 if passed:
                     row.status = "ok"
+                    row.reason = CHECK_ONLY_NOTE if measure is None else INTERPRETER_NOTE
                 emit(row, [], advance)
         if gated and measure is not None:
             with ProfilerRange(target):  # exactly the measured work, for nsys --capture-range=cudaProfilerApi
                 for row, case, backend in gated:
-                    emit(row, time_row(row, case, backend, measure, peak), advance)
+                    samples = time_row(row, case, backend, measure, peak)
+                    if energy is not None and row.status == "ok":
+                        energy.fill(row, case, backend)
+                    emit(row, samples, advance)
+    summary.counts, summary.cases = run_counts(directory)
     return summary
 
 

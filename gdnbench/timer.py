@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from gdnbench.backends.base import Backend
     from gdnbench.cases import Case
 
+#: What a run's timings can be compared with: runs of the same revision only. Raised whenever a change
+#: to the timers moves their numbers; recorded in env.json, and figures never combine revisions.
+#: 2: graph-mode replays and the copy-bandwidth reference are enqueued while a sleep kernel holds the GPU.
+TIMER_REVISION = 2
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -142,18 +147,7 @@ def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for fn in fns:  # warm-up: one eager launch per set (lazy allocations, autotune, caches)
-            fn()
-    stream.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph, stream=stream):
-            for fn in fns:
-                fn()
-    except Exception as e:
-        raise RuntimeError(f"launch is not capturable in a CUDA graph ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}); time it with --timing events") from e
+    graph = capture_graph(fns, stream)
     monitor = ClockMonitor(torch.cuda.current_device())
     with torch.cuda.stream(stream):
         for _ in range(max(cfg.warmup, 1)):
@@ -239,6 +233,39 @@ def _nonfinite(inputs_sets) -> str | None:
     return None
 
 
+def graph_launches(case: Case, backend: Backend, cfg: TimingConfig) -> tuple[list, list[Callable[[], object]]]:
+    """Graph mode's input sets (1, 2, ...: enough to spill the L2, see input_set_count) and one built
+    launch per set: what one graph replay runs (the timer's and the energy pass's)."""
+    import torch
+
+    from gdnbench.inputs import make_inputs
+
+    first = make_inputs(case, "cuda", set_index=1)
+    free, _ = torch.cuda.mem_get_info()
+    n = input_set_count(case.bytes_moved(), l2_bytes(), cfg, first.nbytes(), free)
+    sets = [first] + [make_inputs(case, "cuda", set_index=i) for i in range(2, n + 1)]
+    return sets, [backend.build(case, x) for x in sets]
+
+
+def capture_graph(fns: Sequence[Callable[[], object]], stream) -> object:
+    """One CUDA graph of ``fns`` captured on ``stream`` after one eager warm-up launch of each."""
+    import torch
+
+    with torch.cuda.stream(stream):
+        for fn in fns:  # warm-up: one eager launch per set (lazy allocations, autotune, caches)
+            fn()
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph, stream=stream):
+            for fn in fns:
+                fn()
+    except Exception as e:
+        raise RuntimeError(f"launch is not capturable in a CUDA graph ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); time it with --timing events") from e
+    return graph
+
+
 def time_gpu(mode: str, case: Case, backend: Backend, cfg: TimingConfig) -> Timing:
     """Time ``backend`` on ``case`` in ``mode`` (graph | events) with fresh input sets (1, 2, ...)."""
     import torch
@@ -247,16 +274,12 @@ def time_gpu(mode: str, case: Case, backend: Backend, cfg: TimingConfig) -> Timi
     from gdnbench.ranges import range_name
 
     name = range_name(case.phase, backend.name, case.id)
-    first = make_inputs(case, "cuda", set_index=1)
-    sets = [first]
     if mode == "graph":
-        free, _ = torch.cuda.mem_get_info()
-        n = input_set_count(case.bytes_moved(), l2_bytes(), cfg, first.nbytes(), free)
-        sets += [make_inputs(case, "cuda", set_index=i) for i in range(2, n + 1)]
-        fns = [backend.build(case, x) for x in sets]
+        sets, fns = graph_launches(case, backend, cfg)
         t = time_graph(fns, cfg, name)
     elif mode == "events":
-        t = time_events(backend.build(case, first), cfg, name)
+        sets = [make_inputs(case, "cuda", set_index=1)]
+        t = time_events(backend.build(case, sets[0]), cfg, name)
     else:
         raise ValueError(f"unknown GPU timing mode '{mode}'")
     torch.cuda.synchronize()

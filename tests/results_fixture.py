@@ -31,10 +31,12 @@ def cases() -> list[Case]:
 
 
 def make_run(root: Path, name: str, gpu: str = "h100", scale: dict | None = None, fail: set | None = None,
-             jitter: float = 0.0, extra: dict | None = None) -> Path:
+             jitter: float = 0.0, extra: dict | None = None, env: dict | None = None, mode: str = "graph",
+             loose: set | None = None) -> Path:
     """A results directory with rows for every case x backend; ``scale`` multiplies one backend's
     latency, ``fail`` lists (case_id, backend) pairs written as failed, ``extra`` adds backends
-    (name -> latency relative to flashinfer)."""
+    (name -> latency relative to flashinfer), ``env`` adds env.json keys, ``mode`` is the timing
+    mode, ``loose`` lists (case_id, backend) pairs whose sampling did not converge."""
     gpu_name, sm, speed = GPUS[gpu]
     d = root / name
     w = RowWriter(d)
@@ -51,13 +53,14 @@ def make_run(root: Path, name: str, gpu: str = "h100", scale: dict | None = None
             else:
                 t = (2.0 + c.batch * c.tokens / 8) * rel * speed * (scale or {}).get(backend, 1.0)
                 t *= 1 + jitter * ((i % 3) - 1)
-                row.status, row.check, row.timing_mode = "ok", "pass", "graph"
+                row.status, row.check, row.timing_mode = "ok", "pass", mode
                 row.median_us, row.iqr_us, row.n_samples = t, 0.004 * t, 20
+                row.converged = not (loose and (c.id, backend) in loose)
                 row.bytes = c.bytes_moved()
                 row.gbps = row.bytes / (t * 1e-6) / 1e9
                 row.pct_peak_bw = 100 * row.gbps / 3000
             w.write(row)
-    (d / "env.json").write_text(json.dumps({"versions": {"torch": "2.11.0"}, "driver": "580"}))
+    (d / "env.json").write_text(json.dumps({"versions": {"torch": "2.11.0"}, "driver": "580", **(env or {})}))
     return d
 
 

@@ -45,3 +45,87 @@ def test_best_backends_and_markdown(tmp_path):
     assert set(b.best) == {"fla"} and (b.speedup_vs_next > 1).all()
     md = summary_markdown(df)
     assert "## NVIDIA B200 (sm100)" in md and "| decode | bfloat16 | k_last |" in md
+
+
+def test_batch_buckets_cover_every_batch_exactly():
+    from gdnbench.analysis import BATCH_BUCKETS, batch_bucket
+
+    for b in range(1, 5000):
+        hits = [label for lo, hi, label in BATCH_BUCKETS if lo <= b <= hi]
+        assert len(hits) == 1 and batch_bucket(b) == hits[0]
+        label = hits[0]
+        if label.endswith("+"):
+            assert b >= int(label[:-1])
+        else:
+            lo, _, hi = label.partition("-")
+            assert int(lo) <= b <= int(hi or lo), (b, label)
+    assert batch_bucket(5) == "5-32" and batch_bucket(33) == "33-128" and batch_bucket(129) == "129+"
+
+
+def test_baseline_is_not_a_competitor(tmp_path):
+    from results_fixture import cases
+
+    # MTP: only flashinfer and the torch baseline pass; torch must not be called "next fastest"
+    fail = {(c.id, b) for c in cases() if c.phase == "mtp" for b in ("fla", "fla_kernel")}
+    make_run(tmp_path, "h", "h100", fail=fail)
+    df = load_results([tmp_path])
+    best = best_backends(df)
+    mtp = best[best.phase == "mtp"]
+    assert set(mtp.best) == {"flashinfer"} and mtp.speedup_vs_next.isna().all()
+    assert "torch" not in set(best.best)
+    md = summary_markdown(df)
+    mtp_lines = [line for line in md.splitlines() if line.startswith("| mtp")]
+    assert mtp_lines and all("no other backend" in line and "x)" not in line for line in mtp_lines)
+
+
+def test_cpu_timings_claim_no_speedup(tmp_path):
+    make_run(tmp_path, "c", "h100", mode="cpu")
+    df = load_results([tmp_path])
+    assert best_backends(df).empty
+    md = summary_markdown(df)
+    assert "indicative only" in md and "x)" not in md
+
+
+def test_unconverged_winner_marked(tmp_path):
+    from results_fixture import cases
+
+    from gdnbench.analysis import UNCONVERGED_MARK
+
+    loose = {(c.id, "flashinfer") for c in cases() if c.phase == "decode" and c.batch == 1}
+    make_run(tmp_path, "h", "h100", loose=loose)
+    md = summary_markdown(load_results([tmp_path]))
+    line = next(x for x in md.splitlines() if x.startswith("| decode | bfloat16"))
+    assert line.split("|")[4].strip().endswith(UNCONVERGED_MARK)   # batch 1-4: unconverged winner
+    assert not line.split("|")[5].strip().endswith(UNCONVERGED_MARK)
+
+
+def test_timed_and_comparable_runs(tmp_path):
+    from gdnbench.analysis import comparable, timed_runs
+
+    make_run(tmp_path, "2026-01-01_h100_decode")                       # no timer revision: stands alone
+    make_run(tmp_path, "2026-02-01_h100_decode", env={"timer_revision": 2}, scale={"torch": 2.0})
+    make_run(tmp_path, "2026-03-01_h100_decode-more", env={"timer_revision": 2})
+    check = make_run(tmp_path, "2026-04-01_h100_decode-check", env={"check_only": True})
+    df = load_results([tmp_path])
+    t, ignored = timed_runs(df)
+    assert ignored == [check.name] and check.name not in set(t.results_dir)
+    c, dropped = comparable(t)
+    assert set(c.results_dir) == {"2026-02-01_h100_decode", "2026-03-01_h100_decode-more"}
+    assert dropped and all(d.startswith("2026-01-01_h100_decode:") for d in dropped)
+    # a run that records no revision is never mixed with another
+    make_run(tmp_path / "b", "2026-01-01_x")
+    make_run(tmp_path / "b", "2026-02-01_y")
+    c, _ = comparable(timed_runs(load_results([tmp_path / "b"]))[0])
+    assert set(c.results_dir) == {"2026-02-01_y"}
+
+
+def test_energy_per_token_table(tmp_path):
+    import pandas as pd
+
+    d = make_run(tmp_path, "h", "h100")
+    df = pd.read_csv(d / "rows.csv")
+    df["energy_uj"] = df.batch * 10.0
+    df["energy_uj_err"] = 0.5
+    df.to_csv(d / "rows.csv", index=False)
+    md = summary_markdown(load_results([tmp_path]))
+    assert "# Decode energy per token" in md and "| flashinfer | 10 ± 0.31 | 10 ± 0.016" in md

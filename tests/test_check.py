@@ -224,3 +224,25 @@ def test_returned_state_checked_and_pool_must_stay():
     assert gate(case, KernelOnly(False)).ok
     r = gate(case, KernelOnly(True))
     assert not r.ok and "returned state" in r.message
+
+
+def gpu_gate(case, backend):
+    x = make_inputs(case, "cuda")
+    return run_gate(case, backend, x, reference(x)).check
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bug,case,message", [
+    ("gather_at_build", tiny_case(batch=16, hk=16, hv=32, head_dim_k=128, head_dim_v=128), "launch 2: output"),
+    ("output_cached_at_build", tiny_case(batch=16, hk=16, hv=32, head_dim_k=128, head_dim_v=128), "launch 2: output"),
+    ("fp32_state_at_bf16", tiny_case(batch=16, hk=16, hv=32, head_dim_k=128, head_dim_v=128), "state: rms_rel"),
+    ("output_scale_2pct", tiny_case(batch=16, hk=16, hv=32, head_dim_k=128, head_dim_v=128,
+                                    state_dtype="bfloat16"), "output: rms_rel"),
+], ids=lambda v: v if isinstance(v, str) and " " not in v else None)
+def test_planted_bugs_fail_on_the_gpu(bug, case, message):
+    """The same planted bugs at real head sizes on the GPU (where the kernels are also profiled)."""
+    r = gpu_gate(case, Broken(bug))
+    assert not r.ok and message in r.message, r.message
+    if bug == "fp32_state_at_bf16":
+        assert r.margin >= 5, r.margin
+    assert gpu_gate(case, TorchEager()).ok

@@ -15,6 +15,7 @@ import gdnbench.config as config
 from gdnbench.backends.torch_eager import TorchEager
 from gdnbench.cli import app
 from gdnbench.rows import RowWriter, read_rows
+from gdnbench.runner import INTERPRETER_NOTE
 
 SMALL = """
 phase: decode
@@ -41,10 +42,19 @@ def test_default_sweep_on_cpu(tmp_path):
     assert d.name.endswith("_cpu_smoke-cpu")
     rows = read_rows(d / "rows.csv")
     ok = [x for x in rows if x["status"] == "ok"]
-    assert {x["backend"] for x in ok} >= {"torch", "fla", "fla_kernel"}
+    assert {x["backend"] for x in ok} >= {"torch", "triton", "fla", "fla_kernel"}
     assert all(x["status"] in ("ok", "skipped") for x in rows)
-    assert all(x["check"] == "pass" and float(x["median_us"]) > 0 and float(x["gbps"]) > 0 and x["timing_mode"] == "cpu"
-               for x in ok)
+    timed = [x for x in ok if x["backend"] == "torch"]
+    assert timed and all(x["check"] == "pass" and float(x["median_us"]) > 0 and float(x["gbps"]) > 0
+                         and x["timing_mode"] == "cpu" for x in timed)
+    # Triton-interpreter rows are checked, not timed, and say so
+    interp = [x for x in ok if x["backend"] != "torch"]
+    assert interp and all(x["check"] == "pass" and x["median_us"] == "" and x["timing_mode"] == ""
+                          and x["reason"] == INTERPRETER_NOTE for x in interp)
+    assert "indicative only" in r.stdout
+    # skipped pairs are one summary line, not one line each, and library warnings one note
+    assert sum("needs a CUDA GPU" in line for line in r.stderr.splitlines()) == 1
+    assert "skipped " in r.stderr and "Traceback" not in r.output
     skipped = [x for x in rows if x["status"] == "skipped"]
     assert all(x["reason"] and x["median_us"] == "" for x in skipped)
     assert any(x["backend"] == "flashinfer" and "needs a CUDA GPU" in x["reason"] for x in skipped)
@@ -157,3 +167,100 @@ def test_plan_for_another_sm():
     assert r.exit_code == 0 and "on sm100" in r.stdout and "decode-b1024" in r.stdout
     r = invoke("plan", "decode", "--sm", "90", "--all")
     assert "decode-b1024" not in r.stdout
+
+
+# ---- check runs never poison --resume, plot or compare ---------------------------------------------
+
+def test_check_run_is_separate_from_sweeps(tmp_path, write_yaml):
+    from gdnbench.runner import CHECK_ONLY_NOTE
+
+    cfg = write_yaml(SMALL.format(backends="[torch]"), name="small.yaml")
+    root = tmp_path / "results"
+    assert invoke("sweep", cfg, "--results-root", root, "--no-progress").exit_code == 0
+    (timed,) = [p for p in root.iterdir()]
+    r = invoke("check", cfg, "--results-root", root, "--no-progress")
+    assert r.exit_code == 0, r.output
+    (checked,) = [p for p in root.iterdir() if p != timed]
+    assert checked.name.endswith("_small-check") and json.loads((checked / "env.json").read_text())["check_only"]
+    assert all(x["reason"] == CHECK_ONLY_NOTE for x in read_rows(checked / "rows.csv"))
+    # --resume of the sweep finds the timed run, not the newer check-only one
+    r = invoke("sweep", cfg, "--results-root", root, "--resume", "--no-progress")
+    assert r.exit_code == 0 and f"{timed}/rows.csv" in r.stdout and "3 cases: 3 ok" in r.stdout, r.output
+    # ... and refuses a check-only folder named explicitly
+    r = invoke("sweep", cfg, "--out", checked, "--resume", "--no-progress")
+    assert r.exit_code == 2 and "check-only run" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # plot: the check-only run is left out, the timed rows are drawn
+    r = invoke("plot", timed, checked, "-o", tmp_path / "plots")
+    assert r.exit_code == 0, r.output
+    assert "check-only" in r.stderr and not r.stdout.startswith("0 figures")
+    # plot with nothing to draw: one line, exit 2, no folder
+    r = invoke("plot", checked, "-o", tmp_path / "plots2")
+    assert r.exit_code == 2 and "nothing to draw" in r.stderr and not (tmp_path / "plots2").exists()
+    # compare refuses a side without timings, and two runs with no row in common
+    r = invoke("compare", timed, checked)
+    assert r.exit_code == 2 and "no timed rows" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    other = write_yaml(SMALL.format(backends="[torch]").replace("batch: [1, 3]", "batch: [2]"), name="other.yaml")
+    assert invoke("sweep", other, "--out", tmp_path / "other", "--no-progress").exit_code == 0
+    r = invoke("compare", timed, tmp_path / "other")
+    assert r.exit_code == 2 and "nothing to compare" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_resumed_summary_counts_every_row(tmp_path, write_yaml, monkeypatch):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    out = tmp_path / "r"
+    real_write = RowWriter.write
+    calls = {"n": 0}
+
+    def interrupting_write(self, row, samples=()):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real_write(self, row, samples)
+
+    monkeypatch.setattr(RowWriter, "write", interrupting_write)
+    assert invoke("sweep", cfg, "--out", out, "--no-progress").exit_code == 130
+    monkeypatch.setattr(RowWriter, "write", real_write)
+    r = invoke("sweep", cfg, "--out", out, "--resume", "--no-progress")
+    assert r.exit_code == 0 and "3 cases: 3 ok (this resume: 1 ok)" in r.stdout, r.stdout
+
+
+# ---- plan and list agree with sweep about Triton on a CPU -------------------------------------------
+
+def test_plan_and_list_agree_with_sweep_on_triton(write_yaml, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    cfg = write_yaml(SMALL.format(backends="[torch, triton, fla]").replace("head_dim_k: [8], head_dim_v: [8]", "head_dim_k: [16], head_dim_v: [16]"))
+    r = invoke("plan", cfg)
+    assert r.exit_code == 0, r.output
+    assert "needs a CUDA GPU" not in r.stdout and "9 (case, backend) pairs will run" in r.stdout, r.stdout
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    r = invoke("list")
+    assert r.exit_code == 0
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    for name in ("triton", "fla", "fla_kernel"):
+        assert "no:" not in lines[name] and "yes (Triton" in lines[name], lines[name]
+
+
+# ---- an empty selection is bad input -----------------------------------------------------------------
+
+@pytest.mark.parametrize("extra,where,needle", [
+    (["-c", "nosuchcase"], None, "--case nosuchcase: no case"),
+    ([], "batch > 100", "selects no case"),
+])
+def test_empty_selection_exit_2(tmp_path, write_yaml, extra, where, needle):
+    text = SMALL.format(backends="[torch]") + (f"where: ['{where}']\n" if where else "")
+    cfg = write_yaml(text)
+    for cmd in ("sweep", "check"):
+        r = invoke(cmd, cfg, "--results-root", tmp_path / "root", "--no-progress", *extra)
+        assert r.exit_code == 2 and needle in r.stderr, r.output
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+        assert not (tmp_path / "root").exists()
+    if where:
+        r = invoke("plan", cfg)
+        assert r.exit_code == 2 and "selects no case" in r.stderr
+
+
+def test_energy_needs_gpu_graph_mode(tmp_path, write_yaml):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    r = invoke("sweep", cfg, "--energy", "--results-root", tmp_path / "root", "--no-progress")
+    assert r.exit_code == 2 and "--energy" in r.stderr and "timing mode is cpu" in r.stderr
+    assert not (tmp_path / "root").exists()

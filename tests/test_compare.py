@@ -58,3 +58,15 @@ def test_bad_threshold(tmp_path):
     a = make_run(tmp_path, "base")
     r = invoke("compare", a, a, "--threshold", "5")
     assert r.exit_code == 2 and "--threshold" in r.stderr
+
+
+def test_unconverged_rows_marked(tmp_path):
+    from gdnbench.compare import markdown
+
+    bad = case(batch=4, state_dtype="float32", pool="scattered")
+    a = make_run(tmp_path, "base")
+    b = make_run(tmp_path, "new", loose={(bad.id, "flashinfer")})
+    text = markdown(compare_runs([a], [b]))
+    row = next(line for line in text.splitlines() if f"| {bad.id} |" in line and "| flashinfer |" in line)
+    assert "†" in row and "† not converged" in text
+    assert sum("†" in line for line in text.splitlines() if line.startswith("| ")) == 1

@@ -174,3 +174,65 @@ def test_hypothesis_garbage_yaml(tmp_path, text):
     p.write_text(text)
     result = run_cli("plan", str(p))
     assert_one_line_exit_2(result, str(p))
+
+
+# ---- a config's size is bounded, and refused at once ----------------------------------------------
+HUGE = {**VALID, "axes": {**VALID["axes"], "batch": list(range(1, 1001)), "seed": list(range(10_000))}}
+
+
+def test_huge_config_refused_fast(write_yaml, monkeypatch):
+    import time
+
+    monkeypatch.delenv("GDNBENCH_MAX_PAIRS", raising=False)
+    p = write_yaml(yaml.safe_dump(HUGE))
+    for cmd in ("plan", "sweep", "check"):
+        t0 = time.perf_counter()
+        r = run_cli(cmd, str(p))
+        assert time.perf_counter() - t0 < 1.0
+        assert_one_line_exit_2(r, str(p), "10,000,000 (case, backend) pairs", "limit of 100,000", "max_pairs")
+
+
+def test_size_limit_counts_zip_and_backends_and_can_be_raised(monkeypatch):
+    monkeypatch.delenv("GDNBENCH_MAX_PAIRS", raising=False)
+    data = {**VALID, "backends": ["torch", "triton"], "axes": {**VALID["axes"], "batch": list(range(1, 301)),
+                                                               "seed": list(range(300))}, "zip": [["batch", "seed"]]}
+    assert parse_sweep(data).pair_count() == 600  # zipped: 300 combinations x 2 backends
+    with pytest.raises(ConfigError, match="600 .case, backend. pairs"):
+        parse_sweep({**data, "max_pairs": 599}, source="cfg.yaml")
+    monkeypatch.setenv("GDNBENCH_MAX_PAIRS", "1000")
+    parse_sweep({**data, "max_pairs": 599})  # the environment overrides the config
+    monkeypatch.setenv("GDNBENCH_MAX_PAIRS", "many")
+    with pytest.raises(ConfigError, match="GDNBENCH_MAX_PAIRS='many' is not a positive integer"):
+        parse_sweep(data)
+
+
+# ---- where filters that parse but cannot be evaluated -------------------------------------------
+@pytest.mark.parametrize("expr,needle", [
+    ("batch / 0 > 1", "ZeroDivisionError"),
+    ("layout > 3", "TypeError"),
+    ("'a' * 100000000000 == phase", "repeats a sequence into 100000000000 items"),
+    ("phase == 100000000000 * ('a',)", "repeats a sequence"),
+    ("'%099999999999d' % batch == phase", "string formatting"),
+    ("-layout == 1", "TypeError"),
+    ("batch in 3", "TypeError"),
+])
+def test_where_evaluation_errors(write_yaml, expr, needle):
+    import tracemalloc
+
+    p = write_yaml(yaml.safe_dump({**VALID, "where": [expr]}))
+    tracemalloc.start()
+    r = run_cli("plan", str(p))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20  # nothing huge was built
+    assert_one_line_exit_2(r, str(p), "where[0]", "cannot be evaluated on case", needle)
+    for cmd in ("sweep", "check"):
+        assert_one_line_exit_2(run_cli(cmd, str(p)), "where[0]", needle)
+
+
+def test_where_evaluated_as_expand_does():
+    # a later filter is not evaluated on a case an earlier one dropped (and/or short-circuit too)
+    parse_sweep({**VALID, "axes": {**VALID["axes"], "batch": [1, 2]},
+                 "where": ["batch > 1", "4 / (batch - 1) > 1", "batch == 1 or 4 / (batch - 1) > 1"]})
+    with pytest.raises(ConfigError, match=r"per_sm.sm90 \(merged\): where\[0\]"):
+        parse_sweep({**VALID, "per_sm": {"sm90": {"where": ["batch // 0 > 1"]}}}, source="cfg.yaml")

@@ -16,3 +16,13 @@ def test_lines_printed_without_bar(capsys):
     with progress_bar(1, enabled=False) as advance:
         advance(Row(status="failed", backend="fla", case_id="decode-x", reason="state: rms_rel 0.3"))
     assert "decode-x" in capsys.readouterr().err
+
+
+def test_skipped_rows_summarised_in_one_line(capsys):
+    with progress_bar(3, enabled=False) as advance:
+        for i in range(2):
+            advance(Row(status="skipped", backend="flashinfer", case_id=f"c{i}", reason="needs a CUDA GPU [B, ...]"))
+        advance(Row(status="ok", backend="torch", case_id="c0", median_us=3.0, converged=False))
+    err = capsys.readouterr().err
+    assert sum("needs a CUDA GPU" in line for line in err.splitlines()) == 1
+    assert "flashinfer x2: needs a CUDA GPU [B, ...]" in err and "(not converged)" in err

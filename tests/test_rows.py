@@ -11,15 +11,17 @@ from gdnbench.rows import COLUMNS, SCHEMA_VERSION, Row, RowWriter, read_rows
 GOLDEN_HEADER = (
     "schema_version,run_id,case_id,phase,model,batch,hk,hv,head_dim_k,head_dim_v,layout,state_dtype,dtype,tokens,"
     "seq_lens,pool,n_padded,write_back,intermediate,tree,seed,backend,backend_version,kernel,padding,status,reason,"
-    "check,max_abs_err,max_rel_err,rms_rel_err,state_rms_rel_err,check_margin,kernels,sanitizer,timing_mode,first_call_ms,median_us,iqr_us,p10_us,p90_us,min_us,"
-    "mean_us,cv,rel_noise,n_samples,launches_per_sample,input_sets,converged,bytes,flops,gbps,pct_peak_bw,tflops,"
-    "device,gpu,sm,sm_clock_mhz,temp_c,throttled,throttle_reasons"
+    "check,max_abs_err,max_rel_err,rms_rel_err,state_rms_rel_err,check_margin,kernels,sanitizer,timing_mode,"
+    "first_call_ms,median_us,iqr_us,p10_us,p90_us,min_us,mean_us,cv,rel_noise,n_samples,launches_per_sample,input_sets,converged,bytes,flops,gbps,pct_peak_bw,tflops,"
+    "device,gpu,sm,sm_clock_mhz,temp_c,throttled,throttle_reasons,"
+    "energy_uj,energy_uj_err,power_w,energy_window_s"
 )
 
 
 def test_golden_header():
     # Changing the columns means bumping SCHEMA_VERSION (plots, compare and notebooks read them);
-    # version 2 added the gate's state error, margin and kernels (version 1 runs still load).
+    # version 2 added the gate's state error, margin and kernels and the energy columns (version 1
+    # runs still load).
     assert ",".join(COLUMNS) == GOLDEN_HEADER and SCHEMA_VERSION == 2
 
 

@@ -108,6 +108,7 @@ class Backend:
     name: str = ""
     summary: str = ""
     dist: str | None = None  # distribution whose version is recorded per row
+    triton: bool = False     # launches Triton kernels: interpreted (checked, not timed) on a CPU
 
     @property
     def version(self) -> str:

@@ -41,6 +41,7 @@ def _fla_ops():
 
 class Fla(Backend):
     dist = "fla-core"
+    triton = True
 
     def __init__(self, pooled: bool) -> None:
         self.pooled = pooled

@@ -31,6 +31,7 @@ class TritonGDN(Backend):
     name = "triton"
     summary = "gdnbench's own Triton kernels: decode and MTP verify, pooled state, fused gating"
     dist = "triton"
+    triton = True
 
     def __init__(self, tile_override: Tile | None = None, pdl: bool = False) -> None:
         self.tile_override = tile_override  # the tuner and tests

@@ -1,0 +1,133 @@
+"""energy.py: update-period detection, windows aligned to counter edges, uncertainty, linear fit (fake
+counter and clock on the CPU); calibrate's energy verdict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gdnbench.calibrate import verdicts
+from gdnbench.energy import (CounterPeriod, Edge, EnergyError, detect_period, linear_fit, measure_window,
+                             per_token_uj, window_from_edges)
+
+
+class FakeGPU:
+    """A board drawing ``power_w`` while launches of ``launch_s`` each run back to back; its energy
+    counter (mJ, whole numbers) updates every ``period_s`` (+ a fixed pattern of jitter). Each step
+    of work advances the clock by ``step_s`` and completes the launches that fit."""
+
+    def __init__(self, power_w=350.0, period_s=0.084, jitter_s=0.004, launch_s=2e-5, step_s=0.002, read_s=5e-5):
+        self.p, self.period, self.jitter, self.launch, self.step_s, self.read_s = (power_w, period_s, jitter_s,
+                                                                                   launch_s, step_s, read_s)
+        self.t = 0.0
+
+    def _last_update(self) -> float:
+        k = math.floor(self.t / self.period)
+        while k >= 0:
+            u = k * self.period + self.jitter * ((k * 7919) % 5 - 2) / 2
+            if u <= self.t:
+                return u
+            k -= 1
+        return 0.0
+
+    def read(self) -> float:
+        self.t += self.read_s
+        return float(math.floor(self.p * self._last_update() * 1e3))
+
+    def clock(self) -> float:
+        return self.t
+
+    def step(self) -> float:
+        self.t += self.step_s
+        return float(math.floor(self.t / self.launch))
+
+    @property
+    def true_uj(self) -> float:
+        return self.p * self.launch * 1e6
+
+
+def test_detect_period():
+    g = FakeGPU()
+    p = detect_period(g.read, g.clock, g.step, edges=6)
+    assert p.period_s == pytest.approx(0.084, abs=0.006) and p.jitter_s < 0.015 and p.edges == 6
+
+
+def test_detect_period_refuses_a_frozen_counter():
+    t = {"t": 0.0}
+
+    def clock():
+        return t["t"]
+
+    def step():
+        t["t"] += 0.01
+        return 0.0
+
+    with pytest.raises(EnergyError, match="changed 0 times"):
+        detect_period(lambda: 5.0, clock, step, timeout_s=0.5)
+
+
+@pytest.mark.parametrize("step_s", [0.0005, 0.002, 0.01])
+def test_window_recovers_energy_per_launch(step_s):
+    g = FakeGPU(step_s=step_s)
+    period = detect_period(g.read, g.clock, g.step)
+    w = measure_window(g.read, g.clock, g.step, period, min_window_s=1.0, min_updates=10)
+    assert w.window_s >= 1.0 - period.period_s and w.window_s < 1.0 + 3 * period.period_s
+    assert abs(w.energy_uj - g.true_uj) <= max(w.err_uj, 1e-9) * 1.5   # within its stated uncertainty
+    assert w.err_uj / w.energy_uj < 0.03                                 # and that is small over ~1 s
+    assert w.power_w == pytest.approx(350.0, rel=0.03)
+
+
+def test_longer_window_lowers_the_uncertainty():
+    errs = []
+    for seconds in (0.5, 2.0):
+        g = FakeGPU()
+        period = detect_period(g.read, g.clock, g.step)
+        w = measure_window(g.read, g.clock, g.step, period, min_window_s=seconds, min_updates=1)
+        errs.append(w.err_uj / w.energy_uj)
+    assert errs[1] < errs[0] / 2
+
+
+def test_window_arithmetic():
+    period = CounterPeriod(period_s=0.1, jitter_s=0.0, edges=5)
+    first = Edge(value=1000.0, t=0.0, t_slack=0.001, done=0.0, done_slack=50.0)
+    last = Edge(value=301000.0, t=1.0, t_slack=0.001, done=1_000_000.0, done_slack=50.0)
+    w = window_from_edges(first, last, period, resolution_mj=1.0)
+    assert w.energy_uj == pytest.approx(300.0)         # 300 J over 1e6 launches
+    assert w.power_w == pytest.approx(300.0)
+    rel = math.hypot(math.sqrt(2) / 300_000, math.hypot(50, 50) / 1e6)
+    assert w.err_uj == pytest.approx(300.0 * rel)
+    with pytest.raises(EnergyError, match="empty window"):
+        window_from_edges(first, first, period)
+
+
+def test_linear_fit_and_per_token():
+    xs = [1.0, 2.0, 4.0, 8.0]
+    slope, intercept, worst = linear_fit(xs, [3 + 2 * x for x in xs])
+    assert slope == pytest.approx(2) and intercept == pytest.approx(3) and worst < 1e-12
+    _, _, worst = linear_fit(xs, [5.0, 7.0, 11.0, 25.0])
+    assert worst > 0.05
+    assert per_token_uj(640.0, batch=64, n_padded=0, tokens=1) == 10.0
+    assert per_token_uj(640.0, batch=72, n_padded=8, tokens=1) == 10.0
+
+
+def _cal(energy):
+    return {"copies": [{"bytes": 256 << 20, "pct_of_copy_bw": 95.0}], "empty_graph_us": 1.5, "energy": energy}
+
+
+def test_calibrate_energy_verdict():
+    copies = [{"bytes": b << 20} for b in (64, 128, 256, 512)]
+    good = verdicts(_cal({"copies": copies, "max_rel_residual": 0.02}))
+    assert len(good) == 3 and good[2].ok and "deviation from a line" in good[2].name
+    bad = verdicts(_cal({"copies": copies, "max_rel_residual": 0.08}))
+    assert not bad[2].ok
+    assert len(verdicts(_cal({"skipped": "no counter"}))) == 2
+
+
+def test_energy_module_imports_no_gpu_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, gdnbench.energy; bad = [m for m in ('torch', 'pynvml') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,73 @@
+"""Makefile: the venv on a GPU machine (system site-packages, GPU extras, offline wheels) and on a CPU
+(CPU torch), and `make plots` drawing only committed runs; all as dry runs (`make -n`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not shutil.which("make"), reason="needs make")
+
+
+def dry(*args, cwd=REPO, path_prefix: str | None = None) -> str:
+    env = {k: v for k, v in os.environ.items()   # also when run under `make test` (a nested make)
+           if k not in ("GPU", "WHEELS", "VENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES", "MAKEOVERRIDES")}
+    if path_prefix:
+        env["PATH"] = f"{path_prefix}:{env['PATH']}"
+    r = subprocess.run(["make", "--no-print-directory", "-n", "-B", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+def test_gpu_venv_reuses_system_torch_and_installs_gpu_extras(tmp_path):
+    text = dry("venv", "GPU=1", f"VENV={tmp_path / 'v'}")
+    assert "-m venv --system-site-packages" in text
+    assert '-e ".[dev,gpu]"' in text
+    assert "torch==" not in text and "TORCH_SPEC" not in text   # never a CPU torch on a GPU machine
+    assert "torch.cuda.is_available()" in text                 # the reused torch must see the GPU
+
+
+def test_gpu_venv_offline_from_a_wheel_folder(tmp_path):
+    text = dry("venv", "GPU=1", f"VENV={tmp_path / 'v'}", "WHEELS=/bundle/wheels")
+    assert '--no-index --find-links /bundle/wheels -e ".[dev,gpu]"' in text
+
+
+def test_cpu_venv_as_before(tmp_path):
+    text = dry("venv", "GPU=0", f"VENV={tmp_path / 'v'}")
+    assert "--system-site-packages" not in text and "gpu" not in text.replace(".installed-cpu", "")
+    assert '"torch==2.13.0"' in text and '-e ".[dev]"' in text
+
+
+def test_gpu_detected_with_nvidia_smi(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'\n")
+    smi.chmod(0o755)
+    assert "--system-site-packages" in dry("venv", f"VENV={tmp_path / 'v'}", path_prefix=str(fake))
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert "--system-site-packages" not in dry("venv", f"VENV={tmp_path / 'v'}", path_prefix=str(fake))
+
+
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+def test_plots_draws_committed_runs_only(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for f in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO / f, repo / f)
+    for run in ("2026-01-01_h100-sm90_decode", "2026-01-02_h100-sm90_old", "2026-12-01_cpu_smoke-cpu"):
+        (repo / "results" / run).mkdir(parents=True)
+        (repo / "results" / run / "rows.csv").write_text("schema_version\n")
+    (repo / "results" / "2026-01-02_h100-sm90_old" / "EXCLUDED_FROM_PLOTS").write_text("superseded\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "Makefile", "results/2026-01-01_h100-sm90_decode", "results/2026-01-02_h100-sm90_old"],
+                   check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "runs"], check=True)
+    (line,) = [x for x in dry("plots", "GPU=0", f"VENV={tmp_path / 'v'}", cwd=repo).splitlines() if "gdnbench plot" in x]
+    assert "gdnbench plot" in line and "results/2026-01-01_h100-sm90_decode" in line
+    assert "_old" not in line and "smoke-cpu" not in line   # excluded, and untracked local runs
