@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from gdnbench.rows import COLUMNS, READABLE_SCHEMAS, SCHEMA_VERSION
+from gdnbench.vocab import GPU_TIMING_MODES
 
 KEY = ["case_id", "backend"]
 #: First batch of each summary bucket; a bucket runs to the next one's first batch - 1 (the last is open).
@@ -42,7 +43,6 @@ BATCH_BUCKETS: tuple[tuple[int, int, str], ...] = tuple(
     (lo, nxt - 1 if nxt else 1 << 62, _bucket_label(lo, nxt - 1 if nxt else None))
     for lo, nxt in zip(BATCH_BUCKET_STARTS, (*BATCH_BUCKET_STARTS[1:], None)))
 #: Timing modes whose numbers are GPU time; cpu timings are indicative and feed no speedup.
-GPU_TIMING_MODES = ("graph", "events")
 #: Footnote mark of a value from rows whose sampling did not converge.
 UNCONVERGED_MARK = "†"
 INT_COLUMNS = ("batch", "hk", "hv", "head_dim_k", "head_dim_v", "tokens", "n_padded", "seed", "n_samples",

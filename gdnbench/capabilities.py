@@ -20,11 +20,8 @@ from rich.table import Table
 from gdnbench.backends import all_backends
 from gdnbench.backends.base import Backend, Target, current_target
 from gdnbench.cases import Case
+from gdnbench.vocab import LAYOUTS, PHASES, POOLS, STATE_DTYPES
 
-PHASES = ("decode", "mtp", "prefill")
-LAYOUTS = ("k_last", "v_last")
-STATE_DTYPES = ("bfloat16", "float32")
-POOLS = ("contiguous", "scattered", "padded")
 #: (K, V) probes: the models' head dims, then odd shapes (unequal, not a power of two).
 HEAD_DIMS = ((64, 64), (128, 128), (256, 256), (16, 32), (7, 7))
 MTP_FEATURES = {"intermediate": dict(intermediate=True, write_back=False),

@@ -16,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
-from gdnbench.config import Sweep, eval_where, parse_where
+from gdnbench.config import ConfigError, Sweep, parse_where, where_variants
+from gdnbench.where import WhereError, eval_where
+from gdnbench.vocab import DTYPE_BYTES, DTYPE_SHORT, PADDED_POOLS
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-_SHORT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 def format_seq_lens(lens: list[int] | tuple[int, ...]) -> str:
@@ -67,18 +67,13 @@ class Case:
     seed: int
     model: str = ""         # heads preset label, e.g. "qwen3-next-80b/tp4" ("" for an explicit pair)
 
-    KEY_FIELDS = (
-        "phase", "batch", "hk", "hv", "head_dim_k", "head_dim_v", "layout", "state_dtype", "dtype",
-        "tokens", "seq_lens", "pool", "write_back", "intermediate", "tree", "seed",
-    )
-
     @cached_property
     def id(self) -> str:
         """Stable, filename-safe id: readable prefix + hash of every key field."""
-        key = json.dumps({f: getattr(self, f) for f in self.KEY_FIELDS}, sort_keys=True)
+        key = json.dumps({f: getattr(self, f) for f in KEY_FIELDS}, sort_keys=True)
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
         parts = [self.phase, f"b{self.batch}", f"h{self.hk}x{self.hv}", f"d{self.head_dim_k}x{self.head_dim_v}",
-                 self.layout.replace("_", ""), _SHORT[self.state_dtype], _SHORT[self.dtype]]
+                 self.layout.replace("_", ""), DTYPE_SHORT[self.state_dtype], DTYPE_SHORT[self.dtype]]
         if self.phase == "mtp":
             parts.append(f"t{self.tokens}")
             parts += [flag for flag, on in (("inter", self.intermediate), ("tree", self.tree)) if on]
@@ -97,7 +92,16 @@ class Case:
     @property
     def padded(self) -> bool:
         """Some rows have slot index -1 (pools ``padded`` and ``padded_mid``)."""
-        return self.pool in ("padded", "padded_mid")
+        return self.pool in PADDED_POOLS
+
+    @property
+    def cu_seqlens(self) -> list[int]:
+        """Start offset of every sequence (prefill) or row in the token stream, and the total:
+        [0, l0, l0 + l1, ..., sum(lens)]."""
+        out = [0]
+        for n in self.lens:
+            out.append(out[-1] + n)
+        return out
 
     @property
     def n_padded(self) -> int:
@@ -188,6 +192,10 @@ class Case:
         return row
 
 
+# The fields that identify a case (its id hashes them): all but the heads preset's label.
+KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Case) if f.name != "model")
+
+
 @dataclass(frozen=True)
 class Expansion:
     """The cases of a sweep and what was left out (reason -> count)."""
@@ -255,3 +263,23 @@ def expand(sweep: Sweep) -> Expansion:
             seen.add(case.id)
             cases.append(case)
     return Expansion(cases=cases, dropped=dropped, filtered=filtered)
+
+
+def check_where(sweep: Sweep, source: str) -> None:
+    """Evaluate every ``where`` filter of the sweep (and of each ``per_sm`` merge) on its cases, so a
+    filter that parses but cannot be evaluated (``batch / 0 > 1``) is a ConfigError at load time,
+    naming the filter and the first case, not an error in the middle of a run."""
+    for prefix, variant in where_variants(sweep, source):
+        if not variant.where:
+            continue
+        filters = [parse_where(w) for w in variant.where]
+        for case in expand(variant.model_copy(update={"where": []})).cases:
+            env = case.where_env()
+            for i, (text, tree) in enumerate(zip(variant.where, filters)):
+                try:
+                    keep = eval_where(tree, env)
+                except WhereError as e:
+                    raise ConfigError(f"{prefix}where[{i}]: '{text}' cannot be evaluated on case {case.id} ({e})"
+                                      ) from None
+                if not keep:  # as expand does: later filters are not evaluated on a case already dropped
+                    break

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from gdnbench.config import ConfigError, Sweep, load_sweep
+from gdnbench.vocab import TIMING_MODES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Microbenchmarks and profiling for Gated DeltaNet (GDN) kernels.")
@@ -49,10 +50,16 @@ def find_config(name: str) -> Path:
 
 
 def load(name: str) -> Sweep:
+    """A config by path or shipped name, validated: its structure, then its ``where`` filters on its cases."""
+    from gdnbench.cases import check_where
+
+    path = find_config(name)
     try:
-        return load_sweep(find_config(name))
+        sweep = load_sweep(path)
+        check_where(sweep, str(path))
     except ConfigError as e:
         raise fail(str(e)) from None
+    return sweep
 
 
 def default_config() -> str:
@@ -150,8 +157,8 @@ def sweep(config: Optional[str] = typer.Argument(None, help="config file or ship
                                       "energy counter's updates (adds ~1-2 s per row)"),
           progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
     """Run a sweep: check every (case, backend) against the reference, then time it; write rows.csv."""
-    if timing is not None and timing not in ("auto", "graph", "events", "cpu"):
-        raise fail(f"--timing: '{timing}' is not one of auto, graph, events, cpu")
+    if timing is not None and timing not in TIMING_MODES:
+        raise fail(f"--timing: '{timing}' is not one of {', '.join(TIMING_MODES)}")
     _run(load(config or default_config()), out_dir, resume, backend, case, timing, False, progress, results_root,
          energy)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import copy
 import math
-import operator
 import os
 import re
 from pathlib import Path
@@ -34,14 +33,15 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 
-from gdnbench.backends.registry import BACKEND_NAMES
+from gdnbench.vocab import BACKEND_NAMES, INPUT_DTYPES, LAYOUTS, PHASES, POOLS, STATE_DTYPES, TIMING_MODES
+from gdnbench.where import parse_where as _parse_where
 
-Phase = Literal["decode", "mtp", "prefill"]
-Layout = Literal["k_last", "v_last"]
-StateDtype = Literal["bfloat16", "float32"]
-InputDtype = Literal["bfloat16", "float16", "float32"]
-PoolKind = Literal["contiguous", "scattered", "padded", "padded_mid"]
-TimingMode = Literal["auto", "graph", "events", "cpu"]
+Phase = Literal[PHASES]  # type: ignore[valid-type]
+Layout = Literal[LAYOUTS]  # type: ignore[valid-type]
+StateDtype = Literal[STATE_DTYPES]  # type: ignore[valid-type]
+InputDtype = Literal[INPUT_DTYPES]  # type: ignore[valid-type]
+PoolKind = Literal[POOLS]  # type: ignore[valid-type]
+TimingMode = Literal[TIMING_MODES]  # type: ignore[valid-type]
 
 #: (linear_num_key_heads, linear_num_value_heads) at TP1, from the models' configs
 #: (see shared reference notes, section 4). Both are sharded by tensor parallelism.
@@ -79,12 +79,6 @@ class HeadsEntry(_Frozen):
     hk: int
     hv: int
     model: str = ""
-
-
-AXIS_NAMES = (
-    "batch", "heads", "head_dim_k", "head_dim_v", "layout", "state_dtype", "dtype", "tokens",
-    "seq_lens", "pool", "write_back", "intermediate", "tree", "seed",
-)
 
 
 class Axes(_Frozen):
@@ -153,6 +147,9 @@ class Axes(_Frozen):
         return value
 
 
+AXIS_NAMES: tuple[str, ...] = tuple(Axes.model_fields)  # the axes a config may sweep
+
+
 class Timing(_Frozen):
     """How rows are timed. ``auto`` = ``graph`` on a GPU, ``cpu`` on a CPU."""
 
@@ -207,109 +204,15 @@ class Override(_Frozen):
         return value
 
 
-# Names a `where` expression may use: the Case fields (gdnbench.cases.Case) plus derived ones.
-WHERE_NAMES = (
-    "phase", "model", "batch", "hk", "hv", "head_dim_k", "head_dim_v", "layout", "state_dtype", "dtype",
-    "tokens", "seq_lens", "pool", "write_back", "intermediate", "tree", "seed", "n_seqs", "total_tokens",
-)
-
-_ALLOWED_NODES = (
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare, ast.Eq,
-    ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Name, ast.Load, ast.Constant,
-    ast.Tuple, ast.List, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod,
-)
+# Names a `where` expression may use: the case's fields (gdnbench.cases.Case: the axes, with heads as
+# hk / hv and its preset's model label, and the phase) plus the derived n_seqs and total_tokens.
+WHERE_NAMES: tuple[str, ...] = ("phase", "model", "hk", "hv", *(a for a in AXIS_NAMES if a != "heads"),
+                                "n_seqs", "total_tokens")
 
 
 def parse_where(expr: str) -> ast.Expression:
-    """Parse a ``where`` filter (a Python-like boolean expression over case fields)."""
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"'{expr}' is not a valid expression ({e.msg})") from None
-    for node in ast.walk(tree):
-        if not isinstance(node, _ALLOWED_NODES):
-            raise ValueError(f"'{expr}': {type(node).__name__} is not allowed "
-                             "(use comparisons, and/or/not, arithmetic, literals and case fields)")
-        if isinstance(node, ast.Name) and node.id not in WHERE_NAMES:
-            raise ValueError(f"'{expr}': unknown name '{node.id}' (allowed: {', '.join(WHERE_NAMES)})")
-    return tree
-
-
-class WhereError(ValueError):
-    """A ``where`` expression that parses but cannot be evaluated on a case (one line)."""
-
-
-#: Longest string / tuple a ``where`` expression may build (repetition beyond it is refused unbuilt).
-WHERE_MAX_SEQUENCE = 10_000
-
-
-def _guarded_mult(a: Any, b: Any) -> Any:
-    """``a * b``, refusing a sequence repeated into more than WHERE_MAX_SEQUENCE items (before building it)."""
-    for seq, n in ((a, b), (b, a)):
-        if isinstance(seq, (str, tuple, list)) and isinstance(n, int) and not isinstance(n, bool):
-            if len(seq) * max(n, 0) > WHERE_MAX_SEQUENCE:
-                raise WhereError(f"repeats a sequence into {len(seq) * n} items (at most {WHERE_MAX_SEQUENCE})")
-    return operator.mul(a, b)
-
-
-def _guarded_mod(a: Any, b: Any) -> Any:
-    """``a % b`` for numbers only (``'%999999999d' % 1`` would format a gigabyte string)."""
-    if isinstance(a, (str, bytes)):
-        raise WhereError("string formatting with % is not supported")
-    return operator.mod(a, b)
-
-
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _guarded_mult, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: _guarded_mod}
-_COMPARISONS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-                ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
-                ast.NotIn: lambda a, b: a not in b}
-
-
-def eval_where(tree: ast.Expression, env: dict[str, Any]) -> bool:
-    """Evaluate a parsed ``where`` expression against a case's fields (no ``eval``).
-
-    Raises :class:`WhereError` (one line) when the expression cannot be evaluated on these fields:
-    arithmetic errors (division by zero), operations between the wrong types (``layout > 3``), a
-    sequence repeated beyond WHERE_MAX_SEQUENCE items."""
-    try:
-        return _eval_where(tree, env)
-    except WhereError:
-        raise
-    except (ArithmeticError, TypeError, ValueError, MemoryError, RecursionError) as e:
-        raise WhereError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()) from None
-
-
-def _eval_where(tree: ast.Expression, env: dict[str, Any]) -> bool:
-
-    def ev(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.Name):
-            return env[node.id]
-        if isinstance(node, (ast.Tuple, ast.List)):
-            return tuple(ev(e) for e in node.elts)
-        if isinstance(node, ast.BoolOp):
-            vals = (ev(v) for v in node.values)
-            return all(vals) if isinstance(node.op, ast.And) else any(vals)
-        if isinstance(node, ast.UnaryOp):
-            v = ev(node.operand)
-            return (not v) if isinstance(node.op, ast.Not) else -v
-        if isinstance(node, ast.BinOp):
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.Compare):
-            left = ev(node.left)
-            for op, comp in zip(node.ops, node.comparators):
-                right = ev(comp)
-                if not _COMPARISONS[type(op)](left, right):
-                    return False
-                left = right
-            return True
-        raise ValueError(f"unsupported expression node {type(node).__name__}")  # parse_where prevents this
-
-    return bool(ev(tree))
+    """Parse a ``where`` filter over the case fields (``WHERE_NAMES``; the language: ``gdnbench.where``)."""
+    return _parse_where(expr, WHERE_NAMES)
 
 
 #: Most (case, backend) pairs a config may expand to unless it sets ``max_pairs`` (or the environment
@@ -563,27 +466,13 @@ def parse_sweep(data: dict[str, Any], source: str = "<config>") -> Sweep:
     except ValidationError as e:
         raise ConfigError(format_validation_error(source, e)) from None
     sweep._raw = copy.deepcopy(data)
-    variants = [("", sweep)]
     for key in sweep.per_sm:  # surface override errors at load time, not on the GPU
-        variants.append((f"per_sm.{key} (merged): ", _merge_override(sweep._raw, key, source)))
-    for prefix, variant in variants:
-        check_where(variant, f"{source}: {prefix}")
+        _merge_override(sweep._raw, key, source)
     return sweep
 
 
-def check_where(sweep: Sweep, prefix: str) -> None:
-    """Evaluate every ``where`` filter on the sweep's cases; the first failure is a ConfigError."""
-    if not sweep.where:
-        return
-    from gdnbench.cases import expand  # cases builds on this module
-
-    filters = [parse_where(w) for w in sweep.where]
-    for case in expand(sweep.model_copy(update={"where": []})).cases:
-        env = case.where_env()
-        for i, (text, tree) in enumerate(zip(sweep.where, filters)):
-            try:
-                keep = eval_where(tree, env)
-            except WhereError as e:
-                raise ConfigError(f"{prefix}where[{i}]: '{text}' cannot be evaluated on case {case.id} ({e})") from None
-            if not keep:  # as expand does: later filters are not evaluated on a case already dropped
-                break
+def where_variants(sweep: Sweep, source: str) -> list[tuple[str, Sweep]]:
+    """The sweep and each of its ``per_sm`` merges, with the prefix an error about it starts with
+    (``gdnbench.cases.check_where`` evaluates their filters on their cases)."""
+    return [(f"{source}: ", sweep)] + [(f"{source}: per_sm.{key} (merged): ", _merge_override(sweep._raw, key, source))
+                                       for key in sweep.per_sm]

@@ -155,7 +155,7 @@ def markdown(steps: list[Step], env: dict) -> str:
              f"- GPU: {env.get('gpu_name', '?')} ({env.get('sm', '?')}), driver {env.get('driver', '?')}",
              f"- commit: {env.get('git_sha') or '? (no git here)'}{' (dirty)' if env.get('git_dirty') else ''}, "
              f"source digest {str(env.get('source_sha256', '?'))[:12]}",
-             f"- software: " + ", ".join(f"{k} {v}" for k, v in sorted(env.get("versions", {}).items()) if v),
+             "- software: " + ", ".join(f"{k} {v}" for k, v in sorted(env.get("versions", {}).items()) if v),
              f"- total: {sum(s.seconds for s in steps):.0f} s", "",
              "| step | result | seconds | summary |", "|---|---|---:|---|"]
     for s in steps:

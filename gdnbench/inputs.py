@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from gdnbench.cases import Case
+from gdnbench.vocab import DTYPE_BYTES
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPE_BYTES}  # "bfloat16" -> torch.bfloat16
 
 
 def state_shape(case: Case) -> tuple[int, int, int]:
@@ -150,11 +151,7 @@ def make_inputs(case: Case, device: str | torch.device = "cpu", set_index: int =
 
     if case.phase == "prefill":
         lead = (1, case.tokens)
-        lens = case.lens
-        cu = [0]
-        for n in lens:
-            cu.append(cu[-1] + n)
-        cu_seqlens = torch.tensor(cu, dtype=torch.int32, device=device)
+        cu_seqlens = torch.tensor(case.cu_seqlens, dtype=torch.int32, device=device)
     else:
         lead = (case.batch, case.tokens)
         cu_seqlens = None

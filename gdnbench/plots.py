@@ -42,10 +42,10 @@ COLORS = {"torch": "#7f7f7f", "flashinfer": "#1f77b4", "flashinfer_kernel": "#17
 OTHER_COLOR = "#e377c2"
 UNCONVERGED_LABEL = "hollow: not converged (sampling stopped above the target noise)"
 CPU_CAPTION = "CPU timings: indicative only"
-POOL_MARKER = {"scattered": "o", "contiguous": "s", "padded": "^"}
+POOL_MARKER = {"scattered": "o", "contiguous": "s", "padded": "^", "padded_mid": "v"}
 LAYOUT_LINE = {"k_last": "-", "v_last": "--"}
 DTYPE_LINE = {"bfloat16": "-", "float32": ":"}
-POOL_PREFERENCE = ("scattered", "contiguous", "padded")
+POOL_PREFERENCE = ("scattered", "contiguous", "padded", "padded_mid")
 
 
 def slug(text: str) -> str:

@@ -133,9 +133,7 @@ def _reference_prefill(inputs: Inputs, dtype: torch.dtype) -> Expected:
     dev = inputs.device
     hv, V = case.hv, case.head_dim_v
     lens = case.lens
-    cu = [0]
-    for n in lens:
-        cu.append(cu[-1] + n)
+    cu = case.cu_seqlens
     valid = inputs.valid_rows
     out = torch.full((case.tokens, hv, V), float("nan"), dtype=torch.float32, device=dev)
     state = torch.full((case.batch, *inputs.pool.shape[1:]), float("nan"), dtype=torch.float32, device=dev)

@@ -38,10 +38,11 @@ from gdnbench.check import run_gate
 from gdnbench.config import Sweep
 from gdnbench.env import collect_env, device_slug
 from gdnbench.inputs import Inputs, make_inputs
-from gdnbench.outpaths import OutPathError, check_out_dir, make_out_dir
+from gdnbench.outpaths import check_out_dir, make_out_dir
 from gdnbench.reference import Expected, reference
 from gdnbench.rows import Row, RowWriter
 from gdnbench.timer import TIMER_REVISION, Timing, time_cpu
+from gdnbench.vocab import GPU_TIMING_MODES
 
 #: Suffix of a check-only run's folder: never a timed sweep's, so --resume and plots can tell them apart.
 CHECK_SUFFIX = "-check"
@@ -83,7 +84,7 @@ def resolve_timing_mode(sweep: Sweep, target: Target, override: str | None) -> s
     mode = override or sweep.timing.mode
     if mode == "auto":
         return "graph" if target.device == "cuda" else "cpu"
-    if mode in ("graph", "events") and target.device != "cuda":
+    if mode in GPU_TIMING_MODES and target.device != "cuda":
         raise RunError(f"timing mode '{mode}' needs a CUDA GPU; this machine has none (use cpu or auto)")
     return mode
 

@@ -6,7 +6,7 @@ import dataclasses
 
 from conftest import tiny_case
 
-from gdnbench.cases import Case, expand, format_seq_lens, parse_seq_lens
+from gdnbench.cases import KEY_FIELDS, Case, expand, format_seq_lens, parse_seq_lens
 from gdnbench.config import parse_sweep
 
 
@@ -28,7 +28,7 @@ def test_every_key_field_changes_the_id():
     changes = dict(phase="decode", batch=4, hk=1, hv=8, head_dim_k=32, head_dim_v=16, layout="v_last",
                    state_dtype="bfloat16", dtype="float16", tokens=3, seq_lens="4", pool="padded",
                    write_back=False, intermediate=True, tree=True, seed=1)
-    assert set(changes) == set(Case.KEY_FIELDS)
+    assert set(changes) == set(KEY_FIELDS)
     ids = {dataclasses.replace(base, **{k: v}).id for k, v in changes.items()}
     assert len(ids) == len(changes) and base.id not in ids
 
@@ -94,3 +94,20 @@ def test_padded_rows_are_trailing_and_bounded():
     assert tiny_case(batch=2, pool="padded").n_padded == 1
     assert tiny_case(batch=64, pool="padded").n_padded == 8
     assert tiny_case(batch=64, pool="scattered").n_padded == 0
+
+
+def test_where_names_are_the_case_fields_and_derived_ones():
+    """config.WHERE_NAMES is derived from the axes; it must name exactly what a case's where_env holds."""
+    from gdnbench.config import WHERE_NAMES
+
+    assert set(WHERE_NAMES) == set(tiny_case().where_env())
+
+
+def test_padded_mid_rows_are_inside_the_batch():
+    for b in (3, 8, 33, 512):
+        c = tiny_case(batch=b, pool="padded_mid")
+        rows = c.padded_rows
+        assert rows and 0 not in rows and b - 1 not in rows and len(rows) == c.n_padded == max(1, b // 8)
+        assert c.n_valid == b - len(rows)
+    assert tiny_case(batch=9, pool="padded").padded_rows == (8,)
+    assert tiny_case(phase="prefill", batch=3, tokens=129, seq_lens="1+63+65").cu_seqlens == [0, 1, 64, 129]

@@ -126,9 +126,7 @@ def _build_prefill(case: Case, x: Inputs):
     dev = x.device
     hv = case.hv
     lens = case.lens
-    cu = [0]
-    for n in lens:
-        cu.append(cu[-1] + n)
+    cu = case.cu_seqlens
     valid = x.valid_rows
     out = torch.zeros(case.tokens, hv, case.head_dim_v, dtype=x.v.dtype, device=dev)
     if not valid:
