@@ -136,6 +136,7 @@ def print_matrix(console: Console) -> None:
                     cells = [cell(b, phase, layout, sd, t) for t in ts]
                     table.add_row(b.name, f"{phase} / {layout} / {sd}", *(c.text() for c in cells))
     console.print(table)
-    console.print("Pools: contiguous, scattered (random slots with guards), padded (slot -1 rows). "
+    console.print("Pools: contiguous, scattered (random slots with guards), padded (trailing slot -1 rows), "
+                  "padded_mid (slot -1 rows inside the batch). "
                   "Head dims probed (K x V): " + ", ".join(f"{k}x{v}" for k, v in HEAD_DIMS) + ". mtp extras: per-step intermediate states, parent-token "
                   "tree, verify without write-back.")
