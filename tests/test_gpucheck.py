@@ -4,6 +4,7 @@ and trace.agreement, the criterion its trace step applies."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -62,3 +63,32 @@ def test_agreement_counts_rows_of_10_us_or_more_within_5_percent():
 def test_gpu_check_needs_a_gpu():
     r = CliRunner().invoke(app, ["gpu-check"])
     assert r.exit_code == 2 and "no CUDA GPU" in r.stderr
+
+
+def test_roofline_step_compares_the_new_run_with_the_baseline(tmp_path, monkeypatch):
+    """The roofline step's verdict comes from `gdnbench compare` of the short sweep against the
+    baseline: the same rows pass, a row 20% slower fails (the sweep is replaced by a copy here)."""
+    import shutil
+
+    import gdnbench.gpucheck as gc
+    from results_fixture import make_run
+
+    base = make_run(tmp_path, "base")
+    real = gc.run_child
+
+    def fake(args, log, timeout_s):
+        if "sweep" in args:  # the short roofline sweep: a run like the baseline, flashinfer scaled
+            out = Path(args[args.index("--out") + 1])
+            shutil.copytree(make_run(tmp_path / f"src{fake.slow}", out.name, scale={"flashinfer": fake.slow}), out)
+            return 0, "ok"
+        return real(args, log, timeout_s)
+
+    monkeypatch.setattr(gc, "run_child", fake)
+    fake.slow = 1.0
+    (tmp_path / "out1").mkdir()
+    step = gc.step_roofline(tmp_path / "out1", base)
+    assert step.ok and "same" in step.summary, step.summary
+    fake.slow = 1.2
+    (tmp_path / "out2").mkdir()
+    step = gc.step_roofline(tmp_path / "out2", base)
+    assert not step.ok and "slower" in step.summary, step.summary
