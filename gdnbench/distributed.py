@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,9 @@ INSTALL_HINT = (f'--gpus / --cluster need Ray: pip install -e ".[cluster]" (or p
 FAKE_GPUS_ENV = "GDNBENCH_FAKE_GPUS"
 FAULT_ENV = "GDNBENCH_FAULT"
 FAKE_RESOURCE = "fake_gpu"
+#: How long the driver waits for any worker to answer (a pair's result, or a lost worker back) before it
+#: gives up with the rows written so far: far longer than a pair or a restart takes.
+RESTART_WAIT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -390,19 +394,36 @@ def _drive(ray, sweep: Sweep, opts: RunOptions, workers: list, infos: list[dict]
                                            f"{' then '.join(task.lost_on)}): {task.lost}")[:500]
         return row
 
+    def ping(i: int) -> None:  # a lost worker takes pairs again once Ray has restarted it
+        inflight[workers[i].describe.remote()] = (i, None)
+
     with progress_bar(total, enabled=opts.progress) as advance:
         dispatch()
-        while inflight:
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
-            i, task = inflight.pop(ref)
-            idle.add(i)
+        while any(task is not None for _, task in inflight.values()) or any(g.queue for g in groups):
+            if not inflight:  # cannot happen: every worker is busy, idle (then it took a pair) or pinged
+                raise RunError("scale-out: pairs left but no worker to run them; rerun with --resume")
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=RESTART_WAIT_S)
+            if not ready:
+                raise RunError(f"no worker answered for {RESTART_WAIT_S:.0f} s (lost and not restarted): finished "
+                               "rows are kept, rerun with --resume once the GPUs are back")
+            i, task = inflight.pop(ready[0])
+            if task is None:
+                try:
+                    ray.get(ready[0])
+                    idle.add(i)
+                    dispatch()
+                except ray.exceptions.RayError:  # still restarting
+                    time.sleep(0.2)
+                    ping(i)
+                continue
             try:
-                row, samples, fatal = ray.get(ref)
+                row, samples, fatal = ray.get(ready[0])
             except ray.exceptions.RayError as e:  # the worker died under the pair (kill -9, OOM...)
                 row, samples, fatal = None, [], one_line(e)
             if fatal:
                 if row is not None:  # its CUDA context is gone: a fresh process for the next pairs
                     ray.kill(workers[i], no_restart=False)
+                ping(i)
                 task.lost = fatal
                 task.lost_on.append(f"{infos[i]['host']}/{infos[i]['index']}")
                 if task.attempt == 0:
@@ -415,6 +436,8 @@ def _drive(ray, sweep: Sweep, opts: RunOptions, workers: list, infos: list[dict]
                 else:
                     row.reason = f"failed twice, CUDA context unusable: {row.reason}"[:500]
                 samples = []
+            else:
+                idle.add(i)
             writer.write(row, samples)
             summary.added[row.status] = summary.added.get(row.status, 0) + 1
             advance(row)
