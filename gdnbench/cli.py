@@ -103,7 +103,7 @@ def _warnings_line(caught: list) -> str | None:
 
 def _run(sweep: Sweep, out_dir: Optional[Path], resume: bool, backend: Optional[List[str]],
          case: Optional[List[str]], timing: Optional[str], check_only: bool, progress: bool,
-         results_root: Path, energy: bool = False) -> None:
+         results_root: Path, energy: bool = False, gpus: Optional[str] = None, cluster: Optional[str] = None) -> None:
     from gdnbench.runner import RunError, RunOptions, run_sweep
 
     _prepare_interpreter()
@@ -112,7 +112,12 @@ def _run(sweep: Sweep, out_dir: Optional[Path], resume: bool, backend: Optional[
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
-            summary = run_sweep(sweep, opts)
+            if gpus is not None or cluster is not None:
+                from gdnbench.distributed import ClusterSpec, run_distributed
+
+                summary = run_distributed(sweep, opts, ClusterSpec.from_options(gpus, cluster))
+            else:
+                summary = run_sweep(sweep, opts)
     except RunError as e:
         raise fail(str(e)) from None
     except ValueError as e:  # a path that cannot be written, rows.csv of another schema
@@ -155,12 +160,16 @@ def sweep(config: Optional[str] = typer.Argument(None, help="config file or ship
           energy: bool = typer.Option(False, "--energy", help="GPU: also measure energy per launch (µJ) and power "
                                       "of every timed row through NVML, over windows of >= 1 s aligned to the "
                                       "energy counter's updates (adds ~1-2 s per row)"),
+          gpus: Optional[str] = typer.Option(None, "--gpus", help="scale out over this host's GPUs with Ray: all, "
+                                             "a count, or device ids (0,2); with --cluster: all or a count"),
+          cluster: Optional[str] = typer.Option(None, "--cluster", help="run on a running Ray cluster: auto or "
+                                                "its address (ray://host:10001, host:6379)"),
           progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
     """Run a sweep: check every (case, backend) against the reference, then time it; write rows.csv."""
     if timing is not None and timing not in TIMING_MODES:
         raise fail(f"--timing: '{timing}' is not one of {', '.join(TIMING_MODES)}")
     _run(load(config or default_config()), out_dir, resume, backend, case, timing, False, progress, results_root,
-         energy)
+         energy, gpus, cluster)
 
 
 @app.command()

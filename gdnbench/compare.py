@@ -88,10 +88,12 @@ def compare_runs(base: Sequence[str | Path], new: Sequence[str | Path], threshol
     if backends:
         b_all, n_all = b_all[b_all.backend.isin(backends)], n_all[n_all.backend.isin(backends)]
     b, n = valid(b_all), valid(n_all)
-    key = ["case_id", "backend"]
-    cols = key + ["phase", "median_us", "iqr_us", "gpu_label", "backend_version", "loose"]
+    key = match_key(b_all, n_all)
+    cols = list(dict.fromkeys(key + ["phase", "median_us", "iqr_us", "gpu_label", "backend_version", "loose"]))
     b, n = b.assign(loose=unconverged(b)), n.assign(loose=unconverged(n))
     m = b[cols].merge(n[cols], on=key, suffixes=("_base", "_new"))
+    if "gpu_label" in key:
+        m["gpu_label_base"] = m["gpu_label_new"] = m.gpu_label
     m["ratio"] = m.median_us_new / m.median_us_base
     m["noise"] = (_rel_half_iqr(m.rename(columns={"iqr_us_base": "iqr_us", "median_us_base": "median_us"})) ** 2
                   + _rel_half_iqr(m.rename(columns={"iqr_us_new": "iqr_us", "median_us_new": "median_us"})) ** 2
@@ -129,6 +131,20 @@ def compare_runs(base: Sequence[str | Path], new: Sequence[str | Path], threshol
     only_new = len(n[key].merge(b[key], on=key, how="left", indicator=True).query("_merge == 'left_only'"))
     return Comparison(table=table.reset_index(drop=True), only_base=max(only_base, 0), only_new=only_new,
                       warnings=warnings, threshold=threshold)
+
+
+def match_key(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
+    """Rows match on (case id, backend), and on the GPU too where both sides ran on some GPU in common:
+    a run over several GPU models (``sweep --gpus`` on a mixed fleet) holds one row per pair and GPU, and
+    each GPU is compared with itself. Two runs with no GPU in common compare across GPUs (with a
+    warning), which is only unambiguous when each ran on one GPU model."""
+    gb, gn = set(base.gpu_label), set(new.gpu_label)
+    if gb & gn:
+        return ["case_id", "backend", "gpu_label"]
+    if len(gb) > 1 or len(gn) > 1:
+        raise ValueError(f"BASE ran on {', '.join(sorted(gb))}; NEW on {', '.join(sorted(gn))}: no GPU in common, "
+                         "and a side with several GPUs cannot be matched row by row (compare runs of one GPU each)")
+    return ["case_id", "backend"]
 
 
 def _timed(paths: Sequence[str | Path], side: str) -> pd.DataFrame:

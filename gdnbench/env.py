@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gdnbench import __version__
-from gdnbench.backends.base import current_target, package_version
+from gdnbench.backends.base import Target, current_target, package_version
 
 DISTS = ("torch", "triton", "flashinfer-python", "nvidia-cutlass-dsl", "fla-core", "nvtx", "pydantic",
          "nvidia-ml-py", "numpy", "pandas")
@@ -91,9 +91,32 @@ def gpu_info() -> dict[str, Any]:
     return info
 
 
-def device_slug() -> str:
-    """Short machine label for results directories: 'h100-sm90', 'cpu'."""
-    t = current_target()
+def gpu_uuid() -> str:
+    """The current GPU's UUID as nvidia-smi prints it ("GPU-..."); "" on a CPU or where torch has none.
+
+    A scale-out worker that stands in for a GPU in CPU tests (gdnbench.distributed) names itself through
+    ``GDNBENCH_FAKE_GPU_UUID``."""
+    fake = os.environ.get("GDNBENCH_FAKE_GPU_UUID")
+    if fake:
+        return fake
+    import torch
+
+    if not torch.cuda.is_available():
+        return ""
+    try:
+        u = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+    except (AttributeError, RuntimeError):
+        return ""
+    return u if u.startswith(("GPU-", "MIG-")) else f"GPU-{u}"
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+def device_slug(target: Target | None = None) -> str:
+    """Short machine label for results directories: 'h100-sm90', 'cpu' (of ``target``, default this one)."""
+    t = target or current_target()
     if t.device != "cuda":
         return "cpu"
     m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", t.name.upper())
@@ -101,25 +124,32 @@ def device_slug() -> str:
     return f"{name}-sm{t.sm}"
 
 
-def collect_env() -> dict[str, Any]:
-    """Everything worth knowing to reproduce or compare a run."""
-    t = current_target()
+def collect_env(gpu: bool = True) -> dict[str, Any]:
+    """Everything worth knowing to reproduce or compare a run (``gpu=False``: not this process's GPU, which
+    a scale-out driver leaves to its workers, never creating a CUDA context beside them)."""
+    if not gpu:
+        t = Target("cpu", None, "cpu")
+    else:
+        t = current_target()
     env: dict[str, Any] = {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "gdnbench": __version__,
         **git_info(),
         "source_sha256": source_digest(),
-        "host": socket.gethostname(),
+        "host": host_name(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "device": t.device,
-        "device_slug": device_slug(),
+        "device_slug": device_slug(t),
         "versions": {d: package_version(d) for d in DISTS},
         "env_vars": {k: v for k, v in os.environ.items()
                      if k.startswith(("TRITON_", "FLA_", "FLASHINFER_", "CUTE_DSL_", "CUDA_"))},
         "argv": sys.argv,
     }
-    env.update(gpu_info())
+    if gpu:
+        env.update(gpu_info())
+    if env.get("gpu_name"):
+        env["gpu_uuid"] = gpu_uuid()
     return env

@@ -3,7 +3,9 @@
 Columns are the fields of :class:`Row`, in order; units are in the names (``_us``, ``_ms``,
 ``_gbps``...). Every row carries ``schema_version``. Rows are appended and flushed one at a time, so
 a crash or Ctrl-C loses no finished row, and ``--resume`` skips the (case_id, backend) pairs already
-in the file. Raw timing samples go to a sidecar, ``samples.csv`` (case_id, backend, sample, time_us).
+in the file. Raw timing samples go to a sidecar, ``samples.csv`` (case_id, backend, sample, time_us,
+gpu_uuid). Only one process writes a run's files: the sweep's driver (also under ``--gpus`` /
+``--cluster``, where workers send their rows back to it).
 """
 
 from __future__ import annotations
@@ -96,10 +98,14 @@ class Row:
     energy_uj_err: float | None = None  # its uncertainty (µJ): counter resolution and update-edge timing
     power_w: float | None = None        # average board power over the window (W)
     energy_window_s: float | None = None  # the window: from one counter update to a later one (s)
+    # where exactly it ran (appended in the scale-out change; older version-2 files lack them): the host
+    # name, and the GPU's UUID ("GPU-..."; "" on a CPU, "fake-<n>" for a test worker standing in for one)
+    host: str = ""
+    gpu_uuid: str = ""
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))
-SAMPLE_COLUMNS = ("case_id", "backend", "sample", "time_us")
+SAMPLE_COLUMNS = ("case_id", "backend", "sample", "time_us", "gpu_uuid")
 
 
 def _cell(v: object) -> object:
@@ -126,20 +132,37 @@ class RowWriter:
         else:
             with self.path.open("w", newline="") as f:
                 csv.writer(f, lineterminator="\n").writerow(COLUMNS)
-        if not self.samples_path.exists():
+        if self.samples_path.exists() and self.samples_path.stat().st_size > 0:
+            with self.samples_path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            if tuple(header) != SAMPLE_COLUMNS:
+                raise ValueError(f"{self.samples_path}: written with another schema; cannot append (start a new run)")
+        else:
             with self.samples_path.open("w", newline="") as f:
                 csv.writer(f, lineterminator="\n").writerow(SAMPLE_COLUMNS)
 
     def done(self) -> set[tuple[str, str]]:
         """(case_id, backend) pairs already written (for --resume)."""
-        with self.path.open(newline="") as f:
-            return {(r["case_id"], r["backend"]) for r in csv.DictReader(f) if r.get("status") in STATUSES}
+        return {(k[0], k[1]) for k in self.done_on()}
 
-    def prune_samples(self, keep: set[tuple[str, str]]) -> None:
-        """Drop samples of rows that never got written (a run killed between the two writes)."""
+    def done_on(self) -> set[tuple[str, str, str, str]]:
+        """(case_id, backend, gpu, sm) of the rows already written: a run over several GPU models runs
+        every pair once per model (gdnbench.distributed), so its --resume keys on the model too."""
+        with self.path.open(newline="") as f:
+            return {(r["case_id"], r["backend"], r.get("gpu") or "", r.get("sm") or "")
+                    for r in csv.DictReader(f) if r.get("status") in STATUSES}
+
+    def prune_samples(self, keep: set[tuple[str, str]] | None = None) -> None:
+        """Drop samples of rows that never got written (a run killed between the two writes): a sample
+        is kept when a written row has its case, backend and GPU UUID (``keep``: (case_id, backend)
+        pairs, whichever GPU, for callers that know no more)."""
+        with self.path.open(newline="") as f:
+            written = {(r["case_id"], r["backend"], r.get("gpu_uuid") or "")
+                       for r in csv.DictReader(f) if r.get("status") in STATUSES}
         with self.samples_path.open(newline="") as f:
             rows = [r for r in csv.reader(f)][1:]
-        kept = [r for r in rows if (r[0], r[1]) in keep]
+        kept = [r for r in rows if (r[0], r[1], r[4] if len(r) > 4 else "") in written
+                and (keep is None or (r[0], r[1]) in keep)]
         if len(kept) != len(rows):
             with self.samples_path.open("w", newline="") as f:
                 w = csv.writer(f, lineterminator="\n")
@@ -151,7 +174,7 @@ class RowWriter:
             with self.samples_path.open("a", newline="") as f:
                 w = csv.writer(f, lineterminator="\n")
                 for i, t in enumerate(samples_us):
-                    w.writerow((row.case_id, row.backend, i, f"{t:.6g}"))
+                    w.writerow((row.case_id, row.backend, i, f"{t:.6g}", row.gpu_uuid))
                 f.flush()
         with self.path.open("a", newline="") as f:
             csv.writer(f, lineterminator="\n").writerow([_cell(getattr(row, c)) for c in COLUMNS])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import gc
 import json
 import os
@@ -36,7 +37,7 @@ from gdnbench.backends.base import Backend, Target, current_target, triton_inter
 from gdnbench.cases import Case, expand
 from gdnbench.check import run_gate
 from gdnbench.config import Sweep
-from gdnbench.env import collect_env, device_slug
+from gdnbench.env import collect_env, device_slug, gpu_uuid, host_name
 from gdnbench.inputs import Inputs, make_inputs
 from gdnbench.outpaths import check_out_dir, make_out_dir
 from gdnbench.reference import Expected, reference
@@ -89,8 +90,8 @@ def resolve_timing_mode(sweep: Sweep, target: Target, override: str | None) -> s
     return mode
 
 
-def new_results_dir(sweep: Sweep, root: Path, suffix: str = "") -> Path:
-    stem = f"{_dt.date.today().isoformat()}_{device_slug()}_{sweep.name or 'sweep'}{suffix}"
+def new_results_dir(sweep: Sweep, root: Path, suffix: str = "", slug: str | None = None) -> Path:
+    stem = f"{_dt.date.today().isoformat()}_{slug or device_slug()}_{sweep.name or 'sweep'}{suffix}"
     path, n = root / stem, 2
     while path.exists():
         path, n = root / f"{stem}_{n}", n + 1
@@ -107,11 +108,11 @@ def is_check_only(directory: Path) -> bool:
     return re.search(rf"{re.escape(CHECK_SUFFIX)}(_\d+)?$", Path(directory).name) is not None
 
 
-def latest_results_dir(sweep: Sweep, root: Path, check_only: bool = False) -> Path | None:
+def latest_results_dir(sweep: Sweep, root: Path, check_only: bool = False, slug: str | None = None) -> Path | None:
     """Most recent results dir of this config on this kind of device (for --resume without --out):
     a timed sweep's for ``sweep --resume``, a check-only run's for ``check --resume``, never the other."""
     suffix = CHECK_SUFFIX if check_only else ""
-    pattern = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}_{re.escape(device_slug())}_{re.escape(sweep.name or 'sweep')}"
+    pattern = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}_{re.escape(slug or device_slug())}_{re.escape(sweep.name or 'sweep')}"
                          rf"{re.escape(suffix)}(_\d+)?")
     found = sorted((p for p in root.glob("*") if pattern.fullmatch(p.name) and (p / "rows.csv").exists()
                     and is_check_only(p) == check_only), key=lambda p: p.stat().st_mtime)
@@ -129,10 +130,17 @@ def interpreted(backend: Backend, target: Target) -> bool:
     return backend.triton and target.device != "cuda" and triton_interpreted()
 
 
+@functools.lru_cache(maxsize=1)
+def _where() -> tuple[str, str]:
+    """(host, GPU UUID) of this process: one process runs on one GPU (a scale-out worker pins one)."""
+    return host_name(), gpu_uuid()
+
+
 def case_row(run_id: str, case: Case, backend: Backend, target: Target) -> Row:
+    host, uuid = _where()
     row = Row(run_id=run_id, backend=backend.name, backend_version=backend.version,
               device=device_slug(), gpu=target.name if target.device == "cuda" else "",
-              sm=f"sm{target.sm}" if target.sm else "")
+              sm=f"sm{target.sm}" if target.sm else "", host=host, gpu_uuid=uuid)
     for k, v in case.as_row().items():
         setattr(row, k, v)
     row.bytes, row.flops = case.bytes_moved(), case.flops()
@@ -271,6 +279,36 @@ def time_row(row: Row, case: Case, backend: Backend, measure: Measure, peak_gbps
     return t.samples_us
 
 
+def timed_here(passed: bool, backend: Backend, target: Target, measure: Measure | None) -> bool:
+    """Whether a gated row goes on to timing: it passed, the run times, and its launches are not the
+    Triton interpreter's (a CPU)."""
+    return passed and measure is not None and not interpreted(backend, target)
+
+
+def mark_untimed(row: Row, passed: bool, measure: Measure | None) -> None:
+    """A row that passed the gate but is not timed: ok, with the reason it has no latency."""
+    if passed:
+        row.status = "ok"
+        row.reason = CHECK_ONLY_NOTE if measure is None else INTERPRETER_NOTE
+
+
+def run_pair(case: Case, backend: Backend, run_id: str, target: Target, measure: Measure | None,
+             peak_gbps: float | None, energy: object | None = None) -> tuple[Row, list[float]]:
+    """One (case, backend) from start to end on this process's device: gate, then (if it passed and the
+    run times) timing and the energy pass. The unit of work of a scale-out sweep (gdnbench.distributed);
+    a local sweep runs the same steps, gating every pair before timing any. Raises RunError when the
+    CUDA context is unusable afterwards."""
+    [(row, passed)] = list(gate_rows([case], [backend], run_id, target, set()))  # frees the inputs after
+    if not timed_here(passed, backend, target, measure):
+        mark_untimed(row, passed, measure)
+        return row, []
+    assert measure is not None
+    samples = time_row(row, case, backend, measure, peak_gbps)
+    if energy is not None and row.status == "ok":
+        energy.fill(row, case, backend)  # type: ignore[attr-defined]
+    return row, samples
+
+
 def _clear_timing(row: Row) -> None:
     for name in ("median_us", "iqr_us", "p10_us", "p90_us", "min_us", "mean_us", "cv", "rel_noise", "n_samples",
                  "launches_per_sample", "input_sets", "converged", "gbps", "pct_peak_bw", "tflops"):
@@ -287,10 +325,8 @@ def _empty_selection(sweep: Sweep, ex_cases: list[Case], opts: RunOptions, targe
             "combination of its axes (`gdnbench plan` shows what is dropped)")
 
 
-def prepare_run(sweep: Sweep, opts: RunOptions) -> tuple[Sweep, Target, list[Case], list[Backend], Path]:
-    """Everything a run needs, checked before anything is written: the cases (none selected is an
-    error), the backends, and a results folder that can be written (RunError / OutPathError)."""
-    target = current_target()
+def select_pairs(sweep: Sweep, opts: RunOptions, target: Target) -> tuple[Sweep, list[Case], list[Backend]]:
+    """The sweep resolved for ``target``'s SM generation, its selected cases (none is an error) and backends."""
     sweep = sweep.for_sm(target.sm)
     all_cases = expand(sweep).cases
     cases = select_cases(all_cases, opts.case_ids)
@@ -302,14 +338,20 @@ def prepare_run(sweep: Sweep, opts: RunOptions) -> tuple[Sweep, Target, list[Cas
         if unknown:
             raise RunError(f"backend(s) {', '.join(unknown)} not in this sweep ({', '.join(sweep.backends)})")
         names = [b for b in sweep.backends if b in opts.backends]
-    backends = [get_backend(n) for n in names]
+    return sweep, cases, [get_backend(n) for n in names]
+
+
+def run_directory(sweep: Sweep, opts: RunOptions, slug: str | None = None) -> Path:
+    """The results folder of this run (a new one, or the one --resume finishes), checked writable and
+    created; ``slug`` names the device(s) (default: this machine's)."""
+    slug = slug or device_slug()
     option = "--out" if opts.out_dir else "--results-root"
     kind = "check-only run" if opts.check_only else "timed sweep"
     check_out_dir(opts.out_dir if opts.out_dir is not None else opts.results_root, option)
     if opts.resume:
-        directory = opts.out_dir or latest_results_dir(sweep, opts.results_root, opts.check_only)
+        directory = opts.out_dir or latest_results_dir(sweep, opts.results_root, opts.check_only, slug)
         if directory is None or not (directory / "rows.csv").exists():
-            raise RunError(f"--resume: no earlier {kind} of '{sweep.name}' on {device_slug()} under "
+            raise RunError(f"--resume: no earlier {kind} of '{sweep.name}' on {slug} under "
                            f"{opts.results_root}/ (give --out DIR)")
         if is_check_only(directory) != opts.check_only:
             other = "gdnbench check --resume" if not opts.check_only else "gdnbench sweep --resume"
@@ -317,17 +359,27 @@ def prepare_run(sweep: Sweep, opts: RunOptions) -> tuple[Sweep, Target, list[Cas
                            f"not a {kind}; finish it with {other}, or give another --out")
     else:
         suffix = CHECK_SUFFIX if opts.check_only else ""
-        directory = opts.out_dir or new_results_dir(sweep, opts.results_root, suffix=suffix)
+        directory = opts.out_dir or new_results_dir(sweep, opts.results_root, suffix=suffix, slug=slug)
         if (directory / "rows.csv").exists():
             raise RunError(f"{directory} already holds rows.csv: use --resume to finish it or another --out")
     make_out_dir(directory, option)
-    return sweep, target, cases, backends, directory
+    return directory
 
 
-def write_provenance(directory: Path, sweep: Sweep, extra: dict | None = None) -> dict:
+def prepare_run(sweep: Sweep, opts: RunOptions) -> tuple[Sweep, Target, list[Case], list[Backend], Path]:
+    """Everything a run needs, checked before anything is written: the cases (none selected is an
+    error), the backends, and a results folder that can be written (RunError / OutPathError)."""
+    target = current_target()
+    sweep, cases, backends = select_pairs(sweep, opts, target)
+    return sweep, target, cases, backends, run_directory(sweep, opts)
+
+
+def write_provenance(directory: Path, sweep: Sweep, extra: dict | None = None, local_gpu: bool = True) -> dict:
+    """env.json and config.yaml; ``local_gpu=False`` (a scale-out driver) leaves this process's GPU out:
+    the workers' GPUs are in ``extra``."""
     directory.mkdir(parents=True, exist_ok=True)
     env_path = directory / "env.json"
-    env = collect_env()
+    env = collect_env(gpu=local_gpu)
     if extra:
         env.update(extra)
     if env_path.exists():  # a resumed run keeps the original provenance and notes each resume
@@ -362,7 +414,7 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
     writer = RowWriter(directory)
     done = writer.done() if opts.resume else set()
     if opts.resume:
-        writer.prune_samples(done)
+        writer.prune_samples()
     extra: dict = {"config_name": sweep.name, "timing_mode": mode, "check_only": opts.check_only,
                    "timer_revision": TIMER_REVISION}
     peak = None
@@ -399,12 +451,10 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
     with progress_bar(total, enabled=opts.progress) as advance:
         for row, passed in gate_rows(cases, backends, directory.name, target, done):
             backend = by_name[row.backend]
-            if passed and measure is not None and not interpreted(backend, target):
+            if timed_here(passed, backend, target, measure):
                 gated.append((row, by_id[row.case_id], backend))
             else:
-                if passed:
-                    row.status = "ok"
-                    row.reason = CHECK_ONLY_NOTE if measure is None else INTERPRETER_NOTE
+                mark_untimed(row, passed, measure)
                 emit(row, [], advance)
         if gated and measure is not None:
             with ProfilerRange(target):  # exactly the measured work, for nsys --capture-range=cudaProfilerApi

@@ -9,7 +9,8 @@ from pathlib import Path
 from gdnbench.cases import Case
 from gdnbench.rows import Row, RowWriter
 
-GPUS = {"h100": ("NVIDIA H100 80GB HBM3", "sm90", 1.0), "b200": ("NVIDIA B200", "sm100", 0.6)}
+GPUS = {"h100": ("NVIDIA H100 80GB HBM3", "sm90", 1.0), "b200": ("NVIDIA B200", "sm100", 0.6),
+        "a100": ("NVIDIA A100-SXM4-80GB", "sm80", 1.5)}
 SPEED = {"torch": 20.0, "flashinfer": 1.0, "fla": 1.6, "fla_kernel": 1.1}
 
 
@@ -64,4 +65,23 @@ def make_run(root: Path, name: str, gpu: str = "h100", scale: dict | None = None
     return d
 
 
-__all__ = ["make_run", "cases", "case", "dataclasses"]
+def make_mixed_run(root: Path, name: str, gpus: tuple[str, ...] = ("h100", "b200"), **kw) -> Path:
+    """One results directory holding the rows of several GPU models (a scale-out sweep over a mixed
+    fleet: every pair once per model), made of one ``make_run`` per GPU; ``kw`` per GPU model:
+    ``scale_<gpu>`` for that model's ``scale``."""
+    import shutil
+
+    d = root / name
+    d.mkdir(parents=True)
+    lines: list[str] = []
+    for gpu in gpus:
+        part = make_run(root / f".{name}-parts", gpu, gpu, scale=kw.get(f"scale_{gpu}"))
+        text = (part / "rows.csv").read_text().splitlines()
+        lines += text if not lines else text[1:]
+        shutil.copy(part / "env.json", d / "env.json")
+    (d / "rows.csv").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(root / f".{name}-parts")
+    return d
+
+
+__all__ = ["make_run", "make_mixed_run", "cases", "case", "dataclasses"]

@@ -70,3 +70,25 @@ def test_unconverged_rows_marked(tmp_path):
     row = next(line for line in text.splitlines() if f"| {bad.id} |" in line and "| flashinfer |" in line)
     assert "†" in row and "† not converged" in text
     assert sum("†" in line for line in text.splitlines() if line.startswith("| ")) == 1
+
+
+def test_mixed_gpu_run_compares_each_gpu_with_itself(tmp_path):
+    # A scale-out run over H100s and B200s holds every pair once per GPU model: compare matches rows by
+    # GPU too, so a B200 regression shows on B200 rows only and H100 rows compare with H100 rows.
+    from results_fixture import make_mixed_run
+
+    base = make_mixed_run(tmp_path, "base")
+    new = make_mixed_run(tmp_path, "new", scale_b200={"flashinfer": 1.10})
+    c = compare_runs([base], [new])
+    slow = c.table[c.table.verdict == "slower"]
+    assert len(slow) and set(slow.gpu_label_new) == {"NVIDIA B200 (sm100)"} and set(slow.backend) == {"flashinfer"}
+    assert set(c.table[c.table.verdict == "same"].gpu_label_base) == {"NVIDIA B200 (sm100)", "NVIDIA H100 80GB HBM3 (sm90)"}
+    assert not c.warnings or not any("different GPUs" in w for w in c.warnings)
+    # against a one-GPU run: only the GPU in common is matched, the other GPU's rows are "only in new"
+    h100 = make_run(tmp_path, "h100-only", "h100")
+    one = compare_runs([h100], [base])
+    assert set(one.table.gpu_label_base) == {"NVIDIA H100 80GB HBM3 (sm90)"} and one.only_new > 0
+    assert invoke("compare", h100, base).exit_code == 0
+    # no GPU in common and several GPUs on one side: refused in one line (exit 2)
+    r = invoke("compare", make_run(tmp_path, "a100-only", "a100"), base)
+    assert r.exit_code == 2 and "no GPU in common" in r.stderr

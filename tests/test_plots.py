@@ -121,3 +121,17 @@ def test_runs_of_other_timer_revisions_not_mixed(tmp_path):
     svg = (tmp_path / "plots" / "decode_qwen3-next-80b-tp1_latency.svg").read_text()
     assert old.name not in svg and "2026-02-01_h100_roofline" in svg
     assert any(n.startswith(old.name) for n in notes)
+
+
+def test_mixed_gpu_run_splits_by_gpu(tmp_path):
+    # One scale-out run whose rows came from two GPU models: each GPU is its own column and summary section.
+    from results_fixture import make_mixed_run
+
+    run = make_mixed_run(tmp_path / "runs", "fleet")
+    df = load_results([run])
+    assert set(df.gpu_label) == {"NVIDIA H100 80GB HBM3 (sm90)", "NVIDIA B200 (sm100)"} and set(df.results_dir) == {"fleet"}
+    plot_results([run], tmp_path / "plots")
+    svg = (tmp_path / "plots" / "decode_qwen3-next-80b-tp1_latency.svg").read_text()
+    assert "NVIDIA H100 80GB HBM3 (sm90)" in svg and "NVIDIA B200 (sm100)" in svg
+    summary = (tmp_path / "plots" / "summary.md").read_text()
+    assert "## NVIDIA H100 80GB HBM3 (sm90)" in summary and "## NVIDIA B200 (sm100)" in summary

@@ -14,14 +14,15 @@ GOLDEN_HEADER = (
     "check,max_abs_err,max_rel_err,rms_rel_err,state_rms_rel_err,check_margin,kernels,sanitizer,timing_mode,"
     "first_call_ms,median_us,iqr_us,p10_us,p90_us,min_us,mean_us,cv,rel_noise,n_samples,launches_per_sample,input_sets,converged,bytes,flops,gbps,pct_peak_bw,tflops,"
     "device,gpu,sm,sm_clock_mhz,temp_c,throttled,throttle_reasons,"
-    "energy_uj,energy_uj_err,power_w,energy_window_s"
+    "energy_uj,energy_uj_err,power_w,energy_window_s,host,gpu_uuid"
 )
 
 
 def test_golden_header():
     # Changing the columns means bumping SCHEMA_VERSION (plots, compare and notebooks read them);
     # version 2 added the gate's state error, margin and kernels and the energy columns (version 1
-    # runs still load).
+    # runs still load); host and gpu_uuid were appended (scale-out: where each row ran), which loaders
+    # of older version-2 files read as empty.
     assert ",".join(COLUMNS) == GOLDEN_HEADER and SCHEMA_VERSION == 2
 
 
@@ -34,8 +35,8 @@ def test_write_read_roundtrip(tmp_path):
     assert rows[0]["median_us"] == "12.3457" and rows[1]["median_us"] == ""
     assert rows[1]["reason"] == "needs a GPU, this is cpu"  # commas survive quoting
     with (tmp_path / "samples.csv").open() as f:
-        assert list(csv.reader(f)) == [["case_id", "backend", "sample", "time_us"], ["c1", "torch", "0", "1"],
-                                       ["c1", "torch", "1", "2.5"]]
+        assert list(csv.reader(f)) == [["case_id", "backend", "sample", "time_us", "gpu_uuid"],
+                                       ["c1", "torch", "0", "1", ""], ["c1", "torch", "1", "2.5", ""]]
     assert RowWriter(tmp_path).done() == {("c1", "torch"), ("c2", "torch")}
 
 
@@ -49,9 +50,19 @@ def test_prune_orphan_samples(tmp_path):
     w = RowWriter(tmp_path)
     w.write(Row(case_id="c1", backend="torch", status="ok"), [1.0])
     with (tmp_path / "samples.csv").open("a") as f:
-        f.write("c9,torch,0,5\n")  # samples whose row was never written (killed in between)
+        f.write("c9,torch,0,5,\n")  # samples whose row was never written (killed in between)
+        f.write("c1,torch,0,7,GPU-other\n")  # the same pair's samples from another GPU whose row is missing
     w.prune_samples(w.done())
-    assert "c9" not in (tmp_path / "samples.csv").read_text()
+    text = (tmp_path / "samples.csv").read_text()
+    assert "c9" not in text and "GPU-other" not in text and "c1,torch,0,1," in text
+
+
+def test_done_on_keys_by_gpu_model(tmp_path):
+    w = RowWriter(tmp_path)
+    w.write(Row(case_id="c", backend="b", status="ok", gpu="H100", sm="sm90"))
+    w.write(Row(case_id="c", backend="b", status="ok", gpu="A100", sm="sm80"))
+    assert w.done() == {("c", "b")}
+    assert w.done_on() == {("c", "b", "H100", "sm90"), ("c", "b", "A100", "sm80")}
 
 
 def test_row_from_csv_restores_types(tmp_path):
