@@ -96,6 +96,9 @@ class Row:
     energy_uj_err: float | None = None  # its uncertainty (µJ): counter resolution and update-edge timing
     power_w: float | None = None        # average board power over the window (W)
     energy_window_s: float | None = None  # the window: from one counter update to a later one (s)
+    # gdnbench's own kernels (Backend.tile_info): the tile the case ran with and where it came from
+    tile: str = ""              # e.g. "gluon_rows bv=4 warps=1 cache=2"; "" for other backends
+    tile_source: str = ""       # tuned (a table of this GPU) | other-gpu | heuristic (gdnbench.backends.tables)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))
