@@ -55,19 +55,19 @@ def test_gpu_detected_with_nvidia_smi(tmp_path):
 
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git")
 def test_plots_draws_committed_runs_only(tmp_path):
+    """make plots draws the curated baselines git tracks, results/<device>/<config>/ of a plotted config;
+    not an untracked baseline, a local run (results/<date>_<device>_<config>/) or a tuner's folder."""
     repo = tmp_path / "repo"
     repo.mkdir()
     for f in ("Makefile", "pyproject.toml"):
         shutil.copy(REPO / f, repo / f)
-    for run in ("2026-01-01_h100-sm90_decode", "2026-01-02_h100-sm90_old", "2026-12-01_cpu_smoke-cpu"):
+    for run in ("h100-sm90/decode", "h100-sm90/mtp", "h100-sm90/triton-tune", "2026-12-01_cpu_smoke-cpu"):
         (repo / "results" / run).mkdir(parents=True)
         (repo / "results" / run / "rows.csv").write_text("schema_version\n")
-    (repo / "results" / "2026-01-02_h100-sm90_old" / "EXCLUDED_FROM_PLOTS").write_text("superseded\n")
     git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "Makefile", "results/2026-01-01_h100-sm90_decode", "results/2026-01-02_h100-sm90_old"],
-                   check=True)
+    subprocess.run([*git, "add", "Makefile", "results/h100-sm90/decode", "results/h100-sm90/triton-tune"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "runs"], check=True)
     (line,) = [x for x in dry("plots", "GPU=0", f"VENV={tmp_path / 'v'}", cwd=repo).splitlines() if "gdnbench plot" in x]
-    assert "gdnbench plot" in line and "results/2026-01-01_h100-sm90_decode" in line
-    assert "_old" not in line and "smoke-cpu" not in line   # excluded, and untracked local runs
+    assert "gdnbench plot" in line and "results/h100-sm90/decode" in line
+    assert "mtp" not in line and "smoke-cpu" not in line and "triton-tune" not in line
