@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from conftest import tiny_case, tiny_sweep
+from conftest import HAS_CUDA, tiny_case, tiny_sweep
 from test_tile_tables import GPU, QWEN, entry, tables  # noqa: F401 -- the fixture
 from typer.testing import CliRunner
 
@@ -112,7 +112,8 @@ def test_tune_refuses_what_it_cannot_tune(tmp_path):
     (["tune", "smoke-cpu", "--backend", "fla"], "--backend: 'fla' is not one of triton, cute"),
     (["tune", "smoke-cpu", "-b", "triton", "--budget", "0"], "--budget: minutes must be > 0"),
     (["tune", "nosuchconfig", "-b", "cute"], "nosuchconfig: no such config file"),
-    (["tune", "smoke-cpu", "-b", "triton"], "CUDA GPU"),
+    pytest.param(["tune", "smoke-cpu", "-b", "triton"], "CUDA GPU",
+                 marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has a GPU")),
 ])
 def test_tune_cli_bad_input(args, needle, monkeypatch, tmp_path):
     monkeypatch.setenv("GDNBENCH_CACHE", str(tmp_path))
@@ -120,3 +121,24 @@ def test_tune_cli_bad_input(args, needle, monkeypatch, tmp_path):
     assert r.exit_code == 2, r.output
     assert r.stderr.count("\n") == 1 and needle in r.stderr and not r.stdout, r.output
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+def test_tune_session_on_the_gpu(monkeypatch, tmp_path):
+    """End to end on this GPU with two candidates: real gate and graph timer, a per-user table that the
+    lookup then takes (``tuned``) for the case."""
+    from gdnbench.backends.base import current_target
+    from gdnbench.tune.triton import SPEC
+
+    monkeypatch.setenv("GDNBENCH_CACHE", str(tmp_path))
+    monkeypatch.delenv("GDNBENCH_NO_TILE_TABLES", raising=False)
+    case = tiny_case(batch=8, **QWEN)
+    opts = session.TuneOptions(backend="triton", progress=False)
+    try:
+        s = session.tune_session([case], "gpu-test", common.TIMING, "graph", SPEC, opts, current_target(),
+                                 log=lambda line: None, candidates_of=lambda c: [Tile(16, 1), Tile(32, 2)])
+        assert (s.classes_done, s.left, s.measured) == (1, 0, 2) and s.table.parent == tmp_path / "tables" / "triton"
+        assert tt.select(case)[1] == "tuned" and tt.select(case)[0] in (Tile(16, 1), Tile(32, 2))
+    finally:
+        tt.tuned_table.cache_clear()
