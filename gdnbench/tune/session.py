@@ -187,6 +187,9 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
                     pending = [n for n in candidates[c.id] if n not in state.results.get(c.id, {})]
                     if not pending or stopped:
                         continue
+                    if over_budget():
+                        stopped = True
+                        continue
                     x = make_inputs(c, device)
                     e = reference(x)
                     for tile in pending:
