@@ -102,15 +102,18 @@ gpu-roofline:
 gpu-trace:
 	$(HOST_PY) -m gdnbench trace $(or $(CONFIG),trace-decode) $(if $(OUT),--out $(OUT)) $(ARGS)
 
-# re-tune the triton tile table of this GPU (gdnbench/backends/triton/tables/), then its GPU gate tests;
-# ARGS="--only mtp --batches 16,64 --family chunk" narrows it (python3 -m gdnbench.tune.triton --help)
+# re-tune the shipped triton tile table of this GPU (gdnbench/backends/triton/tables/) over the roofline
+# configs' cases (CONFIG=decode for another), then its GPU gate tests; resumable: rerun to go on;
+# ARGS="--budget 60" bounds each config's session (docs/tuning.md)
+TUNE_CONFIGS ?= roofline-decode roofline-mtp
 gpu-tune:
-	$(HOST_PY) -m gdnbench.tune.triton --out $(or $(OUT),results/$(DAY)_triton-tune) $(ARGS)
+	@for c in $(or $(CONFIG),$(TUNE_CONFIGS)); do \
+		$(HOST_PY) -m gdnbench tune $$c --backend triton --ship --no-progress $(ARGS) || exit $$?; done
 	$(HOST_PY) -m pytest -q -m gpu -p no:cacheprovider tests/test_triton_gdn.py tests/test_gpu_backends.py -k triton
 
-# the same for the cute kernel (gdnbench/backends/cute/tables/)
+# the same for the cute kernel (gdnbench/backends/cute/tables/), over roofline-decode
 gpu-tune-cute:
-	$(HOST_PY) -m gdnbench.tune.cute --out $(or $(OUT),results/$(DAY)_cute-tune) $(ARGS)
+	$(HOST_PY) -m gdnbench tune $(or $(CONFIG),roofline-decode) --backend cute --ship --no-progress $(ARGS)
 	$(HOST_PY) -m pytest -q -m gpu -p no:cacheprovider tests/test_cute.py tests/test_gpu_backends.py -k cute
 
 # the gate of gdnbench's own kernels on gpu-smoke, each row again under compute-sanitizer memcheck

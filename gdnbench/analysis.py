@@ -75,7 +75,8 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
     frames = []
     for p in _paths(paths):
         df = pd.read_csv(p, dtype={"seq_lens": str, "model": str, "reason": str, "sanitizer": str,
-                                   "kernels": str, "throttle_reasons": str, "sm": str, "gpu": str})
+                                   "kernels": str, "throttle_reasons": str, "sm": str, "gpu": str, "tile": str,
+                                   "tile_source": str})
         versions = set(df.get("schema_version", pd.Series([SCHEMA_VERSION])).dropna().astype(int))
         if versions - set(READABLE_SCHEMAS):
             raise ValueError(f"{p}: schema_version {sorted(versions)}; this gdnbench reads "
@@ -91,7 +92,7 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = np.nan
     for col in ("seq_lens", "model", "reason", "sanitizer", "throttle_reasons", "sm", "gpu", "kernel",
-                "kernels", "backend_version", "timing_mode", "check", "padding"):
+                "kernels", "backend_version", "timing_mode", "check", "padding", "tile", "tile_source"):
         df[col] = df[col].fillna("").astype(str)
     for col in INT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")

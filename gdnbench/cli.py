@@ -388,6 +388,46 @@ def trace(config: str = typer.Argument(..., help="config file or shipped name (e
         out.print(files["report"].read_text(), markup=False)
 
 
+@app.command()
+def tune(config: Optional[str] = typer.Argument(None, help="config whose cases are tuned (default: decode)"),
+         backend: Optional[str] = typer.Option(None, "--backend", "-b", help="triton | cute"),
+         ship: bool = typer.Option(False, "--ship", help="write the table gdnbench ships "
+                                   "(gdnbench/backends/<backend>/tables/) instead of the per-user one"),
+         budget: Optional[float] = typer.Option(None, "--budget", help="stop after this many minutes, keeping "
+                                                "what is measured (rerun to go on)"),
+         case: Optional[List[str]] = CaseOpt,
+         fresh: bool = typer.Option(False, "--fresh", help="discard the measurements of an earlier run"),
+         progress: bool = ProgressOpt) -> None:
+    """Tune a backend's tiles for this GPU over a config's cases: gate and time every candidate tile, keep
+    the fastest per case class, write this GPU's table (per-user under $GDNBENCH_CACHE, or --ship)."""
+    from gdnbench.tune.session import BACKENDS, TuneError, TuneOptions, run_tune
+
+    if backend not in BACKENDS:
+        raise fail(f"--backend: {'give one' if backend is None else repr(backend) + ' is not one'} of "
+                   f"{', '.join(BACKENDS)}")
+    if budget is not None and not budget > 0:
+        raise fail(f"--budget: minutes must be > 0, got {budget:g}")
+    swp = load(config or "decode")
+    opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, progress=progress)
+    try:
+        s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False))
+    except TuneError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: the measured candidates are kept; rerun the same command to go on")
+        raise typer.Exit(130) from None
+    for note in s.notes:
+        out.print(f"note: {note}", markup=False)
+    out.print(f"{s.classes_done} of {s.classes_total} case classes tuned; {s.measured} candidates measured now, "
+              f"{s.left} left")
+    if s.stopped:
+        out.print(f"budget spent: {s.left} candidates left over {s.classes_total - s.classes_done} case classes; "
+                  "rerun the same command to go on", markup=False)
+    out.print(f"table: {s.table} ({s.entries} entries)" if s.table else "table: not written (no class finished)",
+              markup=False)
+    out.print(f"measurements: {s.csv} (state: {s.state})", markup=False)
+
+
 @app.command("gpu-check")
 def gpu_check(out_dir: Path = typer.Option(Path("gpu-check"), "--out", "-o", help="where the summary and each "
                                            "step's output go"),

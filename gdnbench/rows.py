@@ -102,6 +102,9 @@ class Row:
     # name, and the GPU's UUID ("GPU-..."; "" on a CPU, "fake-<n>" for a test worker standing in for one)
     host: str = ""
     gpu_uuid: str = ""
+    # gdnbench's own kernels (Backend.tile_info): the tile the case ran with and where it came from
+    tile: str = ""              # e.g. "gluon_rows bv=4 warps=1 cache=2"; "" for other backends
+    tile_source: str = ""       # tuned (a table of this GPU) | other-gpu | heuristic (gdnbench.backends.tables)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))

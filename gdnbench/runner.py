@@ -146,9 +146,42 @@ def case_row(run_id: str, case: Case, backend: Backend, target: Target) -> Row:
     row.bytes, row.flops = case.bytes_moved(), case.flops()
     try:
         row.kernel, row.padding = backend.kernel(case), backend.padding(case).value
+        row.tile, row.tile_source = backend.tile_info(case) or ("", "")
     except Exception as e:  # a kernel description must never stop a run
         row.kernel = f"? ({type(e).__name__})"
     return row
+
+
+def untuned_note(sweep: Sweep, cases: list[Case], backends: list[Backend], target: Target) -> str | None:
+    """One line when an own backend (one with a ``tuner``) runs cases whose tile was not tuned on this
+    GPU: per backend how many of the cases it runs, by source, and the command that tunes it."""
+    from gdnbench.backends.tables import TUNED
+
+    parts, tuners = [], []
+    for b in backends:
+        if b.tuner is None:
+            continue
+        sources: dict[str, int] = {}
+        runs = 0
+        for c in cases:
+            try:
+                if b.supports(c, target):
+                    continue
+                info = b.tile_info(c)
+            except Exception:  # the gate reports it; the note is about tiles only
+                continue
+            runs += 1
+            if info and info[1] != TUNED:
+                sources[info[1]] = sources.get(info[1], 0) + 1
+        if sources:
+            by = ", ".join(f"{s} {n}" for s, n in sorted(sources.items()))
+            parts.append(f"{b.name} {sum(sources.values())} of {runs} cases ({by})")
+            tuners += [] if b.tuner in tuners else [b.tuner]
+    if not parts:
+        return None
+    gpu, where = (target.name, "") if target.device == "cuda" else ("no GPU here", " on a GPU")
+    commands = " and ".join(f"`gdnbench tune {sweep.name or 'CONFIG'} --backend {t}`" for t in tuners)
+    return f"tiles not tuned on this GPU ({gpu}): {'; '.join(parts)}; tune them with {commands}{where}"
 
 
 def one_line(e: BaseException) -> str:
@@ -427,6 +460,9 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
     write_provenance(directory, sweep, extra)
     measure = None if opts.check_only else measure_row(mode, sweep, target)
     summary = RunSummary(directory=directory, cases=len(cases), mode="" if opts.check_only else mode)
+    note = untuned_note(sweep, cases, backends, target)
+    if note:
+        summary.notes.append(note)
     total = sum(1 for c in cases for b in backends if (c.id, b.name) not in done)
     from gdnbench.progress import progress_bar
 

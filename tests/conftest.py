@@ -33,6 +33,25 @@ def tiny_case(**kw) -> Case:
     return Case(**base)
 
 
+TINY_SWEEP = """
+name: tiny
+phase: decode
+backends: {backends}
+axes: {{batch: {batch}, heads: [[16, 32]], head_dim_k: [128], head_dim_v: [128], state_dtype: [bfloat16],
+        pool: [scattered]}}
+timing: {{min_samples: 3, min_time_s: 0.0, max_time_s: 0.05}}
+"""
+
+
+def tiny_sweep(folder, backends: str, batch: str):
+    """A decode sweep named ``tiny``: Qwen3-Next TP1 heads, K = V = 128, bf16 state, a scattered pool."""
+    from gdnbench.config import load_sweep
+
+    path = folder / "tiny.yaml"
+    path.write_text(TINY_SWEEP.format(backends=backends, batch=batch))
+    return load_sweep(path)
+
+
 @pytest.fixture
 def write_yaml(tmp_path):
     def write(text: str, name: str = "cfg.yaml"):

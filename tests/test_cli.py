@@ -61,6 +61,12 @@ def test_default_sweep_on_cpu(tmp_path):
     env = json.loads((d / "env.json").read_text())
     assert env["device"] == "cpu" and "torch" in env["versions"] and "git_sha" in env
     assert (d / "config.yaml").exists() and (d / "samples.csv").stat().st_size > 100
+    # own kernels record their tile and its source; on a CPU no tile is tuned for this GPU: one note says so
+    own = [x for x in ok if x["backend"] == "triton"]
+    assert own and all(x["tile"] and x["tile_source"] in ("other-gpu", "heuristic") for x in own)
+    assert all(x["tile"] == x["tile_source"] == "" for x in timed)
+    notes = [line for line in r.stdout.splitlines() if "not tuned on this GPU" in line]
+    assert len(notes) == 1 and "`gdnbench tune smoke-cpu --backend triton`" in notes[0], r.stdout
 
 
 def test_check_only(tmp_path, write_yaml):

@@ -14,15 +14,15 @@ GOLDEN_HEADER = (
     "check,max_abs_err,max_rel_err,rms_rel_err,state_rms_rel_err,check_margin,kernels,sanitizer,timing_mode,"
     "first_call_ms,median_us,iqr_us,p10_us,p90_us,min_us,mean_us,cv,rel_noise,n_samples,launches_per_sample,input_sets,converged,bytes,flops,gbps,pct_peak_bw,tflops,"
     "device,gpu,sm,sm_clock_mhz,temp_c,throttled,throttle_reasons,"
-    "energy_uj,energy_uj_err,power_w,energy_window_s,host,gpu_uuid"
+    "energy_uj,energy_uj_err,power_w,energy_window_s,host,gpu_uuid,tile,tile_source"
 )
 
 
 def test_golden_header():
     # Changing the columns means bumping SCHEMA_VERSION (plots, compare and notebooks read them);
-    # version 2 added the gate's state error, margin and kernels and the energy columns (version 1
-    # runs still load); host and gpu_uuid were appended (scale-out: where each row ran), which loaders
-    # of older version-2 files read as empty.
+    # version 2 added the gate's state error, margin and kernels, the energy columns, then where each
+    # row ran (host, gpu_uuid) and gdnbench's own kernels' tile and its source, appended at the end:
+    # version 1 runs and older version-2 files still load (missing columns read as empty).
     assert ",".join(COLUMNS) == GOLDEN_HEADER and SCHEMA_VERSION == 2
 
 

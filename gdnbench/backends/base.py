@@ -15,6 +15,7 @@ import functools
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from enum import Enum
 from typing import Callable, NamedTuple, Union
 
@@ -66,6 +67,14 @@ def current_target() -> Target:
     return Target("cpu", None, "cpu")
 
 
+def cache_root() -> Path:
+    """gdnbench's per-user folder, ``$GDNBENCH_CACHE`` (default ``~/.cache/gdnbench``): compiled cute
+    kernels, tile tables tuned on this machine and tuning state."""
+    import os
+
+    return Path(os.environ.get("GDNBENCH_CACHE") or Path.home() / ".cache" / "gdnbench")
+
+
 def package_version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -109,6 +118,7 @@ class Backend:
     summary: str = ""
     dist: str | None = None  # distribution whose version is recorded per row
     triton: bool = False     # launches Triton kernels: interpreted (checked, not timed) on a CPU
+    tuner: str | None = None  # the `gdnbench tune --backend` that tunes this backend's tiles (own kernels)
 
     @property
     def version(self) -> str:
@@ -136,6 +146,12 @@ class Backend:
 
     def padding(self, case: Case) -> Padding:
         return Padding.SKIP
+
+    def tile_info(self, case: Case) -> tuple[str, str] | None:
+        """The tile this case runs with and where it came from (``tuned``, ``other-gpu``, ``heuristic``:
+        ``gdnbench.backends.tables``), for backends whose tiles are tuned per GPU; None for the others.
+        The rows' ``tile`` and ``tile_source`` columns."""
+        return None
 
     def expected_kernels(self, case: Case) -> tuple[str, ...]:
         """Regular expressions for the GPU kernel(s) that do this case's work. The gate profiles one

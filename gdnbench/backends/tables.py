@@ -1,24 +1,32 @@
 """Tuned tile tables, one file per GPU, shared by the backends that tune their own kernels.
 
-A tuner measures a kernel's tiles on one GPU and writes the fastest per case class to
-``<backend>/tables/device_name=<GPU name, spaces as _>.json`` (the naming vLLM's fused_moe configs
-use). A lookup takes the current GPU's own table (``tuned``); a GPU without one borrows another GPU's
-table, preferring one of the same SM generation (``other-gpu``: its tiles run, but were not measured
-here); a case no table entry fits gets the backend's heuristic tile (``heuristic``). The table a tile
-came from is part of the answer, so a row can say how much to trust it.
+``gdnbench tune`` (``gdnbench.tune``) measures a kernel's tiles on one GPU and writes the fastest per
+case class to ``device_name=<GPU name, spaces as _>.json`` (the naming vLLM's fused_moe configs use), in
+one of two places: the per-user folder ``$GDNBENCH_CACHE/tables/<backend>/`` (default), or the
+tables gdnbench ships, ``gdnbench/backends/<backend>/tables/`` (``--ship``).
+
+A lookup takes, in this order: the per-user table of this GPU, the shipped table of this GPU (both
+``tuned``), a shipped table of another GPU, the same SM generation first (``other-gpu``: its tiles
+run, but were not measured here), and for a case no table entry fits the backend's heuristic tile
+(``heuristic``). The tile's source is part of the answer, so a row can say how much to trust it.
+``GDNBENCH_NO_TILE_TABLES=1`` disables every table (the heuristic everywhere).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gdnbench.backends.base import Target
+from gdnbench.backends.base import Target, cache_root
 from gdnbench.cases import Case
 
-TUNED, OTHER_GPU, HEURISTIC = "tuned", "other-gpu", "heuristic"
+# where a case's tile came from (the rows' ``tile_source``); OVERRIDE: a tile given to the backend
+# directly (the tuner's candidates, tests), never in a sweep's rows
+TUNED, OTHER_GPU, HEURISTIC, OVERRIDE = "tuned", "other-gpu", "heuristic", "override"
+TABLE_VERSION = 1
 
 
 def table_path(folder: Path, device: str) -> Path:
@@ -26,13 +34,25 @@ def table_path(folder: Path, device: str) -> Path:
     return folder / f"device_name={device.replace(' ', '_')}.json"
 
 
+def user_tables(backend: str) -> Path:
+    """The per-user tables of ``backend`` (``triton``, ``cute``): ``$GDNBENCH_CACHE/tables/<backend>``."""
+    return cache_root() / "tables" / backend
+
+
+def tables_disabled() -> bool:
+    """``GDNBENCH_NO_TILE_TABLES=1``: no table is read (every case takes the heuristic tile)."""
+    return os.environ.get("GDNBENCH_NO_TILE_TABLES") == "1"
+
+
 @dataclass(frozen=True)
 class TileTable:
-    """A tuned table's entries, the GPU they were measured on and whether that is this GPU."""
+    """A tuned table's entries, the GPU they were measured on, whether that is this GPU (``source``)
+    and the file they came from."""
 
     device: str
     source: str  # TUNED or OTHER_GPU
     entries: list[dict] = field(default_factory=list)
+    path: Path | None = None
 
 
 def read_table(path: Path) -> dict | None:
@@ -45,15 +65,24 @@ def read_table(path: Path) -> dict | None:
         return None
 
 
-def load_table(folder: Path, target: Target) -> TileTable | None:
-    """This GPU's table, else another GPU's (same SM generation first, then by name), else None."""
-    own = read_table(table_path(folder, target.name)) if target.device == "cuda" else None
-    if own is not None:
-        return TileTable(own.get("device", target.name), TUNED, own["entries"])
-    others = [t for t in (read_table(p) for p in sorted(folder.glob("device_name=*.json"))) if t is not None]
-    others.sort(key=lambda t: t.get("sm") != target.sm)  # stable: same SM generation first
+def load_table(folder: Path, target: Target, user: Path | None = None) -> TileTable | None:
+    """The table a lookup on ``target`` uses: the per-user table of this GPU (in ``user``), the shipped
+    one of this GPU (in ``folder``), else another GPU's shipped table (same SM generation first, then by
+    name), else None. Per-user tables of other GPUs are never borrowed."""
+    if tables_disabled():
+        return None
+    if target.device == "cuda":
+        for where in (user, folder):
+            path = table_path(where, target.name) if where is not None else None
+            own = read_table(path) if path is not None else None
+            if own is not None:
+                return TileTable(own.get("device", target.name), TUNED, own["entries"], path)
+    found = [(p, read_table(p)) for p in sorted(folder.glob("device_name=*.json"))]
+    others = [(p, t) for p, t in found if t is not None]
+    others.sort(key=lambda pt: pt[1].get("sm") != target.sm)  # stable: same SM generation first
     if others:
-        return TileTable(others[0].get("device", "?"), OTHER_GPU, others[0]["entries"])
+        path, table = others[0]
+        return TileTable(table.get("device", "?"), OTHER_GPU, table["entries"], path)
     return None
 
 
@@ -73,9 +102,16 @@ def choose(table: TileTable | None, case: Case, matches: Callable[[dict], bool],
     return (make(best), table.source) if best else (fallback(case), HEURISTIC)
 
 
-def write_table(folder: Path, device: str, sm: int | None, timing: dict, note: str, entries: list[dict]) -> Path:
-    """Write a tuner's table for GPU ``device`` into ``folder``; returns its path."""
+def write_table(folder: Path, device: str, sm: int | None, timing: dict, note: str, entries: list[dict],
+                provenance: dict | None = None) -> Path:
+    """Write a tuner's table for GPU ``device`` into ``folder`` (created if needed; replaced atomically,
+    so a reader never sees half a table); ``provenance``: the driver, library versions and kernel source
+    digest it was measured with. Returns its path."""
     path = table_path(folder, device)
-    table = {"version": 1, "device": device, "sm": sm, "timing": timing, "note": note, "entries": entries}
-    path.write_text(json.dumps(table, indent=1) + "\n")
+    table = {"version": TABLE_VERSION, "device": device, "sm": sm, "timing": timing, "note": note,
+             **({"provenance": provenance} if provenance else {}), "entries": entries}
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(table, indent=1) + "\n")
+    os.replace(tmp, path)
     return path

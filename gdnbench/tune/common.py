@@ -1,23 +1,17 @@
-"""What the tuners share: the tuning cases, the gated timing loop, the choice per case class and the
-outputs (the backend's table for this GPU, and every measured candidate as CSV rows)."""
+"""What the tuners share: what a tuner knows of its backend (``TunerSpec``), the tuners' own tuning
+cases and short timing, one gated and timed candidate, and the choice per case class. The session that
+runs them and writes the tables: ``session.py``."""
 
 from __future__ import annotations
 
-import csv
-import time
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
-import torch
-
-from gdnbench.backends.base import current_target
-from gdnbench.backends.tables import write_table
 from gdnbench.cases import Case
 from gdnbench.check import run_gate
 from gdnbench.config import Timing
-from gdnbench.inputs import make_inputs
-from gdnbench.reference import reference
 from gdnbench.timer import time_gpu
 
 TIMING = Timing(warmup=2, min_samples=5, max_samples=200, min_time_s=0.02, max_time_s=0.1, target_rel_noise=0.01)
@@ -31,37 +25,47 @@ def case(batch: int, hk: int = 16, hv: int = 32, layout: str = "k_last", sd: str
                 write_back=True, intermediate=False, tree=False, seed=7)
 
 
-def measure(c: Case, tiles: list, make_backend: Callable, rows: list) -> list[tuple[float, object]]:
-    """Gate, then graph-time, ``make_backend(tile_override=t)`` for every tile on one set of inputs.
-    Returns (median µs, tile) for the tiles that passed; appends one row (case id, tile, µs, note) per
-    tile to ``rows`` (a failed gate or build: no time, the reason)."""
-    x = make_inputs(c, "cuda")
-    e = reference(x)
-    results = []
-    for t in tiles:
-        b = make_backend(tile_override=t)
-        try:
-            g = run_gate(c, b, x, e)
-        except Exception as err:  # noqa: BLE001 -- e.g. a tile whose shared memory or registers the GPU cannot give
-            rows.append((c.id, t, "", f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"))
-            continue
-        if not g.check.ok:
-            rows.append((c.id, t, "", f"FAILED: {g.check.message}"))
-            continue
-        us = time_gpu("graph", c, b, TIMING).stats.median
-        results.append((us, t))
-        rows.append((c.id, t, f"{us:.3f}", ""))
-    del x, e
-    torch.cuda.empty_cache()
-    return results
+@dataclass(frozen=True)
+class TunerSpec:
+    """What ``gdnbench tune --backend NAME`` needs to know of a backend: its backend object for a tile
+    (``make_backend(tile_override=t)``), its candidates for a case (named tiles), the case class a table
+    entry serves and the entry's fields, and its ``tiles`` module (shipped tables, table lookup); the
+    digest recorded with a table covers the sources of that module's package (the kernels)."""
+
+    backend: str
+    make_backend: Callable
+    candidates: Callable[[Case], list]
+    class_key: Callable[[Case], tuple]
+    entry: Callable[[tuple, object], dict]
+    key_of: Callable[[dict], tuple]
+    tiles: ModuleType
+    note: str
+
+    @property
+    def tables(self) -> Path:
+        return self.tiles.TABLES
+
+    @property
+    def sources(self) -> Path:
+        return Path(self.tiles.__file__).parent
+
+    def clear_cache(self) -> None:
+        """Forget the table lookups hold (after writing one)."""
+        self.tiles.tuned_table.cache_clear()
 
 
-def log_best(c: Case, results: list, t0: float, log: Callable) -> tuple[float, object]:
-    """Log a case's fastest tile (of how many, the slowest, seconds since ``t0``) and return it."""
-    us, t = min(results, key=lambda r: r[0])
-    log(f"{c.id:70s} best {t}  {us:9.2f} us  (of {len(results)}; worst {max(r[0] for r in results):.2f})  "
-        f"[{time.time() - t0:.0f}s]")
-    return us, t
+def gate_and_time(c: Case, t, make_backend: Callable, x, e, timing: Timing = TIMING,
+                  mode: str = "graph") -> tuple[float | None, str]:
+    """One candidate: gate ``make_backend(tile_override=t)`` on inputs ``x`` (reference ``e``), then time
+    it. Returns (median µs, "") or (None, "FAILED: <why>") for a failed gate or build."""
+    b = make_backend(tile_override=t)
+    try:
+        g = run_gate(c, b, x, e)
+    except Exception as err:  # noqa: BLE001 -- e.g. a tile whose shared memory or registers the GPU cannot give
+        return None, f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    if not g.check.ok:
+        return None, f"FAILED: {g.check.message}"
+    return time_gpu(mode, c, b, timing).stats.median, ""
 
 
 def class_choice(cases: dict[str, dict]) -> tuple[float, object]:
@@ -76,23 +80,3 @@ def class_choice(cases: dict[str, dict]) -> tuple[float, object]:
     score = {t: sum(m[t] / fastest[cid] for cid, m in cases.items()) for t in common}
     t = min(common, key=lambda t: (score[t], repr(t)))
     return min(m[t] for m in cases.values()), t
-
-
-def write_outputs(folder: Path, note: str, best: dict, entry: Callable, rows: list, fields: list[str], out: Path,
-                  csv_name: str) -> Path:
-    """The table for this GPU (into the backend's ``tables/``, with a copy in ``out``): one entry per class
-    of ``best`` (class key -> (µs, tile)), ``entry(key, tile)`` plus the median; and every measured
-    candidate as CSV rows (``fields`` of the tile, µs, note)."""
-    entries = [{**entry(k, t), "median_us": round(us, 3)} for k, (us, t) in sorted(best.items())]
-    target = current_target()
-    path = write_table(folder, target.name, target.sm, TIMING.model_dump(), note, entries)
-    (out / path.name).write_text(path.read_text())
-    with (out / csv_name).open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case_id", *fields, "median_us", "note"])
-        w.writerows((cid, *(_cell(getattr(t, f)) for f in fields), us, note) for cid, t, us, note in rows)
-    return path
-
-
-def _cell(value):
-    return value.value if isinstance(value, Enum) else value

@@ -1,7 +1,7 @@
-"""Tune the ``cute`` backend: time its decode kernel over its tiles (BV rows per CTA x NVEC 16-byte
-vectors per lane x threads per CTA) on this GPU and write the fastest per (state dtype, head dims,
-batch x value heads) to this GPU's table (``gdnbench/backends/cute/tables/``). Every candidate passes
-the correctness gate first; the timing loop and settings are ``gdnbench.tune.common``'s.
+"""Tuning the ``cute`` backend: its candidate tiles (BV rows per CTA x NVEC 16-byte vectors per lane x
+threads per CTA), the case class a table entry serves (state dtype, head dims, batch x value heads) and
+its ``SPEC`` for ``gdnbench tune --backend cute`` (``session.py``). The module's own command tunes a
+fixed plan of roofline classes into the shipped table of this GPU:
 
     python -m gdnbench.tune.cute [--out DIR]
 """
@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
+import gdnbench.backends.cute.tiles as tiles_module
 from gdnbench.backends.cute import CuteGDN
-from gdnbench.backends.cute.tiles import TABLES, CuteTile, tile_reason
+from gdnbench.backends.cute.tiles import CuteTile, tile_reason
 from gdnbench.cases import Case
-from gdnbench.tune.common import case, log_best, measure, write_outputs
+from gdnbench.tune.common import TunerSpec, case
 
-FIELDS = ["bv", "nvec", "threads"]
 NOTE = ("fastest cute tile per measured case (graph timer, scattered K-last pool); lookups take the entry with the "
         "largest pairs_min <= batch * hv")
 
 
+def class_key(c: Case) -> tuple:
+    return (c.state_dtype, c.head_dim_k, c.head_dim_v, c.batch * c.hv)
+
+
 def entry(k: tuple, t: CuteTile) -> dict:
-    return {"state_dtype": k[0], "head_dim_k": k[1], "head_dim_v": k[2], "pairs_min": k[3], "bv": t.bv, "nvec": t.nvec,
-            "threads": t.threads}
+    return {"state_dtype": k[0], "head_dim_k": k[1], "head_dim_v": k[2], "pairs_min": k[3], **t.entry()}
+
+
+def key_of(e: dict) -> tuple:
+    return (e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["pairs_min"])
 
 
 def candidates(c: Case) -> list[CuteTile]:
@@ -43,18 +49,15 @@ def plan() -> list[Case]:
     return [case(b, sd=sd) for sd in ("bfloat16", "float32") for b in (1, 4, 16, 32, 64, 128, 256, 512)]
 
 
-def tune(cases: list[Case], out: Path, log=print) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list = []
-    best: dict[tuple, tuple[float, CuteTile]] = {}
-    t0 = time.time()
-    path = TABLES
-    for c in cases:
-        results = measure(c, candidates(c), CuteGDN, rows)
-        if results:
-            best[(c.state_dtype, c.head_dim_k, c.head_dim_v, c.batch * c.hv)] = log_best(c, results, t0, log)
-        path = write_outputs(TABLES, NOTE, best, entry, rows, FIELDS, out, "tune_cute.csv")  # after every case
-    return path
+SPEC = TunerSpec(backend="cute", make_backend=CuteGDN, candidates=candidates, class_key=class_key, entry=entry,
+                 key_of=key_of, tiles=tiles_module, note=NOTE)
+
+
+def tune(cases: list[Case], out: Path, log=print) -> Path | None:
+    """Measure ``cases`` over every candidate and write this GPU's shipped table (``session.tune_plan``)."""
+    from gdnbench.tune.session import tune_plan
+
+    return tune_plan(SPEC, cases, out, log)
 
 
 def main(argv: list[str] | None = None) -> int:

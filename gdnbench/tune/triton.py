@@ -1,7 +1,9 @@
-"""Tune the ``triton`` backend: time its kernel variants over their tiles on this GPU, per case class
-(layout, state dtype, head dims, decode / MTP, batch x value heads), and write the fastest to the
-table of this GPU (``gdnbench/backends/triton/tables/``). Every candidate passes the correctness gate
+"""Tuning the ``triton`` backend: its candidate tiles per case, the case class a table entry serves
+(layout, state dtype, head dims, decode / MTP, batch x value heads) and its ``SPEC`` for
+``gdnbench tune --backend triton`` (``session.py``). Every candidate passes the correctness gate
 first; cases sharing a class get the tile with the least summed slowdown over all of them.
+
+The module's own command tunes a fixed plan of roofline classes into the shipped table of this GPU:
 
     python -m gdnbench.tune.triton [--out DIR] [--only decode|mtp] [--batches 16,64]
         [--state-dtypes bfloat16] [--family chunk|gluon|tma]
@@ -14,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
+import gdnbench.backends.triton.tiles as tiles_module
 from gdnbench.backends.base import triton_interpreted
-from gdnbench.backends.tables import TUNED
 from gdnbench.backends.triton import TritonGDN
-from gdnbench.backends.triton.tiles import TABLES, Tile, Variant, chunk_reason, tile, tile_reason, tuned_table
+from gdnbench.backends.triton.tiles import Tile, Variant, chunk_reason, tile, tile_reason
 from gdnbench.cases import Case
-from gdnbench.tune.common import case, class_choice, log_best, measure, write_outputs
+from gdnbench.tune.common import TunerSpec, case
 
 KCS = (0, 64, 32)  # K chunk of the per-token register tile: whole K, or 2 / 4 chunks at K = 128
-FIELDS = ["variant", "bv", "warps", "kc", "blocks", "stages", "progs_per_sm", "maxnreg", "prefetch", "ahead", "cache"]
 NOTE = ("fastest tile per measured case (graph timer, scattered pool); lookups take the entry with the largest "
         "pairs_min <= batch * hv")
 P, C, G, TMA = Variant.PER_TOKEN, Variant.CHUNK, Variant.GLUON_ROWS, Variant.GLUON_TMA
@@ -115,28 +115,17 @@ def key_of(e: dict) -> tuple:
     return (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"], e["pairs_min"])
 
 
-def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> Path:
+SPEC = TunerSpec(backend="triton", make_backend=TritonGDN, candidates=candidates, class_key=class_key, entry=entry,
+                 key_of=key_of, tiles=tiles_module, note=NOTE)
+
+
+def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> Path | None:
     """Measure ``cases`` (all candidates, or one ``family`` next to each case's current tile) and write
-    this GPU's table: the re-measured classes replaced, the others kept from the table in use."""
-    out.mkdir(parents=True, exist_ok=True)
-    measured = {class_key(c) for c in cases}
-    table = tuned_table()
-    best = {key_of(e): (e["median_us"], Tile.from_entry(e)) for e in (table.entries if table else [])
-            if key_of(e) not in measured and table.source == TUNED}
-    rows: list = []
-    by_class: dict[tuple, dict[str, dict]] = {}  # class -> case id -> tile -> µs
-    t0 = time.time()
-    path = TABLES
-    for c in cases:
-        tiles = [tile(c)] + FAMILIES[family](c) if family else candidates(c)
-        results = measure(c, tiles, TritonGDN, rows)
-        if results:
-            key = class_key(c)
-            by_class.setdefault(key, {})[c.id] = {t: us for us, t in results}
-            best[key] = class_choice(by_class[key])
-            log_best(c, results, t0, log)
-        path = write_outputs(TABLES, NOTE, best, entry, rows, FIELDS, out, "tune_triton.csv")  # after every case
-    return path
+    this GPU's shipped table: the re-measured classes replaced, the others kept (``session.tune_plan``)."""
+    from gdnbench.tune.session import tune_plan
+
+    pick = (lambda c: [tile(c)] + FAMILIES[family](c)) if family else None
+    return tune_plan(SPEC, cases, out, log, pick, name=f"plan-{family}" if family else "plan")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,16 @@ from pathlib import Path
 
 import torch
 
-from gdnbench.backends.base import Backend, Padding, Target, current_target, missing_module, package_version
+from gdnbench.backends.base import (
+    Backend,
+    Padding,
+    Target,
+    cache_root,
+    current_target,
+    missing_module,
+    package_version,
+)
+from gdnbench.backends.tables import OVERRIDE, TUNED
 from gdnbench.backends.cute.tiles import CuteTile, lanes, select, tile, tile_reason, vec
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
@@ -35,7 +44,7 @@ _compiled: dict[tuple, object] = {}
 _lock = threading.Lock()
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("GDNBENCH_CACHE", Path.home() / ".cache" / "gdnbench")) / "cute"
+    return cache_root() / "cute"
 
 
 def _source_hash() -> str:
@@ -47,6 +56,7 @@ class CuteGDN(Backend):
     name = "cute"
     summary = "gdnbench's own CuTe DSL decode kernel (K-last, bf16/fp32 state, pooled)"
     dist = "nvidia-cutlass-dsl"
+    tuner = "cute"
 
     def __init__(self, tile_override: CuteTile | None = None) -> None:
         self.tile_override = tile_override  # the tuner and tests
@@ -78,9 +88,13 @@ class CuteGDN(Backend):
             return f"q/k/v must be bf16 or fp16, not {case.dtype}"
         return tile_reason(case, self.tile(case))
 
+    def tile_info(self, case: Case) -> tuple[str, str]:
+        t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)
+        return t.name, source
+
     def kernel(self, case: Case) -> str:
-        t, source = (self.tile_override, "tuned") if self.tile_override else select(case)
-        note = "" if source == "tuned" else f", {source} tile"
+        t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)
+        note = "" if source in (TUNED, OVERRIDE) else f", {source} tile"
         return (f"gdn_decode_klast_kernel [BV={t.bv}, {t.threads} threads, {lanes(case, t.nvec)} lanes x "
                 f"{t.nvec} x 16B per row{note}]")
 

@@ -1,6 +1,6 @@
 """Tiles of the ``cute`` backend: BV state rows per CTA, NVEC 16-byte vectors per lane per row, threads
 per CTA. A :class:`CuteTile` is checked once when it is made (positive sizes, whole warps); whether it fits a case is ``tile_reason``. Tiles come from the tuned table of this GPU (or
-another GPU's) in ``tables/``, written by ``gdnbench.tune.cute``, else from ``heuristic_tile``;
+another GPU's) in ``tables/`` or the per-user tables, written by ``gdnbench tune --backend cute``, else from ``heuristic_tile``;
 ``tile_source`` says which.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdnbench.backends.base import current_target
-from gdnbench.backends.tables import TileTable, choose, load_table
+from gdnbench.backends.tables import TileTable, choose, load_table, user_tables
 from gdnbench.cases import Case
 
 NUM_THREADS = 128  # heuristic tile: 4 warps per CTA
@@ -43,6 +43,15 @@ class CuteTile:
     @classmethod
     def from_entry(cls, e: dict) -> CuteTile:
         return cls(int(e["bv"]), int(e["nvec"]), int(e.get("threads", NUM_THREADS)))
+
+    def entry(self) -> dict:
+        """The tile as a table entry's fields."""
+        return {"bv": self.bv, "nvec": self.nvec, "threads": self.threads}
+
+    @property
+    def name(self) -> str:
+        """``bv=16 nvec=1 threads=128`` (rows' ``tile`` column, the tuner's candidate names)."""
+        return f"bv={self.bv} nvec={self.nvec} threads={self.threads}"
 
 
 def lanes(case: Case, nvec: int = 1) -> int:
@@ -81,8 +90,8 @@ TABLES = Path(__file__).with_name("tables")
 
 @functools.lru_cache(maxsize=1)
 def tuned_table() -> TileTable | None:
-    """The table this GPU uses (its own, else another GPU's; None without any)."""
-    return load_table(TABLES, current_target())
+    """The table this GPU uses (per-user, else shipped, else another GPU's; None without any)."""
+    return load_table(TABLES, current_target(), user_tables("cute"))
 
 
 def select(case: Case) -> tuple[CuteTile, str]:

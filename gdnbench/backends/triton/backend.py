@@ -20,7 +20,7 @@ from gdnbench.backends.base import (
     triton_availability,
     triton_interpreted,
 )
-from gdnbench.backends.tables import TUNED
+from gdnbench.backends.tables import OVERRIDE, TUNED
 from gdnbench.backends.triton.plan import describe, jit_kernel, plan
 from gdnbench.backends.triton.tiles import Tile, Variant, select, tile_reason
 from gdnbench.cases import Case
@@ -32,6 +32,7 @@ class TritonGDN(Backend):
     summary = "gdnbench's own Triton kernels: decode and MTP verify, pooled state, fused gating"
     dist = "triton"
     triton = True
+    tuner = "triton"
 
     def __init__(self, tile_override: Tile | None = None, pdl: bool = False) -> None:
         self.tile_override = tile_override  # the tuner and tests
@@ -64,6 +65,10 @@ class TritonGDN(Backend):
             if d & (d - 1) or not 16 <= d <= 256:
                 return f"head dim {name}={d}: the kernel tiles powers of two from 16 to 256"
         return None
+
+    def tile_info(self, case: Case) -> tuple[str, str]:
+        t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)
+        return t.name, source
 
     def kernel(self, case: Case) -> str:
         if self.tile_override:

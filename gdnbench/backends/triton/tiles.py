@@ -5,8 +5,8 @@ checked once, when it is made: a field the variant does not take must stay at it
 that exists is well formed. Whether it fits a given case (head dims, layout, tokens, dtypes, this GPU)
 is ``tile_reason(case, tile)``.
 
-Tiles come from tables tuned per GPU (``tables/device_name=<GPU>.json``, written by
-``gdnbench.tune.triton``): the entry for the case's layout, state dtype, head dims and decode / MTP
+Tiles come from tables tuned per GPU (``tables/device_name=<GPU>.json`` and the per-user ones,
+written by ``gdnbench tune --backend triton``; precedence: ``gdnbench.backends.tables``): the entry for the case's layout, state dtype, head dims and decode / MTP
 class with the largest ``pairs_min`` <= batch x value heads that can run the case. A GPU without its
 own table borrows another GPU's; a case no entry fits gets ``heuristic_tile``, the per-token kernel
 with enough programs to hide DRAM latency. ``tile_source`` says which of the three a case got.
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from gdnbench.backends.base import current_target, triton_interpreted
-from gdnbench.backends.tables import TileTable, choose, load_table
+from gdnbench.backends.tables import TileTable, choose, load_table, user_tables
 from gdnbench.cases import Case
 from gdnbench.inputs import pool_slots
 
@@ -117,6 +117,13 @@ class Tile:
         """The tile as a table entry's fields (the defaults left out)."""
         return {"variant": self.variant.value, "bv": self.bv, "warps": self.warps,
                 **{f.name: getattr(self, f.name) for f in fields(self)[3:] if getattr(self, f.name) != f.default}}
+
+    @property
+    def name(self) -> str:
+        """The tile as one word per field set, e.g. ``gluon_rows bv=4 warps=1 cache=2`` (rows' ``tile``
+        column, the tuner's candidate names)."""
+        e = self.entry()
+        return " ".join([e.pop("variant"), *(f"{k}={v}" for k, v in e.items())])
 
     def k_chunk(self, case: Case) -> int:
         """KC for this case (K when unset or larger than K; for the Gluon decode see ``rows_layout``)."""
@@ -230,8 +237,8 @@ def heuristic_tile(case: Case) -> Tile:
 
 @functools.lru_cache(maxsize=1)
 def tuned_table() -> TileTable | None:
-    """The table this GPU uses (its own, else another GPU's; None without any)."""
-    return load_table(TABLES, current_target())
+    """The table this GPU uses (per-user, else shipped, else another GPU's; None without any)."""
+    return load_table(TABLES, current_target(), user_tables("triton"))
 
 
 def select(case: Case) -> tuple[Tile, str]:

@@ -1,0 +1,303 @@
+"""``gdnbench tune CONFIG --backend triton|cute``: tune a backend's tiles for the GPU in hand over the
+cases of a config, and write its tile table for this GPU.
+
+Every case of the config the backend runs is measured over the backend's named candidate tiles
+(``TunerSpec.candidates``): each candidate passes the correctness gate (``gdnbench.check.run_gate``),
+then is timed by the sweep's timer (``gdnbench.timer.time_gpu``) with the config's timing settings.
+Cases sharing a case class (``TunerSpec.class_key``) get the tile with the least summed slowdown over
+all of them (``common.class_choice``); a class is written only once every candidate of every one of its
+cases is measured.
+
+The session is resumable: each measurement goes into a state file under
+``$GDNBENCH_CACHE/tune/<backend>/`` (saved after every case, every 30 s, at the budget and on Ctrl-C),
+and a rerun of the same command measures only what is missing. The state is kept only while the GPU,
+the kernel sources (their digest), the timing settings and mode are the same. ``--budget MINUTES`` stops
+before the next candidate once the budget is spent; the table then holds the classes finished so far.
+
+The table goes to the per-user folder (``$GDNBENCH_CACHE/tables/<backend>/``, which lookups prefer) or,
+with ``ship``, to the backend's shipped ``tables/``; classes not re-measured keep their entries (a first
+per-user table starts from the shipped table of this GPU, so it only ever adds to it).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gdnbench.backends.base import Target, cache_root, current_target
+from gdnbench.backends.tables import read_table, table_path, user_tables, write_table
+from gdnbench.cases import Case, expand
+from gdnbench.config import Sweep, Timing
+from gdnbench.env import collect_env, source_digest
+from gdnbench.inputs import make_inputs
+from gdnbench.reference import reference
+from gdnbench.runner import RunError, resolve_timing_mode, select_cases
+from gdnbench.tune.common import TIMING, TunerSpec, class_choice, gate_and_time
+
+BACKENDS = ("triton", "cute")
+STATE_VERSION = 1
+SAVE_EVERY_S = 30.0
+clock = time.monotonic  # the budget's clock (tests replace it)
+
+
+class TuneError(Exception):
+    """A tuning run that cannot start (bad option, no GPU, nothing to tune): one line for the CLI."""
+
+
+@dataclass
+class TuneOptions:
+    backend: str
+    ship: bool = False                 # write the shipped table instead of the per-user one
+    budget_min: float | None = None    # stop before the next candidate once this many minutes are spent
+    case_ids: list[str] | None = None  # only cases with these ids or id prefixes
+    fresh: bool = False                # discard the state of an earlier run
+    progress: bool = True
+
+
+@dataclass
+class TuneSummary:
+    """What a tuning run did: the table written (None: no class finished), the state and CSV files,
+    classes finished of all, candidates measured now and left, whether the budget stopped it."""
+
+    table: Path | None
+    state: Path
+    csv: Path
+    classes_done: int
+    classes_total: int
+    measured: int
+    left: int
+    stopped: bool
+    entries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def spec_for(backend: str) -> TunerSpec:
+    if backend not in BACKENDS:
+        raise TuneError(f"--backend: '{backend}' is not one of {', '.join(BACKENDS)}")
+    return importlib.import_module(f"gdnbench.tune.{backend}").SPEC
+
+
+def state_path(spec: TunerSpec, target: Target, config: str) -> Path:
+    """The state file of tuning ``config`` for ``spec``'s backend on GPU ``target``."""
+    return cache_root() / "tune" / spec.backend / f"{table_path(Path(), target.name).stem}_{config}.json"
+
+
+@dataclass
+class State:
+    """The measured candidates (case id -> candidate name -> µs, or the reason it failed) and what they
+    were measured on; ``key`` must match for a rerun to reuse them."""
+
+    path: Path
+    key: dict
+    results: dict[str, dict[str, float | str]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path, key: dict, fresh: bool, notes: list[str]) -> State:
+        if path.exists() and not fresh:
+            try:
+                old = json.loads(path.read_text())
+                if old.get("key") == key:
+                    return cls(path, key, old.get("results", {}))
+                changed = sorted(k for k in key if old.get("key", {}).get(k) != key[k])
+                notes.append(f"earlier tuning state {path} discarded: its {', '.join(changed)} differ")
+            except (OSError, ValueError, AttributeError) as e:
+                notes.append(f"earlier tuning state {path} unreadable ({type(e).__name__}): starting over")
+        return cls(path, key)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"version": STATE_VERSION, "key": self.key, "results": self.results}, indent=0))
+        os.replace(tmp, self.path)
+
+
+def tune_cases(sweep: Sweep, spec: TunerSpec, target: Target, case_ids: list[str] | None) -> list[Case]:
+    """The config's cases (for this SM generation) that the backend runs on ``target``."""
+    backend = spec.make_backend()
+    reason = backend.availability(target)
+    if reason:
+        raise TuneError(f"{spec.backend} cannot run here: {reason}")
+    all_cases = expand(sweep).cases
+    cases = select_cases(all_cases, case_ids)
+    if not cases:
+        raise TuneError(f"--case {', '.join(case_ids or [])}: no case of '{sweep.name}' has this id or id prefix")
+    runs = [c for c in cases if backend.supports(c, target) is None]
+    if not runs:
+        raise TuneError(f"'{sweep.name}': {spec.backend} runs none of its {len(cases)} selected cases on "
+                        f"{target.label} (`gdnbench plan {sweep.name}` says why)")
+    return runs
+
+
+def run_tune(sweep: Sweep, opts: TuneOptions, target: Target | None = None,
+             log: Callable[[str], None] = print) -> TuneSummary:
+    """Tune ``opts.backend`` over ``sweep``'s cases on this GPU (module doc); returns what was done."""
+    spec = spec_for(opts.backend)
+    if opts.budget_min is not None and not opts.budget_min > 0:
+        raise TuneError(f"--budget: minutes must be > 0, got {opts.budget_min:g}")
+    target = target or current_target()
+    if target.device != "cuda":
+        raise TuneError("gdnbench tune times kernels on a CUDA GPU; this machine has none")
+    sweep = sweep.for_sm(target.sm)
+    try:
+        mode = resolve_timing_mode(sweep, target, None)
+    except RunError as e:
+        raise TuneError(str(e)) from None
+    cases = tune_cases(sweep, spec, target, opts.case_ids)
+    return tune_session(cases, sweep.name or "sweep", sweep.timing, mode, spec, opts, target, log)
+
+
+def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: TunerSpec, opts: TuneOptions,
+                 target: Target, log: Callable[[str], None] = print,
+                 candidates_of: Callable[[Case], list] | None = None) -> TuneSummary:
+    """Measure ``cases`` (the state file named after ``name``) with ``timing`` in ``mode`` over
+    ``candidates_of`` (default: every candidate of the backend) and write the table (module doc)."""
+    notes: list[str] = []
+    digest = source_digest(spec.sources, (".py",))
+    key = {"backend": spec.backend, "device": target.name, "sm": target.sm, "kernel_sources_sha256": digest,
+           "timing": timing.model_dump(), "timing_mode": mode}
+    state = State.open(state_path(spec, target, name), key, opts.fresh, notes)
+    candidates = {c.id: {t.name: t for t in (candidates_of or spec.candidates)(c)} for c in cases}
+    classes: dict[tuple, list[Case]] = {}
+    for c in cases:
+        classes.setdefault(spec.class_key(c), []).append(c)
+    total = sum(len(v) for v in candidates.values())
+    measured, stopped = 0, False
+    start = last_save = clock()
+    device = "cuda" if target.device == "cuda" and torch.cuda.is_available() else "cpu"
+
+    def over_budget() -> bool:
+        return opts.budget_min is not None and clock() - start >= opts.budget_min * 60
+
+    try:
+        with _bar(total, opts.progress, spec.backend) as advance:
+            advance(sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {})))
+            for group in classes.values():
+                for c in group:
+                    pending = [n for n in candidates[c.id] if n not in state.results.get(c.id, {})]
+                    if not pending or stopped:
+                        continue
+                    if over_budget():
+                        stopped = True
+                        continue
+                    x = make_inputs(c, device)
+                    e = reference(x)
+                    for tile in pending:
+                        if over_budget():
+                            stopped = True
+                            break
+                        us, note = gate_and_time(c, candidates[c.id][tile], spec.make_backend, x, e, timing, mode)
+                        state.results.setdefault(c.id, {})[tile] = us if us is not None else note
+                        measured += 1
+                        advance(1)
+                        if clock() - last_save >= SAVE_EVERY_S:
+                            state.save()
+                            last_save = clock()
+                    del x, e
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
+                    state.save()
+                    if not stopped:
+                        log(_case_line(c, state.results[c.id]))
+    finally:
+        state.save()
+        table, entries, done = _write(spec, name, timing, target, mode, classes, candidates, state, opts.ship,
+                                      digest)
+        csv_path = _write_csv(state)
+    left = total - sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {}))
+    return TuneSummary(table, state.path, csv_path, done, len(classes), measured, left, stopped, entries, notes)
+
+
+def _case_line(c: Case, results: dict[str, float | str]) -> str:
+    timed = {n: us for n, us in results.items() if not isinstance(us, str)}
+    if not timed:
+        return f"{c.id}: no candidate passed the gate"
+    best = min(timed, key=timed.__getitem__)
+    return f"{c.id}: best {best} {timed[best]:.2f} µs (of {len(timed)} passing, {len(results) - len(timed)} failed)"
+
+
+def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str, classes: dict[tuple, list[Case]],
+           candidates: dict[str, dict], state: State, ship: bool, digest: str) -> tuple[Path | None, int, int]:
+    """This GPU's table with every finished class's choice; returns (path or None, entries, classes done)."""
+    best: dict[tuple, tuple[float, object]] = {}
+    done = 0
+    for key, group in classes.items():
+        if any(n not in state.results.get(c.id, {}) for c in group for n in candidates[c.id]):
+            continue
+        done += 1
+        timed = {c.id: {candidates[c.id][n]: us for n, us in state.results[c.id].items()
+                        if n in candidates[c.id] and not isinstance(us, str)} for c in group}
+        timed = {cid: m for cid, m in timed.items() if m}
+        if timed:
+            best[key] = class_choice(timed)
+    if not best:
+        return None, 0, done
+    folder = spec.tables if ship else user_tables(spec.backend)
+    base = read_table(table_path(folder, target.name))
+    if base is None and not ship:
+        base = read_table(table_path(spec.tables, target.name))  # a first per-user table adds to the shipped one
+    kept = [e for e in (base or {}).get("entries", []) if spec.key_of(e) not in best]
+    new = [{**spec.entry(k, t), "median_us": round(us, 3)} for k, (us, t) in best.items()]
+    entries = sorted(kept + new, key=lambda e: tuple(str(v) for v in spec.key_of(e)[:-1]) + (spec.key_of(e)[-1],))
+    env = collect_env()
+    provenance = {"measured": env["timestamp"], "config": name, "timing_mode": mode,
+                  "driver": env.get("driver"), "cuda_runtime": env.get("cuda_runtime"), "gdnbench": env["gdnbench"],
+                  "git_sha": env.get("git_sha"), "git_dirty": env.get("git_dirty"), "versions": env["versions"],
+                  "kernel_sources_sha256": digest}
+    path = write_table(folder, target.name, target.sm, timing.model_dump(), spec.note, entries, provenance)
+    spec.clear_cache()
+    return path, len(entries), done
+
+
+def _write_csv(state: State) -> Path:
+    """Every measured candidate, next to the state file: case id, tile, µs, why it failed."""
+    path = state.path.with_suffix(".csv")
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["case_id", "tile", "median_us", "note"])
+        for cid, results in state.results.items():
+            for name, us in results.items():
+                w.writerow([cid, name, "" if isinstance(us, str) else f"{us:.3f}", us if isinstance(us, str) else ""])
+    return path
+
+
+class _bar:
+    """A rich progress bar over the candidates (transient, on a terminal only); ``advance(n)``."""
+
+    def __init__(self, total: int, enabled: bool, backend: str) -> None:
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.progress = Progress(TextColumn(f"[bold]tune {backend}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True,
+                                 disable=not (enabled and sys.stderr.isatty()))
+        self.task = self.progress.add_task("tune", total=total)
+
+    def __enter__(self) -> Callable[[int], None]:
+        self.progress.__enter__()
+        return lambda n: self.progress.advance(self.task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+
+def tune_plan(spec: TunerSpec, cases: list[Case], out: Path, log: Callable[[str], None] = print,
+              candidates_of: Callable[[Case], list] | None = None, name: str = "plan") -> Path | None:
+    """``python -m gdnbench.tune.<backend>``: a session over a tuner's own case plan, timed with the
+    tuners' short graph timing (``common.TIMING``), written to the shipped table of this GPU; the table
+    and the measurements are copied into ``out``. Returns the table's path (None: nothing finished)."""
+    out.mkdir(parents=True, exist_ok=True)
+    opts = TuneOptions(backend=spec.backend, ship=True, progress=True)
+    s = tune_session(cases, f"{name}", TIMING, "graph", spec, opts, current_target(), log, candidates_of)
+    for path in (s.table, s.csv):
+        if path is not None:
+            (out / path.name).write_text(path.read_text())
+    return s.table

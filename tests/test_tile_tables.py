@@ -1,0 +1,93 @@
+"""Per-GPU tile tables on the CPU: the lookup's precedence (per-user table of this GPU, shipped table of
+this GPU, another GPU's shipped table, the heuristic), the rows' ``tile`` / ``tile_source`` and the
+sweep's one-line note about tiles not tuned on this GPU. A GPU is simulated by name and SM."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import tiny_case, tiny_sweep
+
+import gdnbench.backends.triton.tiles as tt
+from gdnbench.backends.base import Target
+from gdnbench.backends.tables import table_path, user_tables, write_table
+from gdnbench.backends.torch_eager import TorchEager
+from gdnbench.backends.triton import TritonGDN
+from gdnbench.backends.triton.tiles import Tile, heuristic_tile
+from gdnbench.cases import expand
+from gdnbench.runner import case_row, untuned_note
+
+GPU = Target("cuda", 90, "Test GPU 80GB")
+QWEN = dict(hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="bfloat16")
+
+
+def entry(tile: Tile, **kw) -> dict:
+    """A triton table entry: K-last bf16 128 x 128 decode from one row-head, unless overridden."""
+    return {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "mtp": False,
+            "pairs_min": 1, **tile.entry(), **kw}
+
+
+@pytest.fixture
+def tables(monkeypatch, tmp_path):
+    """Empty shipped and per-user triton tables, lookups on ``GPU``; yields the two folders."""
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    shipped.mkdir()
+    monkeypatch.setenv("GDNBENCH_CACHE", str(cache))
+    monkeypatch.delenv("GDNBENCH_NO_TILE_TABLES", raising=False)
+    monkeypatch.setattr(tt, "TABLES", shipped)
+    monkeypatch.setattr(tt, "current_target", lambda: GPU)
+    tt.tuned_table.cache_clear()
+    yield shipped, user_tables("triton")
+    tt.tuned_table.cache_clear()
+
+
+def test_table_precedence(tables, monkeypatch):
+    """Per-user table of this GPU > shipped table of this GPU > another GPU's shipped table > heuristic;
+    a per-user table of another GPU is never borrowed; GDNBENCH_NO_TILE_TABLES=1 disables them all."""
+    shipped, user = tables
+    case = tiny_case(batch=4, **QWEN)
+
+    def lookup():
+        tt.tuned_table.cache_clear()
+        return tt.select(case)
+
+    assert lookup() == (heuristic_tile(case), "heuristic")
+    write_table(user, "Other GPU", 90, {}, "", [entry(Tile(4, 1))])  # another GPU's per-user table: ignored
+    assert lookup() == (heuristic_tile(case), "heuristic")
+    write_table(shipped, "Other GPU", 80, {}, "", [entry(Tile(8, 1))])
+    write_table(shipped, "Same SM GPU", 90, {}, "", [entry(Tile(16, 1))])
+    assert lookup() == (Tile(16, 1), "other-gpu")  # the same SM generation first
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(32, 1))])
+    assert lookup() == (Tile(32, 1), "tuned") and tt.tuned_table().path == table_path(shipped, GPU.name)
+    write_table(user, GPU.name, 90, {}, "", [entry(Tile(64, 2))])
+    assert lookup() == (Tile(64, 2), "tuned") and tt.tuned_table().path == table_path(user, GPU.name)
+    monkeypatch.setenv("GDNBENCH_NO_TILE_TABLES", "1")
+    assert lookup() == (heuristic_tile(case), "heuristic")
+
+
+def test_rows_record_tile_and_source(tables):
+    shipped, _ = tables
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(32, 1), pairs_min=64)])
+    tt.tuned_table.cache_clear()
+    tuned, small = tiny_case(batch=4, **QWEN), tiny_case(batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
+    row = case_row("run", tuned, TritonGDN(), GPU)
+    assert (row.tile, row.tile_source) == ("per_token bv=32 warps=1", "tuned")
+    row = case_row("run", small, TritonGDN(pdl=True), GPU)
+    assert (row.tile, row.tile_source) == (heuristic_tile(small).name, "heuristic")
+    assert (case_row("run", tuned, TorchEager(), GPU).tile, case_row("run", tuned, TorchEager(), GPU).tile_source) \
+        == ("", "")
+    assert Tile(4, 1, "gluon_rows", cache=2).name == "gluon_rows bv=4 warps=1 cache=2"
+
+
+def test_untuned_note_names_the_command(tables, tmp_path):
+    """One line when an own backend runs a case with a tile not tuned here; none when all are tuned."""
+    shipped, _ = tables
+    sweep = tiny_sweep(tmp_path, "[triton, triton_pdl, torch]", "[4, 64]")
+    cases = expand(sweep).cases
+    backends = [TritonGDN(), TritonGDN(pdl=True), TorchEager()]
+    note = untuned_note(sweep, cases, backends, GPU)
+    assert note == ("tiles not tuned on this GPU (Test GPU 80GB): triton 2 of 2 cases (heuristic 2); triton_pdl 2 of "
+                    "2 cases (heuristic 2); tune them with `gdnbench tune tiny --backend triton`")
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(32, 1))])
+    tt.tuned_table.cache_clear()
+    assert untuned_note(sweep, cases, backends, GPU) is None
+    assert untuned_note(sweep, cases, [TorchEager()], GPU) is None

@@ -1,0 +1,144 @@
+"""gdnbench tune on the CPU: the tuning session's resume and budget with the gate and the timer replaced
+by fakes (a simulated GPU), the table it writes, and the ``tune`` command's bad input (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from conftest import HAS_CUDA, tiny_case, tiny_sweep
+from test_tile_tables import GPU, QWEN, entry, tables  # noqa: F401 -- the fixture
+from typer.testing import CliRunner
+
+import gdnbench.backends.triton.tiles as tt
+import gdnbench.tune.common as common
+import gdnbench.tune.session as session
+from gdnbench.backends.base import Target
+from gdnbench.backends.tables import read_table, table_path, write_table
+from gdnbench.backends.triton.tiles import Tile
+from gdnbench.cli import app
+from gdnbench.config import load_sweep
+
+
+class FakeGPU:
+    """The gate passes every tile but Tile(8, 1); a timing takes 10 s of the budget's clock and gives
+    µs = BV + warps / 10 (Tile(4, 1) fastest); inputs and reference are not built."""
+
+    def __init__(self, monkeypatch):
+        self.now = 0.0
+        self.timed = 0
+        monkeypatch.setattr(session, "clock", lambda: self.now)
+        monkeypatch.setattr(session, "make_inputs", lambda c, device: None)
+        monkeypatch.setattr(session, "reference", lambda x: None)
+        monkeypatch.setattr(session, "collect_env", lambda: {"timestamp": "t", "gdnbench": "0", "versions": {}})
+        monkeypatch.setattr(common, "run_gate", self.gate)
+        monkeypatch.setattr(common, "time_gpu", self.time)
+
+    def gate(self, case, backend, x, e):
+        ok = backend.tile(case) != Tile(8, 1)
+        return SimpleNamespace(check=SimpleNamespace(ok=ok, message="" if ok else "output off by 1"))
+
+    def time(self, mode, case, backend, cfg):
+        assert mode == "graph" and cfg.max_time_s == 0.05  # the config's timing, the sweep's mode
+        self.now += 10.0
+        self.timed += 1
+        t = backend.tile(case)
+        return SimpleNamespace(stats=SimpleNamespace(median=t.bv + t.warps / 10))
+
+
+def test_tune_resumes_within_budget(tables, monkeypatch, tmp_path):
+    """A budget stops the session before the next candidate once spent, keeping what is measured (no class
+    finished: no table); the rerun measures only the rest and writes the fastest passing tile per class
+    into the per-user table, with provenance; --ship writes the shipped one from the same state."""
+    shipped, user = tables
+    fake = FakeGPU(monkeypatch)
+    sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4, 64]")
+    opts = session.TuneOptions(backend="triton", budget_min=1.0, progress=False)
+    s = session.run_tune(sweep, opts, target=GPU, log=lambda line: None)
+    total = s.measured + s.left
+    first = s.measured  # 6 timed (60 s of the budget's clock) and the failed gates among them
+    assert (s.stopped, fake.timed, s.table, s.classes_done, s.classes_total) == (True, 6, None, 0, 2)
+    assert 6 <= first < total and s.state.exists() and s.state.parent.parent.parent == user.parent.parent
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
+                         log=lambda line: None)
+    assert (s.stopped, s.measured, s.left, s.classes_done) == (False, total - first, 0, 2)
+    assert s.table == table_path(user, GPU.name) and s.entries == 2
+    table = read_table(s.table)
+    assert {(e["pairs_min"], Tile.from_entry(e)) for e in table["entries"]} == {(128, Tile(4, 1)), (2048, Tile(4, 1))}
+    assert table["provenance"]["kernel_sources_sha256"] and table["provenance"]["config"] == "tiny"
+    tt.tuned_table.cache_clear()
+    assert tt.select(tiny_case(batch=4, **QWEN)) == (Tile(4, 1), "tuned")
+    rows = s.csv.read_text().splitlines()
+    assert rows[0] == "case_id,tile,median_us,note" and any("output off by 1" in r for r in rows)
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", ship=True, progress=False), target=GPU,
+                         log=lambda line: None)
+    assert s.measured == 0 and s.table == table_path(shipped, GPU.name)
+    assert read_table(s.table)["entries"] == table["entries"]
+
+
+def test_tune_keeps_other_classes_and_discards_stale_state(tables, monkeypatch, tmp_path):
+    """The first per-user table starts from the shipped one of this GPU (classes not measured stay); a
+    state measured with other kernel sources is discarded with a note."""
+    shipped, user = tables
+    FakeGPU(monkeypatch)
+    keep = entry(Tile(16, 2), layout="v_last", median_us=9.0)
+    write_table(shipped, GPU.name, 90, {}, "", [keep])
+    sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4]")
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
+                         log=lambda line: None)
+    assert keep in read_table(s.table)["entries"] and s.entries == 2
+    state = json.loads(s.state.read_text())
+    state["key"]["kernel_sources_sha256"] = "old"
+    s.state.write_text(json.dumps(state))
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
+                         log=lambda line: None)
+    assert s.measured > 0 and "kernel_sources_sha256" in s.notes[0]
+
+
+def test_tune_refuses_what_it_cannot_tune(tmp_path):
+    sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4]")
+    with pytest.raises(session.TuneError, match="CUDA GPU"):
+        session.run_tune(sweep, session.TuneOptions(backend="triton"), target=Target("cpu"))
+    with pytest.raises(session.TuneError, match="no case"):
+        session.run_tune(sweep, session.TuneOptions(backend="triton", case_ids=["nope"]), target=GPU)
+    prefill = load_sweep("configs/prefill.yaml")
+    with pytest.raises(session.TuneError, match="runs none"):
+        session.run_tune(prefill, session.TuneOptions(backend="triton"), target=GPU)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["tune", "smoke-cpu"], "--backend: give one of triton, cute"),
+    (["tune", "smoke-cpu", "--backend", "fla"], "--backend: 'fla' is not one of triton, cute"),
+    (["tune", "smoke-cpu", "-b", "triton", "--budget", "0"], "--budget: minutes must be > 0"),
+    (["tune", "nosuchconfig", "-b", "cute"], "nosuchconfig: no such config file"),
+    pytest.param(["tune", "smoke-cpu", "-b", "triton"], "CUDA GPU",
+                 marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has a GPU")),
+])
+def test_tune_cli_bad_input(args, needle, monkeypatch, tmp_path):
+    monkeypatch.setenv("GDNBENCH_CACHE", str(tmp_path))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and not r.stdout, r.output
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+def test_tune_session_on_the_gpu(monkeypatch, tmp_path):
+    """End to end on this GPU with two candidates: real gate and graph timer, a per-user table that the
+    lookup then takes (``tuned``) for the case."""
+    from gdnbench.backends.base import current_target
+    from gdnbench.tune.triton import SPEC
+
+    monkeypatch.setenv("GDNBENCH_CACHE", str(tmp_path))
+    monkeypatch.delenv("GDNBENCH_NO_TILE_TABLES", raising=False)
+    case = tiny_case(batch=8, **QWEN)
+    opts = session.TuneOptions(backend="triton", progress=False)
+    try:
+        s = session.tune_session([case], "gpu-test", common.TIMING, "graph", SPEC, opts, current_target(),
+                                 log=lambda line: None, candidates_of=lambda c: [Tile(16, 1), Tile(32, 2)])
+        assert (s.classes_done, s.left, s.measured) == (1, 0, 2) and s.table.parent == tmp_path / "tables" / "triton"
+        assert tt.select(case)[1] == "tuned" and tt.select(case)[0] in (Tile(16, 1), Tile(32, 2))
+    finally:
+        tt.tuned_table.cache_clear()
