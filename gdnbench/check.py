@@ -41,7 +41,7 @@ import torch
 from gdnbench.backends.base import Backend, Output, Padding
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
-from gdnbench.kernels import format_kernels, profile_launch, unexpected
+from gdnbench.kernels import format_kernels, profile_launch, recording_enabled, unexpected
 from gdnbench.reference import Expected, reference
 
 
@@ -249,8 +249,8 @@ def run_gate(case: Case, backend: Backend, template: Inputs, expected: Expected,
              record_kernels: bool | None = None) -> GateResult:
     """Build ``backend`` on a fresh copy of ``template``, launch twice, verify each launch (module doc).
 
-    ``record_kernels`` (default: on a GPU) profiles the second launch and checks its kernels against
-    ``backend.expected_kernels(case)``."""
+    ``record_kernels`` (default: on a GPU, unless ``GDNBENCH_RECORD_KERNELS=0``) profiles the second
+    launch and checks its kernels against ``backend.expected_kernels(case)``."""
     x = template.clone()
     synchronize(x.device)
     t0 = time.perf_counter()
@@ -268,7 +268,7 @@ def run_gate(case: Case, backend: Backend, template: Inputs, expected: Expected,
     before = x.clone()
     expected2 = reference(before)
     if record_kernels is None:
-        record_kernels = x.device.type == "cuda"
+        record_kernels = x.device.type == "cuda" and recording_enabled()
     ran = None
     if record_kernels:
         result, ran = profile_launch(fn)
@@ -277,7 +277,7 @@ def run_gate(case: Case, backend: Backend, template: Inputs, expected: Expected,
         synchronize(x.device)
     check = check.worst(verify(case, padding, before, x, result, expected2), prefix="launch 2: ")
     kernels = ""
-    if ran is not None:
+    if ran is not None:  # None: the profiler could not record (another CUPTI client), nothing checked
         kernels = format_kernels(ran)
         problem = unexpected(ran, backend.expected_kernels(case))
         if problem and check.ok:

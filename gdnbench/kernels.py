@@ -11,15 +11,26 @@ timed and plotted under the wrong name.
 
 The same short names are used by ``gdnbench trace`` (``short_kernel``), so the gate's record and a
 Nsight Systems trace read alike.
+
+The profiler needs CUPTI to itself. Under another CUPTI client (Nsight Systems, Nsight Compute,
+compute-sanitizer) it records nothing; a GPU launch always runs at least one kernel, so an empty
+record means "not recorded", never "ran nothing": the row's ``kernels`` column is then empty and
+the check is skipped. Those tools' children set ``RECORD_ENV=0`` so the profiler is not even tried.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+import os
 from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")
+RECORD_ENV = "GDNBENCH_RECORD_KERNELS"  # "0": the gate does not profile (a tool holds CUPTI)
+
+
+def recording_enabled() -> bool:
+    return os.environ.get(RECORD_ENV, "1") != "0"
 
 
 def short_kernel(name: str, width: int = 60) -> str:
@@ -34,9 +45,10 @@ def short_kernel(name: str, width: int = 60) -> str:
     return base[:width]
 
 
-def profile_launch(fn: Callable[[], T]) -> tuple[T, Counter]:
+def profile_launch(fn: Callable[[], T]) -> tuple[T, Counter | None]:
     """Run ``fn`` once under the PyTorch profiler (CUDA activity only); returns its result and the
-    full names of the GPU kernels (and memcpy / memset operations) it ran, with counts."""
+    full names of the GPU kernels (and memcpy / memset operations) it ran, with counts, or None when
+    the profiler recorded no GPU activity at all (CUPTI held by another tool: see the module doc)."""
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -46,7 +58,7 @@ def profile_launch(fn: Callable[[], T]) -> tuple[T, Counter]:
         result = fn()
         torch.cuda.synchronize()
     names: Counter = Counter(e.name for e in prof.events() if e.device_type == DeviceType.CUDA)
-    return result, names
+    return result, (names or None)
 
 
 def format_kernels(ran: Counter) -> str:

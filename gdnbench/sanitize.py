@@ -20,6 +20,7 @@ from gdnbench.backends import get_backend
 from gdnbench.backends.base import current_target
 from gdnbench.cases import expand
 from gdnbench.config import Sweep
+from gdnbench.kernels import RECORD_ENV
 from gdnbench.rows import Row, RowWriter, read_rows, row_from_csv
 from gdnbench.runner import RunError, RunOptions, RunSummary, case_row, prepare_run, write_provenance
 
@@ -56,7 +57,8 @@ def sanitize_sweep(sweep: Sweep, config_path: Path, opts: RunOptions, sanitizer:
     logs = directory / "sanitizer"
     logs.mkdir(exist_ok=True)
     summary = RunSummary(directory=directory, cases=len(cases))
-    env = {**os.environ, "GDNBENCH_NO_PROFILER_RANGE": "1"}
+    # compute-sanitizer holds CUPTI: the child's gate does not profile its launches (gdnbench.kernels)
+    env = {**os.environ, "GDNBENCH_NO_PROFILER_RANGE": "1", RECORD_ENV: "0"}
     for case in cases:
         for backend in backends:
             if (case.id, backend.name) in done:

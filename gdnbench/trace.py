@@ -26,6 +26,7 @@ trace. Parsing and joining read CSVs only and are tested on stored ``nsys stats`
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from gdnbench.kernels import short_kernel
+from gdnbench.kernels import RECORD_ENV, short_kernel
 from gdnbench.ranges import parse_range_name
 
 NSYS_REPORTS = ("cuda_gpu_kern_sum", "nvtx_sum", "nvtx_kern_sum", "nvtx_gpu_proj_sum")
@@ -341,7 +342,9 @@ def run_nsys_trace(config: Path, out_dir: Path, name: str, cases: Sequence[str],
     if not (out_dir / "rows.csv").exists():
         raise TraceError(f"the untraced sweep wrote no rows (exit {plain.returncode}); see the output above")
     traced_dir = out_dir / "traced"
-    proc = subprocess.run(profile_command(tool, report, child_sweep_args(config, traced_dir, cases, backends, timing)))
+    # nsys holds CUPTI: the traced child's gate does not profile its launches (gdnbench.kernels)
+    proc = subprocess.run(profile_command(tool, report, child_sweep_args(config, traced_dir, cases, backends, timing)),
+                          env={**os.environ, RECORD_ENV: "0"})
     rep = report.with_suffix(".nsys-rep")
     if not rep.exists():
         raise TraceError(f"nsys wrote no report (exit {proc.returncode}); see the output above")

@@ -167,8 +167,9 @@ every timed row of the traced run (rows.csv in <out>/traced)."""
 import csv, subprocess, sys
 from pathlib import Path
 args = sys.argv[1:]
+import os
 with open({log!r}, "a") as f:
-    f.write(" ".join(args) + "\\n")
+    f.write(" ".join(args) + " record_kernels=" + os.environ.get("GDNBENCH_RECORD_KERNELS", "unset") + "\\n")
 if args[0] == "profile":
     i = args.index("-o")
     rc = subprocess.run(args[i + 2:]).returncode
@@ -206,6 +207,7 @@ def test_trace_times_untraced_then_traced_and_joins(tmp_path, write_yaml):
     calls = log.read_text().splitlines()
     assert calls[0].startswith("profile --trace=cuda,nvtx --cuda-graph-trace=node --capture-range=cudaProfilerApi")
     assert f"--out {out / 'traced'}" in calls[0] and calls[1].startswith("stats")
+    assert calls[0].endswith("record_kernels=0")  # nsys holds CUPTI: the traced gate does not profile
     assert (out / "rows.csv").exists() and (out / "traced" / "rows.csv").exists()
     j = pd.read_csv(out / "rows_nsys.csv")
     untraced = pd.read_csv(out / "rows.csv").median_us.iloc[0]
