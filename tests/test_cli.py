@@ -94,9 +94,8 @@ def test_out_dir_exists_without_resume(tmp_path, write_yaml):
     assert r.exit_code == 2 and "use --resume" in r.stderr
 
 
-def test_resume_finishes_without_redoing(tmp_path, write_yaml, monkeypatch):
-    cfg = write_yaml(SMALL.format(backends="[torch]"))
-    out = tmp_path / "r"
+def interrupt_after_two_rows(monkeypatch):
+    """Make the third row's write raise KeyboardInterrupt (a Ctrl-C mid-sweep); returns the real write."""
     real_write = RowWriter.write
     calls = {"n": 0}
 
@@ -107,6 +106,13 @@ def test_resume_finishes_without_redoing(tmp_path, write_yaml, monkeypatch):
         real_write(self, row, samples)
 
     monkeypatch.setattr(RowWriter, "write", interrupting_write)
+    return real_write
+
+
+def test_resume_finishes_without_redoing(tmp_path, write_yaml, monkeypatch):
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    out = tmp_path / "r"
+    real_write = interrupt_after_two_rows(monkeypatch)
     r = invoke("sweep", cfg, "--out", out, "--no-progress")
     assert r.exit_code == 130 and "finish with --resume" in r.stderr
     first = read_rows(out / "rows.csv")
@@ -214,16 +220,7 @@ def test_check_run_is_separate_from_sweeps(tmp_path, write_yaml):
 def test_resumed_summary_counts_every_row(tmp_path, write_yaml, monkeypatch):
     cfg = write_yaml(SMALL.format(backends="[torch]"))
     out = tmp_path / "r"
-    real_write = RowWriter.write
-    calls = {"n": 0}
-
-    def interrupting_write(self, row, samples=()):
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        real_write(self, row, samples)
-
-    monkeypatch.setattr(RowWriter, "write", interrupting_write)
+    real_write = interrupt_after_two_rows(monkeypatch)
     assert invoke("sweep", cfg, "--out", out, "--no-progress").exit_code == 130
     monkeypatch.setattr(RowWriter, "write", real_write)
     r = invoke("sweep", cfg, "--out", out, "--resume", "--no-progress")
