@@ -119,6 +119,18 @@ def _cell(v: object) -> object:
     return v
 
 
+def _open_csv(path: Path, columns: tuple[str, ...]) -> None:
+    """Start ``path`` with its header, or check that an existing file has exactly ``columns``."""
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if tuple(header) != columns:
+            raise ValueError(f"{path}: written with another schema; cannot append (start a new run)")
+    else:
+        with path.open("w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerow(columns)
+
+
 class RowWriter:
     """Appends rows to ``rows.csv`` (and samples to ``samples.csv``) in ``directory``, flushing each."""
 
@@ -127,22 +139,8 @@ class RowWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "rows.csv"
         self.samples_path = self.dir / "samples.csv"
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with self.path.open(newline="") as f:
-                header = next(csv.reader(f), [])
-            if tuple(header) != COLUMNS:
-                raise ValueError(f"{self.path}: written with another schema; cannot append (start a new run)")
-        else:
-            with self.path.open("w", newline="") as f:
-                csv.writer(f, lineterminator="\n").writerow(COLUMNS)
-        if self.samples_path.exists() and self.samples_path.stat().st_size > 0:
-            with self.samples_path.open(newline="") as f:
-                header = next(csv.reader(f), [])
-            if tuple(header) != SAMPLE_COLUMNS:
-                raise ValueError(f"{self.samples_path}: written with another schema; cannot append (start a new run)")
-        else:
-            with self.samples_path.open("w", newline="") as f:
-                csv.writer(f, lineterminator="\n").writerow(SAMPLE_COLUMNS)
+        _open_csv(self.path, COLUMNS)
+        _open_csv(self.samples_path, SAMPLE_COLUMNS)
 
     def done(self) -> set[tuple[str, str]]:
         """(case_id, backend) pairs already written (for --resume)."""
