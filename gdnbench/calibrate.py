@@ -43,12 +43,17 @@ def verdicts(result: dict) -> list[Verdict]:
            Verdict("graph-timed empty kernel, µs per launch", empty, EMPTY_MAX_US, empty < EMPTY_MAX_US, "µs")]
     energy = result.get("energy") or {}
     if "max_rel_residual" in energy:
-        from gdnbench.energy import LINEARITY_MAX_REL
+        from gdnbench.energy import LINEARITY_MAX_REL, MIN_BUSY
 
         dev = 100 * energy["max_rel_residual"]
         sizes = "/".join(str(c["bytes"] // MIB) for c in energy["copies"])
         out.append(Verdict(f"copy energy ({sizes} MiB) vs bytes, largest deviation from a line, % of the value",
                            dev, 100 * LINEARITY_MAX_REL, dev < 100 * LINEARITY_MAX_REL, "% deviation"))
+        # a window with idle gaps measures idle power, not the copies (older results carry no busy field)
+        busy = min(c.get("busy", float("nan")) for c in energy["copies"])
+        if busy == busy:
+            out.append(Verdict("least busy energy window, % of it running the copies", 100 * busy, 100 * MIN_BUSY,
+                               busy >= MIN_BUSY, "%"))
     return out
 
 

@@ -27,6 +27,7 @@ torch are imported inside the GPU functions only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -39,9 +40,16 @@ if TYPE_CHECKING:
     from gdnbench.config import Timing as TimingConfig
     from gdnbench.rows import Row
 
-#: A window spans at least this long and this many counter updates (whichever is longer).
-MIN_WINDOW_S = 1.0
-MIN_UPDATES = 10
+#: A window spans at least this long and this many counter updates (whichever is longer). The H100's
+#: counter steps every 100 ms with sub-ms jitter: three updates bound a row's uncertainty near 1-2%
+#: (recorded per row), at ~0.45 s per row.
+MIN_WINDOW_S = 0.3
+MIN_UPDATES = 3
+#: Work kept queued on the GPU while the host polls NVML (a read can take milliseconds): the window
+#: must time the work, not idle gaps between it.
+IN_FLIGHT_US = 20_000.0
+#: A window whose GPU was busy less than this fraction of it measured idle power too.
+MIN_BUSY = 0.9
 #: NVML reports total energy in whole millijoules.
 NVML_RESOLUTION_MJ = 1.0
 #: Calibrate: energy of a copy must follow a straight line in its bytes within this fraction.
@@ -133,6 +141,7 @@ class EnergyWindow:
     launches: float
     launch_slack: float     # launches: combined uncertainty of both edges' positions
     energy_slack_mj: float  # mJ: counter resolution and update jitter, both edges
+    busy: float = math.nan  # fraction of the window the GPU spent running the launches (when known)
 
     @property
     def energy_uj(self) -> float:
@@ -247,7 +256,8 @@ def open_counter(index: int | None = None) -> tuple[NvmlCounter | None, str]:
 
 def graph_stepper(graph: Any, launches_per_replay: int, replays_per_step: int = 1, depth: int = 2) -> Step:
     """A step that enqueues ``replays_per_step`` replays of ``graph`` and keeps at most ``depth``
-    steps in flight (waiting for the oldest), so the GPU never idles; returns launches completed."""
+    steps in flight (waiting for the oldest), so the GPU never idles while the host reads the counter;
+    returns launches completed."""
     import collections
 
     import torch
@@ -276,10 +286,29 @@ def idle_step(poll_s: float = 0.001) -> Step:
     return lambda: (time.sleep(poll_s), 0.0)[1]
 
 
+def time_replay_us(graph: Any, stream: Any, reps: int = 5) -> float:
+    """GPU time of one replay of ``graph`` (µs, the median of ``reps`` timed by CUDA events)."""
+    import torch
+
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        graph.replay()
+        end.record(stream)
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
 def measure_graph(fns: Sequence[Callable[[], object]], counter: NvmlCounter, period: CounterPeriod,
-                  step_us: float = 2000.0, per_launch_us: float | None = None,
-                  min_window_s: float = MIN_WINDOW_S, min_updates: int = MIN_UPDATES) -> EnergyWindow:
-    """Capture ``fns`` in a graph and measure its energy per launch over a window (GPU)."""
+                  step_us: float = 2000.0, min_window_s: float = MIN_WINDOW_S,
+                  min_updates: int = MIN_UPDATES) -> EnergyWindow:
+    """Capture ``fns`` in a graph and measure its energy per launch over a window (GPU).
+
+    Each step enqueues about ``step_us`` of replays, and ``IN_FLIGHT_US`` of work stays queued, so the
+    GPU runs back to back while the host polls. The window's ``busy`` fraction (GPU time of the
+    completed launches over the window) shows that it did."""
     import torch
 
     from gdnbench.timer import capture_graph
@@ -287,17 +316,18 @@ def measure_graph(fns: Sequence[Callable[[], object]], counter: NvmlCounter, per
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = capture_graph(fns, stream)
-    reps = 1
-    if per_launch_us:
-        reps = max(1, math.ceil(step_us / (per_launch_us * len(fns))))
     with torch.cuda.stream(stream):
         graph.replay()
         stream.synchronize()
-        step = graph_stepper(graph, len(fns), reps)
+        replay_us = time_replay_us(graph, stream)
+        reps = max(1, math.ceil(step_us / max(replay_us, 1e-3)))
+        depth = max(2, math.ceil(IN_FLIGHT_US / (reps * max(replay_us, 1e-3))))
+        step = graph_stepper(graph, len(fns), reps, depth)
         w = measure_window(counter.read, time.perf_counter, step, period, min_window_s, min_updates)
         stream.synchronize()
     del graph
-    return w
+    busy = w.launches / len(fns) * replay_us * 1e-6 / w.window_s
+    return dataclasses.replace(w, busy=busy)
 
 
 @dataclass
@@ -329,13 +359,15 @@ class EnergyPass:
         assert self.counter is not None and self.period is not None
         try:
             sets, fns = graph_launches(case, backend, self.cfg)
-            w = measure_graph(fns, self.counter, self.period, per_launch_us=row.median_us)
+            w = measure_graph(fns, self.counter, self.period)
             del sets, fns
         except Exception as e:
             text = str(e).splitlines()[0] if str(e) else ""
             row.reason = f"energy not measured: {type(e).__name__}: {text}"[:300]
             return
         row.energy_uj, row.energy_uj_err, row.power_w, row.energy_window_s = w.energy_uj, w.err_uj, w.power_w, w.window_s
+        if w.busy < MIN_BUSY:
+            row.reason = f"energy window only {w.busy:.0%} busy: idle power included"
 
 
 def copy_energy_check(sizes: Sequence[int], counter: NvmlCounter, period: CounterPeriod) -> dict:
@@ -351,7 +383,7 @@ def copy_energy_check(sizes: Sequence[int], counter: NvmlCounter, period: Counte
         fns = [(lambda s=s, d=d: d.copy_(s)) for s, d in bufs]
         w = measure_graph(fns, counter, period)
         points.append({"bytes": size, "energy_uj": w.energy_uj, "energy_uj_err": w.err_uj, "power_w": w.power_w,
-                       "window_s": w.window_s, "launches": w.launches})
+                       "window_s": w.window_s, "launches": w.launches, "busy": w.busy})
         del bufs, fns
         torch.cuda.empty_cache()
     slope, intercept, worst = linear_fit([2.0 * p["bytes"] for p in points], [p["energy_uj"] for p in points])

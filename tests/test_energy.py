@@ -122,6 +122,12 @@ def test_calibrate_energy_verdict():
     bad = verdicts(_cal({"copies": copies, "max_rel_residual": 0.08}))
     assert not bad[2].ok
     assert len(verdicts(_cal({"skipped": "no counter"}))) == 2
+    # a window where the GPU mostly idled between copies measured idle power: it fails
+    busy = [{**c, "busy": b} for c, b in zip(copies, (0.98, 0.99, 0.97, 0.99))]
+    v = verdicts(_cal({"copies": busy, "max_rel_residual": 0.02}))
+    assert len(v) == 4 and v[3].ok and v[3].value == pytest.approx(97)
+    idle = [{**c, "busy": b} for c, b in zip(copies, (0.1, 0.2, 0.4, 0.9))]
+    assert not verdicts(_cal({"copies": idle, "max_rel_residual": 0.02}))[3].ok
 
 
 def test_energy_module_imports_no_gpu_library():
