@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from gdnbench import gpucheck
 from gdnbench.cli import app
 from gdnbench.gpucheck import Step, find_baseline, markdown, pytest_counts
 from gdnbench.trace import agreement
@@ -92,3 +93,25 @@ def test_roofline_step_compares_the_new_run_with_the_baseline(tmp_path, monkeypa
     (tmp_path / "out2").mkdir()
     step = gc.step_roofline(tmp_path / "out2", base)
     assert not step.ok and "slower" in step.summary, step.summary
+
+
+@pytest.mark.parametrize("workers", [0, 4])
+def test_tests_step_runs_timing_tests_alone(monkeypatch, tmp_path, workers):
+    """With pytest-xdist, the tests that assert a time run first and alone, the others in parallel;
+    without it, one serial run. Both runs must pass for the step to pass."""
+    calls = []
+
+    def fake_child(args, log, timeout_s):
+        calls.append(list(args))
+        return (1 if "timing" in " ".join(args) and "not timing" not in " ".join(args) else 0), "3 passed in 1s"
+
+    monkeypatch.setattr(gpucheck, "run_child", fake_child)
+    monkeypatch.setattr(gpucheck, "xdist_workers", lambda: workers)
+    step = gpucheck.step_tests(tmp_path)
+    marks = [a[a.index("-m", 1) + 1] for a in calls]
+    if workers:
+        assert marks == ["gpu and timing", "gpu and not timing"] and calls[1][-2:] == ["-n", "4"]
+        assert not step.ok and "4 workers" in step.summary
+    else:
+        assert marks == ["gpu"] and "-n" not in calls[0] and step.ok
+    assert all("--ignore=tests/test_gpu_trace.py" in a for a in calls)

@@ -46,6 +46,7 @@ def test_time_cpu_counts_warmup_and_samples():
 # ---- GPU (run on the GPU host: make gpu-test) --------------------------------------------------------
 
 @pytest.mark.gpu
+@pytest.mark.timing
 def test_graph_timer_reproduces_copy_bandwidth():
     from gdnbench.timer import copy_bandwidth, l2_bytes, time_graph
 
@@ -61,6 +62,7 @@ def test_graph_timer_reproduces_copy_bandwidth():
 
 
 @pytest.mark.gpu
+@pytest.mark.timing
 def test_copy_bandwidth_is_repeatable():
     """The roofline's denominator: two measurements in one process agree within 2% (without the
     warm-up, one taken after an idle gap read 2.3% low on the H100)."""
@@ -71,6 +73,7 @@ def test_copy_bandwidth_is_repeatable():
 
 
 @pytest.mark.gpu
+@pytest.mark.timing
 def test_graph_timer_empty_kernel_under_3us():
     from gdnbench.timer import time_graph
 
@@ -79,6 +82,7 @@ def test_graph_timer_empty_kernel_under_3us():
 
 
 @pytest.mark.gpu
+@pytest.mark.timing
 def test_graph_timer_leaves_out_the_host_enqueue():
     """4 empty kernels in a graph time at about what 500 do per launch: the host's cudaGraphLaunch
     (several µs) happens while a sleep kernel holds the GPU, instead of being spread over 4 launches."""
@@ -91,6 +95,7 @@ def test_graph_timer_leaves_out_the_host_enqueue():
 
 
 @pytest.mark.gpu
+@pytest.mark.timing
 @pytest.mark.parametrize("mode", ["graph", "events"])
 def test_time_gpu_torch_decode(mode):
     from gdnbench.backends.torch_eager import BACKEND
@@ -113,6 +118,7 @@ def test_sleep_cycles_outlasts_host():
 
 
 @pytest.mark.gpu
+@pytest.mark.timing
 def test_events_timer_hides_host_overhead():
     """A launch that spends 2 ms on the host before a tiny kernel must time as the kernel alone."""
     import time as _time
@@ -131,6 +137,7 @@ def test_events_timer_hides_host_overhead():
 
 
 @pytest.mark.gpu
+@pytest.mark.timing
 def test_events_timer_keeps_host_time_of_a_syncing_launch():
     """A launch that waits for the GPU cannot be covered by a sleep: no sleep, host time measured."""
     import time as _time
