@@ -1,9 +1,10 @@
 # gdnbench: every target creates or reuses the local virtualenv by itself.
 #   make sweep            run the default sweep (decode on a GPU, smoke-cpu on a CPU)
 #   make test             run the tests (CPU; GPU tests are skipped without a GPU)
-# On a GPU machine (nvidia-smi lists a GPU; force with GPU=1 / GPU=0) the venv sees the system
-# site-packages, so it reuses the CUDA torch already installed instead of pulling a CPU one, and gets
-# the GPU extras (FlashInfer, CuTe DSL, fla-core, nvtx). pip honours PIP_FIND_LINKS / PIP_NO_INDEX,
+# On a GPU machine (nvidia-smi lists a GPU; force with GPU=1 / GPU=0) the venv sees the site-packages
+# of the python3 that made it (system ones, or its own venv's: scripts/parent_site_pth.py), so it
+# reuses the CUDA torch already installed instead of pulling a CPU one, and gets the GPU extras it
+# lacks (FlashInfer, CuTe DSL, fla-core, nvtx). pip honours PIP_FIND_LINKS / PIP_NO_INDEX,
 # or set WHEELS=dir to install from a local wheel folder only (no network).
 # On the GPU host (no network, no venv): make gpu-* use the host's python3 (README: "GPU host targets").
 PYTHON ?= python3
@@ -15,9 +16,13 @@ GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo 1)
 WHEELS ?=
 PIP_OFFLINE := $(if $(WHEELS),--no-index --find-links $(WHEELS))
 VENV_FLAGS := $(if $(filter 1,$(GPU)),--system-site-packages)
-comma := ,
-EXTRAS := $(if $(filter 1,$(GPU)),dev$(comma)gpu,dev)
-STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# What the commands need: the GPU extras on a GPU machine; on a CPU the dev extra (its Triton and
+# fla-core run under Triton's interpreter there, and CI's tests need the rest of it).
+EXTRAS := $(if $(filter 1,$(GPU)),gpu,dev)
+CKSUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)-$(CKSUM)
+# make test on a GPU machine adds the dev extra (pytest, hypothesis, nbclient, Ray) to that venv
+DEV_STAMP := $(if $(filter 1,$(GPU)),$(VENV)/.installed-gpu-dev-$(CKSUM))
 CONFIG ?=
 ARGS ?=
 HOST_PY := PYTHONPATH=$(CURDIR) python3
@@ -29,24 +34,42 @@ venv: $(STAMP)
 
 # GPU: a venv over the system site-packages, whose torch must see the GPU (never a CPU torch here).
 # CPU: torch from TORCH_SPEC unless the venv already has one.
+# GPU: install only the requirements (main ones or extras: $(1)) that the machine lacks, then gdnbench
+# with --no-deps (scripts/missing_requirements.py says why: asking pip for packages already installed
+# re-checks all that they declare, which fails offline where an image left some out)
+define install_missing
+	@$(PY) scripts/missing_requirements.py $(1) > $(VENV)/.missing
+	@if [ -s $(VENV)/.missing ]; then echo "installing what this machine lacks ($(1)):" \
+	$$(cat $(VENV)/.missing); $(PY) -m pip install -q $(PIP_OFFLINE) -r $(VENV)/.missing; \
+	else echo "$(1): every requirement already installed"; fi
+endef
+
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 ifeq ($(GPU),1)
+	@test -x $(PY) || { $(PYTHON) -m venv $(VENV_FLAGS) $(VENV) && $(PYTHON) scripts/parent_site_pth.py $(VENV); }
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null || { echo "error: GPU=1 \
 	but $(PY) has no torch that sees the GPU: install the CUDA build of torch for $(PYTHON) (the venv reuses \
 	it through --system-site-packages), or remove $(VENV) if it was created without them" >&2; exit 2; }
-	$(PY) -m pip install -q $(PIP_OFFLINE) -e ".[$(EXTRAS)]"
+	$(call install_missing,dependencies $(EXTRAS))
+	$(PY) -m pip install -q $(PIP_OFFLINE) --no-deps -e .
 else
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(PIP_OFFLINE) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q $(PIP_OFFLINE) -e ".[$(EXTRAS)]"
 endif
 	@rm -f $(VENV)/.installed-* && touch $@
 
+ifeq ($(GPU),1)
+$(DEV_STAMP): $(STAMP)
+	$(call install_missing,dev)
+	@touch $@
+endif
+
 sweep: venv
 	@$(PY) -m gdnbench list
 	$(PY) -m gdnbench sweep $(CONFIG) $(ARGS)
 
-test: venv
+test: venv $(DEV_STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 smoke: venv

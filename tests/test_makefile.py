@@ -26,14 +26,26 @@ def dry(*args, cwd=REPO, path_prefix: str | None = None) -> str:
 def test_gpu_venv_reuses_system_torch_and_installs_gpu_extras(tmp_path):
     text = dry("venv", "GPU=1", f"VENV={tmp_path / 'v'}")
     assert "-m venv --system-site-packages" in text
-    assert '-e ".[dev,gpu]"' in text
+    assert "pip install -q  --no-deps -e .\n" in text and "missing_requirements.py dependencies gpu" in text
+    assert "[dev" not in text and "missing_requirements.py dev" not in text   # a sweep needs no test tools
     assert "torch==" not in text and "TORCH_SPEC" not in text   # never a CPU torch on a GPU machine
     assert "torch.cuda.is_available()" in text                 # the reused torch must see the GPU
 
 
 def test_gpu_venv_offline_from_a_wheel_folder(tmp_path):
     text = dry("venv", "GPU=1", f"VENV={tmp_path / 'v'}", "WHEELS=/bundle/wheels")
-    assert '--no-index --find-links /bundle/wheels -e ".[dev,gpu]"' in text
+    assert '--no-index --find-links /bundle/wheels --no-deps -e .\n' in text
+    assert "pip install -q --no-index --find-links /bundle/wheels -r" in text
+
+
+def test_gpu_make_test_adds_the_dev_extra(tmp_path):
+    text = dry("test", "GPU=1", f"VENV={tmp_path / 'v'}", "WHEELS=/w")
+    lines = text.splitlines()
+    gpu = next(i for i, x in enumerate(lines) if "missing_requirements.py dependencies gpu" in x)
+    dev = next(i for i, x in enumerate(lines) if "missing_requirements.py dev" in x)
+    assert gpu < dev < next(i for i, x in enumerate(lines) if "-m pytest" in x)
+    cpu = dry("test", "GPU=0", f"VENV={tmp_path / 'c'}")
+    assert cpu.count(".[dev") == 1 and '-e ".[dev]"' in cpu   # on a CPU the venv has it already
 
 
 def test_cpu_venv_as_before(tmp_path):
