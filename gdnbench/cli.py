@@ -158,8 +158,8 @@ def sweep(config: Optional[str] = typer.Argument(None, help="config file or ship
           backend: Optional[List[str]] = BackendOpt, case: Optional[List[str]] = CaseOpt,
           timing: Optional[str] = typer.Option(None, help="timing mode: graph | events | cpu (default: config)"),
           energy: bool = typer.Option(False, "--energy", help="GPU: also measure energy per launch (µJ) and power "
-                                      "of every timed row through NVML, over windows of >= 1 s aligned to the "
-                                      "energy counter's updates (adds ~1-2 s per row)"),
+                                      "of every timed row through NVML, over windows of >= 0.3 s aligned to the "
+                                      "energy counter's updates (adds ~0.5 s per row)"),
           gpus: Optional[str] = typer.Option(None, "--gpus", help="scale out over this host's GPUs with Ray: all, "
                                              "a count, or device ids (0,2); with --cluster: all or a count"),
           cluster: Optional[str] = typer.Option(None, "--cluster", help="run on a running Ray cluster: auto or "
@@ -359,7 +359,7 @@ def trace(config: str = typer.Argument(..., help="config file or shipped name (e
     """Re-run part of a sweep under Nsight Systems; write the .nsys-rep, kernels.csv, rows_nsys.csv and a
     timer-vs-kernel consistency report."""
     from gdnbench.outpaths import OutPathError, check_out_dir
-    from gdnbench.runner import new_results_dir
+    from gdnbench.outpaths import new_results_dir
     from gdnbench.trace import TraceError, run_nsys_trace, run_torch_trace
 
     if profiler not in ("nsys", "torch"):

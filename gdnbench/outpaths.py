@@ -1,4 +1,8 @@
-"""Output paths: check that a folder or file given on the command line can be written, before any work.
+"""Output paths: where a run's folder goes, and whether a folder or file given on the command line can
+be written, checked before any work.
+
+A run's folder is ``<root>/<date>_<device>_<config>[-check][_N]``: a check-only run (``gdnbench check``)
+gets its own suffix and records ``check_only`` in env.json, so ``--resume`` of a sweep never picks it.
 
 Every command that writes (``sweep`` / ``check`` / ``trace`` results folders, ``plot -o``, ``compare -o``,
 ``calibrate -o``) asks here first, so a bad path is one line naming the option, the path and what was
@@ -9,8 +13,18 @@ folder, and writable: ``os.access`` also reports read-only file systems and immu
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import os
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gdnbench.config import Sweep
+
+#: Suffix of a check-only run's folder: never a timed sweep's, so --resume and plots can tell them apart.
+CHECK_SUFFIX = "-check"
 
 
 class OutPathError(ValueError):
@@ -64,3 +78,36 @@ def make_out_dir(path: Path, option: str) -> Path:
     except OSError as e:
         raise OutPathError(f"{option} {path}: cannot create the folder ({e.strerror or e})") from None
     return Path(path)
+
+
+def new_results_dir(sweep: Sweep, root: Path, suffix: str = "", slug: str | None = None) -> Path:
+    from gdnbench.env import device_slug  # imports torch: only when a run needs its folder
+
+    stem = f"{_dt.date.today().isoformat()}_{slug or device_slug()}_{sweep.name or 'sweep'}{suffix}"
+    path, n = root / stem, 2
+    while path.exists():
+        path, n = root / f"{stem}_{n}", n + 1
+    return path
+
+
+def is_check_only(directory: Path) -> bool:
+    """Whether a results folder holds a check-only run (env.json says so, or its name ends in -check)."""
+    try:
+        if json.loads((Path(directory) / "env.json").read_text()).get("check_only"):
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    return re.search(rf"{re.escape(CHECK_SUFFIX)}(_\d+)?$", Path(directory).name) is not None
+
+
+def latest_results_dir(sweep: Sweep, root: Path, check_only: bool = False, slug: str | None = None) -> Path | None:
+    """Most recent results dir of this config on this kind of device (for --resume without --out):
+    a timed sweep's for ``sweep --resume``, a check-only run's for ``check --resume``, never the other."""
+    from gdnbench.env import device_slug
+
+    suffix = CHECK_SUFFIX if check_only else ""
+    pattern = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}_{re.escape(slug or device_slug())}_{re.escape(sweep.name or 'sweep')}"
+                         rf"{re.escape(suffix)}(_\d+)?")
+    found = sorted((p for p in root.glob("*") if pattern.fullmatch(p.name) and (p / "rows.csv").exists()
+                    and is_check_only(p) == check_only), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None

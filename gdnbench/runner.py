@@ -19,12 +19,10 @@ is replayed again over a window aligned to NVML's total-energy counter, filling 
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import functools
 import gc
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -39,14 +37,13 @@ from gdnbench.check import run_gate
 from gdnbench.config import Sweep
 from gdnbench.env import collect_env, device_slug, gpu_uuid, host_name
 from gdnbench.inputs import Inputs, make_inputs
-from gdnbench.outpaths import check_out_dir, make_out_dir
+from gdnbench.outpaths import (CHECK_SUFFIX, check_out_dir, is_check_only, latest_results_dir, make_out_dir,
+                               new_results_dir)
 from gdnbench.reference import Expected, reference
 from gdnbench.rows import Row, RowWriter
 from gdnbench.timer import TIMER_REVISION, Timing, time_cpu
 from gdnbench.vocab import GPU_TIMING_MODES
 
-#: Suffix of a check-only run's folder: never a timed sweep's, so --resume and plots can tell them apart.
-CHECK_SUFFIX = "-check"
 CHECK_ONLY_NOTE = "checked only: gdnbench check (no timing)"
 INTERPRETER_NOTE = "checked only: Triton interpreter on a CPU (TRITON_INTERPRET=1), timing not meaningful"
 
@@ -88,35 +85,6 @@ def resolve_timing_mode(sweep: Sweep, target: Target, override: str | None) -> s
     if mode in GPU_TIMING_MODES and target.device != "cuda":
         raise RunError(f"timing mode '{mode}' needs a CUDA GPU; this machine has none (use cpu or auto)")
     return mode
-
-
-def new_results_dir(sweep: Sweep, root: Path, suffix: str = "", slug: str | None = None) -> Path:
-    stem = f"{_dt.date.today().isoformat()}_{slug or device_slug()}_{sweep.name or 'sweep'}{suffix}"
-    path, n = root / stem, 2
-    while path.exists():
-        path, n = root / f"{stem}_{n}", n + 1
-    return path
-
-
-def is_check_only(directory: Path) -> bool:
-    """Whether a results folder holds a check-only run (env.json says so, or its name ends in -check)."""
-    try:
-        if json.loads((Path(directory) / "env.json").read_text()).get("check_only"):
-            return True
-    except (OSError, ValueError, AttributeError):
-        pass
-    return re.search(rf"{re.escape(CHECK_SUFFIX)}(_\d+)?$", Path(directory).name) is not None
-
-
-def latest_results_dir(sweep: Sweep, root: Path, check_only: bool = False, slug: str | None = None) -> Path | None:
-    """Most recent results dir of this config on this kind of device (for --resume without --out):
-    a timed sweep's for ``sweep --resume``, a check-only run's for ``check --resume``, never the other."""
-    suffix = CHECK_SUFFIX if check_only else ""
-    pattern = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}_{re.escape(slug or device_slug())}_{re.escape(sweep.name or 'sweep')}"
-                         rf"{re.escape(suffix)}(_\d+)?")
-    found = sorted((p for p in root.glob("*") if pattern.fullmatch(p.name) and (p / "rows.csv").exists()
-                    and is_check_only(p) == check_only), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
 
 
 def select_cases(cases: list[Case], ids: list[str] | None) -> list[Case]:
