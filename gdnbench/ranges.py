@@ -2,14 +2,23 @@
 
 The ``nvtx`` package is used when installed (it supports domains and registers its strings, which
 nsys matches); otherwise torch.cuda.nvtx (no domain: the range name still carries the full key).
+
+Under ``gdnbench trace`` (``GDNBENCH_NVTX_SAMPLES=1`` in the traced child) each timed sample's launch
+work (the graph replay, or the launch in events mode; not the timer's sleep or events) also gets a
+range ``<phase>|<backend>|<case id>|sample``. nsys projects it onto the GPU: from the first kernel's
+start to the last kernel's end, gaps between a launch's kernels included, which is what the timer
+measures per sample.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import os
+from typing import Callable, Iterator
 
 DOMAIN = "gdnbench"
+SAMPLE = "sample"
+SAMPLES_ENV = "GDNBENCH_NVTX_SAMPLES"
 
 
 def range_name(phase: str, backend: str, case_id: str) -> str:
@@ -18,9 +27,48 @@ def range_name(phase: str, backend: str, case_id: str) -> str:
 
 
 def parse_range_name(name: str) -> tuple[str, str, str] | None:
-    """Inverse of range_name (None for a range gdnbench did not make)."""
+    """Inverse of range_name (None for a range gdnbench did not make, or a sample range)."""
     parts = name.split("|")
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def sample_range_name(name: str) -> str:
+    """The per-sample range inside the measured range ``name``."""
+    return f"{name}|{SAMPLE}"
+
+
+def parse_sample_range(name: str) -> tuple[str, str, str] | None:
+    """Inverse of sample_range_name: the (phase, backend, case id) of a sample range, else None."""
+    head, sep, tail = name.rpartition("|")
+    return parse_range_name(head) if sep and tail == SAMPLE else None
+
+
+def sample_ranges_enabled() -> bool:
+    return os.environ.get(SAMPLES_ENV) == "1"
+
+
+def in_sample_range(name: str, fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` inside an NVTX sample range of ``name`` (NVTX only: no profiler scope per sample)."""
+    label = sample_range_name(name)
+    try:
+        import nvtx
+    except ImportError:
+        nvtx = None
+
+    if nvtx is not None:
+        def run() -> None:
+            with nvtx.annotate(message=label, domain=DOMAIN, color="blue"):
+                fn()
+    else:
+        import torch
+
+        def run() -> None:
+            torch.cuda.nvtx.range_push(label)
+            try:
+                fn()
+            finally:
+                torch.cuda.nvtx.range_pop()
+    return run
 
 
 @contextlib.contextmanager

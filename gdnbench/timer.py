@@ -143,7 +143,7 @@ def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str
     import torch
 
     from gdnbench.clocks import ClockMonitor
-    from gdnbench.ranges import nvtx_range
+    from gdnbench.ranges import in_sample_range, nvtx_range, sample_ranges_enabled
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -154,14 +154,15 @@ def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str
             graph.replay()
         stream.synchronize()
         monitor.sample()
-        cycles, host_us, covered = host_cover(graph.replay, _clock(monitor))
+        run = in_sample_range(name, graph.replay) if sample_ranges_enabled() else graph.replay
+        cycles, host_us, covered = host_cover(run, _clock(monitor))
 
         def before() -> None:  # the replay is enqueued while the GPU sleeps: its host time is not timed
             if cycles:
                 torch.cuda._sleep(cycles)
 
         with nvtx_range(name):
-            samples, converged = _sample_events(graph.replay, cfg, len(fns), monitor, before=before)
+            samples, converged = _sample_events(run, cfg, len(fns), monitor, before=before)
         monitor.sample()
     stream.synchronize()
     del graph
@@ -196,7 +197,7 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
     import torch
 
     from gdnbench.clocks import ClockMonitor
-    from gdnbench.ranges import nvtx_range
+    from gdnbench.ranges import in_sample_range, nvtx_range, sample_ranges_enabled
 
     flush = torch.empty(flush_bytes or 2 * l2_bytes(), dtype=torch.uint8, device="cuda")
     stream = torch.cuda.Stream()
@@ -207,7 +208,8 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
             fn()
         stream.synchronize()
         monitor.sample()
-        cycles, host_us, covered = host_cover(fn, _clock(monitor))
+        run = in_sample_range(name, fn) if sample_ranges_enabled() else fn
+        cycles, host_us, covered = host_cover(run, _clock(monitor))
 
         def before() -> None:
             flush.zero_()
@@ -215,7 +217,7 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
                 torch.cuda._sleep(cycles)
 
         with nvtx_range(name):
-            samples, converged = _sample_events(fn, cfg, 1, monitor, before=before)
+            samples, converged = _sample_events(run, cfg, 1, monitor, before=before)
         monitor.sample()
     stream.synchronize()
     return Timing(mode="events", samples_us=samples, stats=summarize(samples), converged=converged,

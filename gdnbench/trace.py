@@ -14,7 +14,11 @@ writes its kernel, NVTX and NVTX->kernel summaries, from which this module build
 
 * ``kernels.csv``: per range, the kernels that ran, how many per launch, their duration statistics;
 * ``rows_nsys.csv``: the run's rows plus ``nsys_kernels``, ``nsys_kernels_per_launch``,
-  ``nsys_kernel_us`` (GPU kernel time per launch), ``nsys_vs_timer`` and ``traced_median_us``;
+  ``nsys_kernel_us`` (GPU kernel time per launch), ``nsys_vs_timer`` and ``traced_median_us``; and
+  ``nsys_launch_us``, the traced run's per-sample NVTX ranges (gdnbench.ranges) projected onto the GPU
+  per launch, with ``nsys_launch_vs_timer`` its ratio to the traced run's own timer: the like-for-like
+  check that the timer measures the launches' GPU time, gaps between kernels included (the kernel
+  sum leaves those gaps out, so multi-kernel launches read low against it);
 * ``consistency.md``: rows where the timer's per-launch latency and the kernel time differ by more
   than 5% (and 1 µs), each with the likely reason (gaps between kernels, helper kernels such as
   casts, copies or fills inside the backend call).
@@ -38,7 +42,7 @@ from typing import Sequence
 import pandas as pd
 
 from gdnbench.kernels import RECORD_ENV, short_kernel
-from gdnbench.ranges import parse_range_name
+from gdnbench.ranges import SAMPLE, SAMPLES_ENV, parse_range_name
 
 NSYS_REPORTS = ("cuda_gpu_kern_sum", "nvtx_sum", "nvtx_kern_sum", "nvtx_gpu_proj_sum")
 # Kernels the timer itself launches inside a measured range, in every timing mode: the host-cover
@@ -127,16 +131,22 @@ def read_nvtx_kern_sum(path: Path) -> pd.DataFrame:
 
 
 def read_nvtx_gpu_proj_sum(path: Path) -> pd.DataFrame:
-    """nvtx_gpu_proj_sum -> per range: projected GPU time (ns) and the range's own time (ns)."""
+    """nvtx_gpu_proj_sum -> per range: projected GPU time (ns) over its instances; ``kind`` is ``row``
+    for a measured range, ``sample`` for the per-sample ranges inside it (gdnbench.ranges)."""
     df = read_stats_csv(path)
     rng = _col(df, "Range", "NVTX Range")
     proj = _col(df, "Total Proj Time", "Projected", "Proj")
+    inst = next((c for c in df.columns if c.lower().startswith(("range instances", "instances"))), None)
     out = []
     for _, r in df.iterrows():
-        key = range_key(r[rng])
+        text = str(r[rng]).strip()
+        key, kind = range_key(text), "row"
+        if key is None:
+            key, kind = range_key(text.rpartition("|")[0]) if text.endswith(f"|{SAMPLE}") else None, "sample"
         if key:
-            out.append({"phase": key[0], "backend": key[1], "case_id": key[2], "proj_ns": float(r[proj])})
-    return pd.DataFrame(out, columns=["phase", "backend", "case_id", "proj_ns"])
+            out.append({"phase": key[0], "backend": key[1], "case_id": key[2], "kind": kind,
+                        "proj_ns": float(r[proj]), "instances": float(r[inst]) if inst else float("nan")})
+    return pd.DataFrame(out, columns=["phase", "backend", "case_id", "kind", "proj_ns", "instances"])
 
 
 # ---- kernels.csv, the join, the consistency report -------------------------------------------------
@@ -176,11 +186,21 @@ def join_rows(rows: pd.DataFrame, kernels: pd.DataFrame, proj: pd.DataFrame | No
     out = rows.merge(agg, on=["case_id", "backend"], how="left")
     out = out.merge(traced[["case_id", "backend", "median_us"]].rename(columns={"median_us": "traced_median_us"}),
                     on=["case_id", "backend"], how="left")
+    out["nsys_launch_us"] = float("nan")
     if proj is not None and len(proj):
+        if "kind" not in proj:
+            proj = proj.assign(kind="row", instances=float("nan"))
         p = proj.merge(traced[["case_id", "backend", "n_samples", "launches_per_sample"]], on=["case_id", "backend"])
-        p["nsys_gpu_span_us"] = p.proj_ns / 1e3 / (p.n_samples.astype(float) * p.launches_per_sample.astype(float))
-        out = out.merge(p[["case_id", "backend", "nsys_gpu_span_us"]], on=["case_id", "backend"], how="left")
+        per = p.launches_per_sample.astype(float)
+        rows_p = p[p.kind == "row"].assign(nsys_gpu_span_us=lambda d: d.proj_ns / 1e3 / (
+            d.n_samples.astype(float) * d.launches_per_sample.astype(float)))
+        out = out.merge(rows_p[["case_id", "backend", "nsys_gpu_span_us"]], on=["case_id", "backend"], how="left")
+        samples = p[p.kind == "sample"].assign(n=lambda d: d.instances.fillna(d.n_samples.astype(float)))
+        samples = samples.assign(nsys_launch_us=samples.proj_ns / 1e3 / (samples.n * per[samples.index]))
+        out = out.drop(columns="nsys_launch_us").merge(samples[["case_id", "backend", "nsys_launch_us"]],
+                                                       on=["case_id", "backend"], how="left")
     out["nsys_vs_timer"] = out.nsys_kernel_us / out.median_us
+    out["nsys_launch_vs_timer"] = out.nsys_launch_us / out.traced_median_us
     return out
 
 
@@ -232,13 +252,19 @@ def consistency(joined: pd.DataFrame, kernels: pd.DataFrame) -> tuple[list[Findi
 
 @dataclass(frozen=True)
 class Agreement:
-    """How many timed rows of at least ``min_us`` have an nsys kernel time within ``TOL_REL`` of the timer."""
+    """How many timed rows of at least ``min_us`` have an nsys time within ``TOL_REL`` of the timer's.
+
+    ``measure`` says which: ``launch span`` (a sample range's projection onto the GPU, per launch, vs
+    the same traced run's timer: both see the same launches, gaps between their kernels and tracing
+    overhead alike) where the trace has sample ranges, else ``kernel sum`` (the launch's kernel
+    durations vs the untraced timer, which leaves out the gaps between a launch's kernels)."""
 
     within: int
     rows: int
     ratio_min: float
     ratio_max: float
     min_us: float = BIG_ROW_US
+    measure: str = "kernel sum"
 
     @property
     def fraction(self) -> float:
@@ -248,17 +274,21 @@ class Agreement:
         if not self.rows:
             return f"no timed rows >= {self.min_us:g} µs with kernels in the trace"
         return (f"rows >= {self.min_us:g} µs within {TOL_REL:.0%}: {self.within} of {self.rows} "
-                f"(kernel/timer ratio {self.ratio_min:.3f} .. {self.ratio_max:.3f})")
+                f"({self.measure}/timer ratio {self.ratio_min:.3f} .. {self.ratio_max:.3f})")
 
 
-def agreement(joined: pd.DataFrame, min_us: float = BIG_ROW_US) -> Agreement:
-    """Timer vs kernel time over the rows of ``rows_nsys.csv`` that took at least ``min_us`` per launch:
-    below that, launch gaps are a large share of a launch and the two are not expected to agree."""
-    ok = joined[joined.nsys_vs_timer.notna() & (joined.median_us >= min_us)]
+def agreement(joined: pd.DataFrame, min_us: float = BIG_ROW_US, measure: str | None = None) -> Agreement:
+    """Timer vs nsys over the rows of ``rows_nsys.csv`` that took at least ``min_us`` per launch (below
+    that, launch gaps are a large share of a launch). The launch span where the trace has it (see
+    :class:`Agreement`), else the kernel sum; ``measure`` forces one."""
+    has_span = "nsys_launch_vs_timer" in joined and joined.nsys_launch_vs_timer.notna().any()
+    measure = measure or ("launch span" if has_span else "kernel sum")
+    col = "nsys_launch_vs_timer" if measure == "launch span" else "nsys_vs_timer"
+    ok = joined[joined[col].notna() & (joined.median_us >= min_us)] if col in joined else joined.iloc[:0]
     if not len(ok):
-        return Agreement(0, 0, float("nan"), float("nan"), min_us)
-    within = int(((ok.nsys_vs_timer - 1).abs() <= TOL_REL).sum())
-    return Agreement(within, len(ok), float(ok.nsys_vs_timer.min()), float(ok.nsys_vs_timer.max()), min_us)
+        return Agreement(0, 0, float("nan"), float("nan"), min_us, measure)
+    within = int(((ok[col] - 1).abs() <= TOL_REL).sum())
+    return Agreement(within, len(ok), float(ok[col].min()), float(ok[col].max()), min_us, measure)
 
 
 def consistency_markdown(findings: list[Finding], checked: int, unmatched: int, joined: pd.DataFrame) -> str:
@@ -271,7 +301,11 @@ def consistency_markdown(findings: list[Finding], checked: int, unmatched: int, 
              f"- rows compared: {checked} ({unmatched} timed rows had no kernels in the trace)",
              f"- within tolerance: {checked - len(findings)}; flagged: {len(findings)}"]
     if len(big):
-        lines.append(f"- {agreement(joined)}")
+        lines.append(f"- {agreement(joined, measure='kernel sum')}")
+        span = agreement(joined, measure="launch span")
+        if span.rows:
+            lines.append(f"- launch span (each sample's range projected onto the GPU, per launch, vs the traced "
+                         f"run's timer): {span}")
         single = big[big.nsys_kernels_per_launch.round(3) == 1]
         if len(single):
             within1 = ((single.nsys_vs_timer - 1).abs() <= TOL_REL).sum()
@@ -344,7 +378,7 @@ def run_nsys_trace(config: Path, out_dir: Path, name: str, cases: Sequence[str],
     traced_dir = out_dir / "traced"
     # nsys holds CUPTI: the traced child's gate does not profile its launches (gdnbench.kernels)
     proc = subprocess.run(profile_command(tool, report, child_sweep_args(config, traced_dir, cases, backends, timing)),
-                          env={**os.environ, RECORD_ENV: "0"})
+                          env={**os.environ, RECORD_ENV: "0", SAMPLES_ENV: "1"})
     rep = report.with_suffix(".nsys-rep")
     if not rep.exists():
         raise TraceError(f"nsys wrote no report (exit {proc.returncode}); see the output above")

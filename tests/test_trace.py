@@ -245,3 +245,46 @@ def test_timer_kernels_are_excluded_in_graph_mode_too(tmp_path):
     row = fi.copy()
     row["case_id"], row["backend"], row["median_us"], row["nsys_kernel_us"] = IDS["b32"], "flashinfer", 40.0, 29.5
     assert "spin_kernel" not in explain(row, kernels)
+
+
+def test_sample_ranges_give_the_launch_span(tmp_path):
+    """Per-sample ranges (``...|sample``) projected onto the GPU give the launch span per launch, gaps
+    between a launch's kernels included; agreement then compares it with the traced run's timer, where
+    the kernel sum of a multi-kernel launch reads low."""
+    from gdnbench.ranges import sample_range_name
+    from gdnbench.trace import agreement
+
+    rows = rows_frame(tmp_path)
+    kernels = kernels_table(read_nvtx_kern_sum(FIX / "decode_nvtx_kern_sum.csv"), rows)
+    text = (FIX / "decode_nvtx_gpu_proj_sum.csv").read_text().rstrip("\n")
+    extra = []
+    # 10 sample ranges of 90 launches each: torch's span 52.5 µs per launch (timer 52.0), fla's 79.0 (timer 80)
+    for backend, span_us in (("torch", 52.5), ("fla", 79.0), ("flashinfer", 29.4)):
+        total = span_us * 900 * 1e3
+        label = sample_range_name("|".join(("decode", backend, IDS["b32"])))
+        extra.append(f"gdnbench:{label},PushPop,{total:.0f},{total:.0f},"
+                     f"10,{total / 10:.0f},{total / 10:.0f},0,0,0.0,900,90.0,1.0,0.0")
+    csv = tmp_path / "proj.csv"
+    csv.write_text(text + "\n" + "\n".join(extra) + "\n")
+    proj = read_nvtx_gpu_proj_sum(csv)
+    assert set(proj.kind) == {"row", "sample"} and (proj[proj.kind == "sample"].instances == 10).all()
+    j = join_rows(rows, kernels, proj).set_index(["case_id", "backend"])
+    assert j.loc[(IDS["b32"], "torch")].nsys_launch_us == pytest.approx(52.5)
+    assert j.loc[(IDS["b32"], "torch")].nsys_launch_vs_timer == pytest.approx(52.5 / 52.0)
+    assert j.loc[(IDS["b32"], "flashinfer")].nsys_gpu_span_us == pytest.approx(26.7e6 / 900 / 1e3)  # row range
+    a = agreement(j.reset_index())
+    assert a.measure == "launch span" and (a.within, a.rows) == (3, 3) and "launch span/timer" in str(a)
+    k = agreement(j.reset_index(), measure="kernel sum")
+    assert k.measure == "kernel sum" and k.within < k.rows   # torch's and fla's kernel sums read low
+    # a trace without sample ranges: the kernel sum, as before
+    plain = join_rows(rows, kernels, read_nvtx_gpu_proj_sum(FIX / "decode_nvtx_gpu_proj_sum.csv"))
+    assert plain.nsys_launch_us.isna().all() and agreement(plain).measure == "kernel sum"
+
+
+def test_sample_range_names():
+    from gdnbench.ranges import parse_range_name, parse_sample_range, sample_range_name
+
+    name = "decode|triton|c1"
+    assert parse_sample_range(sample_range_name(name)) == ("decode", "triton", "c1")
+    assert parse_range_name(sample_range_name(name)) is None and parse_sample_range(name) is None
+    assert range_key("gdnbench:" + sample_range_name(name)) is None   # never taken for the row's range
