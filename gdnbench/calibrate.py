@@ -6,9 +6,11 @@
 * an empty kernel timed by the graph timer (many launches per graph): must cost < 3 µs per launch,
   the floor under every small-batch decode number; and by the events timer, for comparison;
 * where NVML reports total energy, the energy counter as ``sweep --energy`` uses it: copies of
-  64-512 MiB, each over a window aligned to the counter's updates (gdnbench.energy); their energy
+  32-256 MiB, each over a window aligned to the counter's updates (gdnbench.energy); their energy
   must follow a straight line in the bytes moved within 5% (the largest residual of a least-squares
-  fit), else the counter (or the window) does not measure work.
+  fit), else the counter (or the window) does not measure work, and each window must be >= 90%
+  busy, else it measured idle power. The sizes are those whose copies run at the same bandwidth:
+  the energy follows the GPU time, which is linear in the bytes only there (docs/energy.md).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ MIB = 1 << 20
 COPY_SIZES = (16 * MIB, 64 * MIB, 256 * MIB)
 COPY_MIN_PCT = 90.0
 EMPTY_MAX_US = 3.0
-ENERGY_COPY_SIZES = (64 * MIB, 128 * MIB, 256 * MIB, 512 * MIB)
+ENERGY_COPY_SIZES = (32 * MIB, 64 * MIB, 128 * MIB, 256 * MIB)
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 #: (recorded per row), at ~0.45 s per row.
 MIN_WINDOW_S = 0.3
 MIN_UPDATES = 3
-#: Work kept queued on the GPU while the host polls NVML (a read can take milliseconds): the window
-#: must time the work, not idle gaps between it.
-IN_FLIGHT_US = 20_000.0
+#: Work the queue is topped up to after every counter read (an NVML read takes 3-17 ms on the
+#: H100): the window must time the work, not idle gaps between it.
+IN_FLIGHT_US = 50_000.0
 #: A window whose GPU was busy less than this fraction of it measured idle power too.
 MIN_BUSY = 0.9
 #: NVML reports total energy in whole millijoules.
@@ -255,9 +255,9 @@ def open_counter(index: int | None = None) -> tuple[NvmlCounter | None, str]:
 
 
 def graph_stepper(graph: Any, launches_per_replay: int, replays_per_step: int = 1, depth: int = 2) -> Step:
-    """A step that enqueues ``replays_per_step`` replays of ``graph`` and keeps at most ``depth``
-    steps in flight (waiting for the oldest), so the GPU never idles while the host reads the counter;
-    returns launches completed."""
+    """A step that first retires the finished groups of ``replays_per_step`` replays of ``graph``, then
+    tops the queue back up to ``depth`` groups, so the GPU never idles while the host reads the counter
+    (an NVML read takes milliseconds); returns launches completed."""
     import collections
 
     import torch
@@ -266,17 +266,15 @@ def graph_stepper(graph: Any, launches_per_replay: int, replays_per_step: int = 
     state = {"done": 0}
 
     def step() -> float:
-        for _ in range(replays_per_step):
-            graph.replay()
-        ev = torch.cuda.Event()
-        ev.record()
-        pending.append(ev)
-        while len(pending) > depth:
-            pending.popleft().synchronize()
-            state["done"] += launches_per_replay * replays_per_step
         while pending and pending[0].query():
             pending.popleft()
             state["done"] += launches_per_replay * replays_per_step
+        while len(pending) < depth:
+            for _ in range(replays_per_step):
+                graph.replay()
+            ev = torch.cuda.Event()
+            ev.record()
+            pending.append(ev)
         return float(state["done"])
 
     return step

@@ -24,6 +24,7 @@ output directory, and exits 0 only when every step passed.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -80,11 +81,12 @@ def run_child(args: Sequence[str], log: Path, timeout_s: float) -> tuple[int, st
     return code, "\n".join(text.strip().splitlines()[-3:])
 
 
-def pytest_counts(tail: str) -> str:
-    """pytest's closing line ("467 passed, 204 skipped in 210s") from the tail of its output."""
-    lines = [line.strip("= ") for line in tail.splitlines() if " passed" in line or " failed" in line
-             or " error" in line]
-    return lines[-1] if lines else tail.splitlines()[-1] if tail else "no output"
+def pytest_counts(text: str) -> str:
+    """pytest's closing line ("467 passed, 204 skipped in 210s") from its output (plugins' warnings on
+    stderr may come after it)."""
+    lines = [line.strip("= ") for line in text.splitlines()
+             if re.search(r"\b\d+ (passed|failed|errors?|skipped|deselected)\b.* in [\d.]+s", line)]
+    return lines[-1] if lines else text.strip().splitlines()[-1] if text.strip() else "no output"
 
 
 def xdist_workers() -> int:
@@ -110,8 +112,8 @@ def step_tests(out: Path) -> Step:
     ok, counts = True, []
     for extra, log in runs:
         left = TESTS_TIMEOUT_S - (time.time() - t0)
-        code, tail = run_child([*base, *extra], out / log, max(left, 1))
-        ok, counts = ok and code == 0, counts + [pytest_counts(tail)]
+        code, _ = run_child([*base, *extra], out / log, max(left, 1))
+        ok, counts = ok and code == 0, counts + [pytest_counts((out / log).read_text())]
     how = f" ({workers} workers beside the timing tests)" if workers else ""
     return Step("tests", ok, "; ".join(counts) + how, time.time() - t0)
 

@@ -137,3 +137,39 @@ def test_energy_module_imports_no_gpu_library():
     code = ("import sys, gdnbench.energy; bad = [m for m in ('torch', 'pynvml') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_graph_stepper_tops_the_queue_up_after_every_read(monkeypatch):
+    """The energy window's GPU must never idle while the host reads the counter: each step retires the
+    finished groups of replays and enqueues new ones until ``depth`` groups are in flight again (the
+    H100 calibrate run with a stepper that added one group per read, a read taking 3-17 ms, measured
+    windows 43% busy). A fake event finishes when the fake GPU clock passes its enqueued end."""
+    import torch
+
+    from gdnbench.energy import graph_stepper
+
+    gpu = {"now": 0.0, "queued_until": 0.0, "replays": 0}
+
+    class Graph:
+        def replay(self):
+            gpu["replays"] += 1
+            gpu["queued_until"] = max(gpu["queued_until"], gpu["now"]) + 1.0   # 1 ms of work per replay
+
+    class Event:
+        def record(self):
+            self.at = gpu["queued_until"]
+
+        def query(self):
+            return gpu["now"] >= self.at
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    step = graph_stepper(Graph(), launches_per_replay=4, replays_per_step=2, depth=5)   # 10 ms in flight
+    assert step() == 0 and gpu["replays"] == 10
+    idle = 0.0
+    for _ in range(200):          # each read takes 7 ms: the queue (>= 10 ms) must not run dry
+        gpu["now"] += 7.0
+        idle += max(0.0, gpu["now"] - gpu["queued_until"])
+        done = step()
+        assert gpu["queued_until"] - gpu["now"] >= 10.0 - 2.0 - 1e-9
+    assert idle == 0.0
+    assert done == pytest.approx(4 * 2 * (gpu["replays"] // 2 - 5), abs=8)   # all but the groups in flight
