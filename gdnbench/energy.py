@@ -8,9 +8,10 @@ unknown length. So energy is its own pass (``sweep --energy``), after a row is t
 
 1. the counter's update period is found once by polling (:func:`detect_period`): the median time
    between value changes, and their jitter;
-2. the row's CUDA graph (the timer's input sets, one launch per set) is replayed back to back, two
-   replays in flight, so the GPU runs the work without idle gaps; between replays the counter is
-   polled (:func:`measure_window`);
+2. the row's CUDA graph (the timer's input sets, one launch per set) is replayed back to back; after
+   every counter read (which takes milliseconds) the queue is topped up to ``IN_FLIGHT_US`` of work,
+   so the GPU runs without idle gaps while the host polls (:func:`measure_window`); the window's
+   ``busy`` fraction shows that it did (docs/energy.md: what happened when it did not);
 3. the window opens at an update edge, spans at least ``min_window_s`` and ``min_updates`` update
    periods, and closes at a later edge; the energy between the two edges is divided by the launches
    completed between them.
@@ -18,7 +19,8 @@ unknown length. So energy is its own pass (``sweep --energy``), after a row is t
 An edge is seen between two polls, so each end of the window is known to within the launches (and
 the time) between those polls; the counter's resolution (1 mJ) and the jitter of its updates add to
 that. The uncertainty per launch (:meth:`EnergyWindow.err_uj`) combines these, and shrinks with the
-window's length. The energy is the whole board's, idle share included: what a serving step costs.
+window's length. The energy is the whole board's, its static share included: what a serving step
+costs while the GPU is busy with it.
 
 The arithmetic (period detection, window, uncertainty, the linear fit ``calibrate`` checks) is pure
 and takes any counter, clock and work step, so it is tested on a CPU with a fake counter; NVML and
