@@ -245,6 +245,14 @@ def synchronize(device: torch.device) -> None:
 SECOND_LAUNCH_SEED = 0x2A0D  # seeds the activations of the gate's second launch
 
 
+def fatal_device_error(e: BaseException) -> bool:
+    """Whether ``e`` left the CUDA context unusable (every later launch in this process fails too), so
+    a caller must stop rather than record it against one backend or tile and go on."""
+    text = str(e)
+    return any(s in text for s in ("illegal memory access", "CUDA error: an illegal", "unspecified launch failure",
+                                   "device-side assert"))
+
+
 def run_gate(case: Case, backend: Backend, template: Inputs, expected: Expected,
              record_kernels: bool | None = None) -> GateResult:
     """Build ``backend`` on a fresh copy of ``template``, launch twice, verify each launch (module doc).

@@ -33,7 +33,7 @@ import yaml
 from gdnbench.backends import get_backend
 from gdnbench.backends.base import Backend, Target, current_target, triton_interpreted
 from gdnbench.cases import Case, expand
-from gdnbench.check import run_gate
+from gdnbench.check import fatal_device_error, run_gate
 from gdnbench.config import Sweep
 from gdnbench.env import collect_env, device_slug, gpu_uuid, host_name
 from gdnbench.inputs import Inputs, make_inputs
@@ -157,12 +157,6 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".strip()[:500]
 
 
-def _fatal_device_error(e: BaseException) -> bool:
-    text = str(e)
-    return any(s in text for s in ("illegal memory access", "CUDA error: an illegal", "unspecified launch failure",
-                                   "device-side assert"))
-
-
 Measure = Callable[[Case, Backend], Timing]
 
 
@@ -241,7 +235,7 @@ def gate_rows(cases: list[Case], backends: list[Backend], run_id: str, target: T
             except Exception as e:
                 row.status, row.reason = "error", one_line(e)
                 yield row, False
-                if _fatal_device_error(e):
+                if fatal_device_error(e):
                     raise RunError(f"{one_line(e)} in {backend.name} on {case.id}: the CUDA context is "
                                    "unusable; finished rows are kept, rerun with --resume to go on") from e
                 continue
@@ -266,7 +260,7 @@ def time_row(row: Row, case: Case, backend: Backend, measure: Measure, peak_gbps
     except Exception as e:
         row.status, row.reason = "error", one_line(e)
         _clear_timing(row)
-        if _fatal_device_error(e):
+        if fatal_device_error(e):
             raise RunError(f"{one_line(e)} in {backend.name} on {case.id} while timing: the CUDA context "
                            "is unusable; finished rows are kept, rerun with --resume to go on") from e
         return []

@@ -34,7 +34,7 @@ class WrongOutput(TritonGDN):
 
 def stand_in_timer(monkeypatch, median):
     monkeypatch.setattr(common, "time_gpu", lambda mode, c, b, cfg: SimpleNamespace(stats=SimpleNamespace(
-        median=median(b, c))))
+        median=median(b, c)), extra={}))
 
 
 def gate_all(case, tiles, make):
@@ -65,6 +65,31 @@ def test_gate_and_time_records_a_tile_that_cannot_build(monkeypatch):
     results = gate_all(case, [Tile(16, 1, kc=12), Tile(16, 1)], TritonGDN)
     assert results[1] == (1.0, "")
     assert results[0][1].startswith("FAILED: ValueError") and "KC=12" in results[0][1]
+
+
+@pytest.mark.skipif(not (HAS_CUDA or triton_interpreted()), reason="needs a GPU or TRITON_INTERPRET=1")
+def test_gate_and_time_judges_timing_as_the_runner_does(monkeypatch):
+    """A candidate whose timing fails (out of memory for the input sets) or leaves a non-finite state is
+    a FAILED result; an error that kills the CUDA context stops the session instead of being recorded
+    against every later candidate."""
+    case = tiny_case(batch=2, hk=1, hv=2, head_dim_k=16, head_dim_v=32)
+
+    def timer(outcome):
+        def time_gpu(mode, c, b, cfg):
+            if isinstance(outcome, Exception):
+                raise outcome
+            return SimpleNamespace(stats=SimpleNamespace(median=1.0), extra=outcome)
+        monkeypatch.setattr(common, "time_gpu", time_gpu)
+
+    timer(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    (r,) = gate_all(case, [Tile(16, 1)], TritonGDN)
+    assert r[0] is None and r[1].startswith("FAILED: timing: RuntimeError: CUDA out of memory")
+    timer({"nonfinite_state": "3 of 2048 values are nan"})
+    (r,) = gate_all(case, [Tile(16, 1)], TritonGDN)
+    assert r == (None, "FAILED: state not finite after timing: 3 of 2048 values are nan")
+    timer(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        gate_all(case, [Tile(16, 1)], TritonGDN)
 
 
 def test_cute_candidates_are_runnable_tiles():

@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Callable
 
 from gdnbench.cases import Case
-from gdnbench.check import run_gate
+from gdnbench.check import fatal_device_error, run_gate
 from gdnbench.config import Timing
 from gdnbench.timer import time_gpu
 
@@ -57,15 +57,29 @@ class TunerSpec:
 def gate_and_time(c: Case, t, make_backend: Callable, x, e, timing: Timing = TIMING,
                   mode: str = "graph") -> tuple[float | None, str]:
     """One candidate: gate ``make_backend(tile_override=t)`` on inputs ``x`` (reference ``e``), then time
-    it. Returns (median µs, "") or (None, "FAILED: <why>") for a failed gate or build."""
+    it. Returns (median µs, "") or (None, "FAILED: <why>") for a failed gate, build or timing, or a state
+    that is not finite after the timer's replays, as the runner judges a row. An error that leaves the
+    CUDA context unusable is raised, never recorded: every later candidate would fail with it, and a
+    resumed session would take those failures as measured."""
     b = make_backend(tile_override=t)
     try:
         g = run_gate(c, b, x, e)
     except Exception as err:  # noqa: BLE001 -- e.g. a tile whose shared memory or registers the GPU cannot give
+        if fatal_device_error(err):
+            raise
         return None, f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
     if not g.check.ok:
         return None, f"FAILED: {g.check.message}"
-    return time_gpu(mode, c, b, timing).stats.median, ""
+    try:
+        timed = time_gpu(mode, c, b, timing)
+    except Exception as err:  # noqa: BLE001 -- e.g. out of memory for the input sets, a launch not capturable
+        if fatal_device_error(err):
+            raise
+        return None, f"FAILED: timing: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    bad = timed.extra.get("nonfinite_state")
+    if bad:
+        return None, f"FAILED: state not finite after timing: {bad}"
+    return timed.stats.median, ""
 
 
 def class_choice(cases: dict[str, dict]) -> tuple[float, object]:
