@@ -116,11 +116,13 @@ class WorkerConfig:
 
 def private_caches(key: str) -> dict[str, str]:
     """Give this process compiled-kernel caches of its own (Triton's and gdnbench's CuTe cache), as
-    subfolders of the usual ones named by ``key`` (host and GPU index): set before anything compiles."""
-    home = Path.home()
-    base = Path(os.environ.get("GDNBENCH_CACHE", home / ".cache" / "gdnbench"))
-    triton = Path(os.environ.get("TRITON_CACHE_DIR", home / ".triton" / "cache"))
-    dirs = {"GDNBENCH_CACHE": str(base / "workers" / key), "TRITON_CACHE_DIR": str(triton / f"gdnbench-{key}")}
+    subfolders of the usual ones named by ``key`` (host and GPU index): set before anything compiles.
+    The per-user tile tables (``$GDNBENCH_CACHE/tables``) stay where a plain sweep finds them."""
+    from gdnbench.backends.base import cache_root
+
+    triton = Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+    dirs = {"GDNBENCH_KERNEL_CACHE": str(cache_root() / "workers" / key),
+            "TRITON_CACHE_DIR": str(triton / f"gdnbench-{key}")}
     os.environ.update(dirs)
     return dirs
 

@@ -171,3 +171,20 @@ def test_gpus_parsing():
     for bad in ("0", "a", "1,1", "-1,2"):
         with pytest.raises(RunError):
             ClusterSpec(bad).parsed()
+
+
+def test_worker_caches_are_private_but_tables_are_the_users(tmp_path, monkeypatch):
+    """A worker compiles into caches of its own, yet looks up the user's tuned tile tables where a plain
+    sweep does: a --gpus sweep uses the same tiles (and says the same tile_source) as a local one."""
+    from gdnbench.backends.cute.backend import cache_dir
+    from gdnbench.backends.tables import user_tables
+    from gdnbench.distributed import private_caches
+
+    monkeypatch.setenv("GDNBENCH_CACHE", str(tmp_path / "user"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
+    monkeypatch.setenv("GDNBENCH_KERNEL_CACHE", "")   # restored by monkeypatch after the worker's override
+    dirs = private_caches("host-gpu1")
+    assert user_tables("triton") == tmp_path / "user" / "tables" / "triton"
+    assert cache_dir() == tmp_path / "user" / "workers" / "host-gpu1" / "cute"
+    assert dirs["TRITON_CACHE_DIR"] == str(tmp_path / "triton" / "gdnbench-host-gpu1")
+    assert "GDNBENCH_CACHE" not in dirs

@@ -75,6 +75,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("GDNBENCH_CACHE") or Path.home() / ".cache" / "gdnbench")
 
 
+def kernel_cache_root() -> Path:
+    """Where compiled kernels go: ``$GDNBENCH_KERNEL_CACHE``, else :func:`cache_root`. A scale-out
+    worker points it at a folder of its own (no two compile into one cache) while its tile tables and
+    tuning state stay the user's (gdnbench.distributed)."""
+    import os
+
+    return Path(os.environ.get("GDNBENCH_KERNEL_CACHE") or cache_root())
+
+
 def package_version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)

@@ -28,7 +28,7 @@ from gdnbench.backends.base import (
     Backend,
     Padding,
     Target,
-    cache_root,
+    kernel_cache_root,
     current_target,
     missing_module,
     package_version,
@@ -44,7 +44,7 @@ _compiled: dict[tuple, object] = {}
 _lock = threading.Lock()
 
 def cache_dir() -> Path:
-    return cache_root() / "cute"
+    return kernel_cache_root() / "cute"
 
 
 def _source_hash() -> str:
