@@ -47,8 +47,11 @@ def sample_ranges_enabled() -> bool:
     return os.environ.get(SAMPLES_ENV) == "1"
 
 
-def in_sample_range(name: str, fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` inside an NVTX sample range of ``name`` (NVTX only: no profiler scope per sample)."""
+def in_sample_range(name: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` inside an NVTX sample range of ``name`` (NVTX only: no profiler scope per sample) when
+    ``GDNBENCH_NVTX_SAMPLES=1`` (a traced child); else ``fn`` itself, untouched."""
+    if not sample_ranges_enabled():
+        return fn
     label = sample_range_name(name)
     try:
         import nvtx

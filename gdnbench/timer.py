@@ -143,7 +143,7 @@ def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str
     import torch
 
     from gdnbench.clocks import ClockMonitor
-    from gdnbench.ranges import in_sample_range, nvtx_range, sample_ranges_enabled
+    from gdnbench.ranges import in_sample_range, nvtx_range
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -154,7 +154,7 @@ def time_graph(fns: Sequence[Callable[[], object]], cfg: TimingConfig, name: str
             graph.replay()
         stream.synchronize()
         monitor.sample()
-        run = in_sample_range(name, graph.replay) if sample_ranges_enabled() else graph.replay
+        run = in_sample_range(name, graph.replay)
         cycles, host_us, covered = host_cover(run, _clock(monitor))
 
         def before() -> None:  # the replay is enqueued while the GPU sleeps: its host time is not timed
@@ -197,7 +197,7 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
     import torch
 
     from gdnbench.clocks import ClockMonitor
-    from gdnbench.ranges import in_sample_range, nvtx_range, sample_ranges_enabled
+    from gdnbench.ranges import in_sample_range, nvtx_range
 
     flush = torch.empty(flush_bytes or 2 * l2_bytes(), dtype=torch.uint8, device="cuda")
     stream = torch.cuda.Stream()
@@ -208,7 +208,7 @@ def time_events(fn: Callable[[], object], cfg: TimingConfig, name: str = "gdnben
             fn()
         stream.synchronize()
         monitor.sample()
-        run = in_sample_range(name, fn) if sample_ranges_enabled() else fn
+        run = in_sample_range(name, fn)
         cycles, host_us, covered = host_cover(run, _clock(monitor))
 
         def before() -> None:

@@ -42,7 +42,7 @@ from typing import Sequence
 import pandas as pd
 
 from gdnbench.kernels import RECORD_ENV, short_kernel
-from gdnbench.ranges import SAMPLE, SAMPLES_ENV, parse_range_name
+from gdnbench.ranges import SAMPLES_ENV, parse_range_name, parse_sample_range
 
 NSYS_REPORTS = ("cuda_gpu_kern_sum", "nvtx_sum", "nvtx_kern_sum", "nvtx_gpu_proj_sum")
 # Kernels the timer itself launches inside a measured range, in every timing mode: the host-cover
@@ -101,13 +101,16 @@ def read_stats_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(io.StringIO("\n".join(lines[start:])))
 
 
-def range_key(text: str) -> tuple[str, str, str] | None:
-    """NVTX range text as nsys prints it (maybe ``domain:`` prefixed) -> (phase, backend, case id)."""
+def _range_text(text: str) -> str:
+    """NVTX range text as nsys prints it, without its ``domain:`` prefix."""
     text = str(text).strip()
     domain, sep, rest = text.partition(":")
-    if sep and "|" not in domain:  # "gdnbench:<name>" or ":<name>" (default domain)
-        text = rest
-    return parse_range_name(text)
+    return rest if sep and "|" not in domain else text  # "gdnbench:<name>" or ":<name>" (default domain)
+
+
+def range_key(text: str) -> tuple[str, str, str] | None:
+    """NVTX range text as nsys prints it (maybe ``domain:`` prefixed) -> (phase, backend, case id)."""
+    return parse_range_name(_range_text(text))
 
 
 def read_nvtx_kern_sum(path: Path) -> pd.DataFrame:
@@ -131,22 +134,21 @@ def read_nvtx_kern_sum(path: Path) -> pd.DataFrame:
 
 
 def read_nvtx_gpu_proj_sum(path: Path) -> pd.DataFrame:
-    """nvtx_gpu_proj_sum -> per range: projected GPU time (ns) over its instances; ``kind`` is ``row``
-    for a measured range, ``sample`` for the per-sample ranges inside it (gdnbench.ranges)."""
+    """nvtx_gpu_proj_sum -> per range: total and median projected GPU time (ns) over its instances;
+    ``kind`` is ``row`` for a measured range, ``sample`` for the per-sample ranges inside it
+    (gdnbench.ranges)."""
     df = read_stats_csv(path)
     rng = _col(df, "Range", "NVTX Range")
     proj = _col(df, "Total Proj Time", "Projected", "Proj")
-    inst = next((c for c in df.columns if c.lower().startswith(("range instances", "instances"))), None)
+    med = next((c for c in df.columns if c.lower().startswith("proj med")), None)
     out = []
     for _, r in df.iterrows():
-        text = str(r[rng]).strip()
-        key, kind = range_key(text), "row"
-        if key is None:
-            key, kind = range_key(text.rpartition("|")[0]) if text.endswith(f"|{SAMPLE}") else None, "sample"
-        if key:
-            out.append({"phase": key[0], "backend": key[1], "case_id": key[2], "kind": kind,
-                        "proj_ns": float(r[proj]), "instances": float(r[inst]) if inst else float("nan")})
-    return pd.DataFrame(out, columns=["phase", "backend", "case_id", "kind", "proj_ns", "instances"])
+        text = _range_text(r[rng])
+        for kind, key in (("row", parse_range_name(text)), ("sample", parse_sample_range(text))):
+            if key:
+                out.append({"phase": key[0], "backend": key[1], "case_id": key[2], "kind": kind,
+                            "proj_ns": float(r[proj]), "med_ns": float(r[med]) if med else float("nan")})
+    return pd.DataFrame(out, columns=["phase", "backend", "case_id", "kind", "proj_ns", "med_ns"])
 
 
 # ---- kernels.csv, the join, the consistency report -------------------------------------------------
@@ -186,19 +188,17 @@ def join_rows(rows: pd.DataFrame, kernels: pd.DataFrame, proj: pd.DataFrame | No
     out = rows.merge(agg, on=["case_id", "backend"], how="left")
     out = out.merge(traced[["case_id", "backend", "median_us"]].rename(columns={"median_us": "traced_median_us"}),
                     on=["case_id", "backend"], how="left")
-    out["nsys_launch_us"] = float("nan")
     if proj is not None and len(proj):
-        if "kind" not in proj:
-            proj = proj.assign(kind="row", instances=float("nan"))
         p = proj.merge(traced[["case_id", "backend", "n_samples", "launches_per_sample"]], on=["case_id", "backend"])
         per = p.launches_per_sample.astype(float)
-        rows_p = p[p.kind == "row"].assign(nsys_gpu_span_us=lambda d: d.proj_ns / 1e3 / (
-            d.n_samples.astype(float) * d.launches_per_sample.astype(float)))
-        out = out.merge(rows_p[["case_id", "backend", "nsys_gpu_span_us"]], on=["case_id", "backend"], how="left")
-        samples = p[p.kind == "sample"].assign(n=lambda d: d.instances.fillna(d.n_samples.astype(float)))
-        samples = samples.assign(nsys_launch_us=samples.proj_ns / 1e3 / (samples.n * per[samples.index]))
-        out = out.drop(columns="nsys_launch_us").merge(samples[["case_id", "backend", "nsys_launch_us"]],
-                                                       on=["case_id", "backend"], how="left")
+        # the row's range spans all its samples; a sample range one replay (its median: host_cover's
+        # probes also run the replay in such a range, outside the row's)
+        p["us"] = (p.proj_ns / p.n_samples.astype(float)).where(p.kind == "row", p.med_ns) / 1e3 / per
+        spans = p.pivot_table(index=["case_id", "backend"], columns="kind", values="us").rename(
+            columns={"row": "nsys_gpu_span_us", "sample": "nsys_launch_us"})
+        out = out.merge(spans.reset_index(), on=["case_id", "backend"], how="left")
+    if "nsys_launch_us" not in out:
+        out["nsys_launch_us"] = float("nan")
     out["nsys_vs_timer"] = out.nsys_kernel_us / out.median_us
     out["nsys_launch_vs_timer"] = out.nsys_launch_us / out.traced_median_us
     return out
