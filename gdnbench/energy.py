@@ -286,18 +286,22 @@ def idle_step(poll_s: float = 0.001) -> Step:
     return lambda: (time.sleep(poll_s), 0.0)[1]
 
 
-def time_replay_us(graph: Any, stream: Any, reps: int = 5) -> float:
-    """GPU time of one replay of ``graph`` (µs, the median of ``reps`` timed by CUDA events)."""
+def time_replay_us(graph: Any, stream: Any, reps: int = 5, back_to_back: int = 8) -> float:
+    """GPU time of one replay of ``graph`` (µs): the median of ``reps`` timings of ``back_to_back``
+    replays queued together, so the host's launch latency before the first is not counted as work
+    (it would make ``busy`` read high and hide idle gaps)."""
     import torch
 
     times = []
     for _ in range(reps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record(stream)
-        graph.replay()
+        for i in range(back_to_back):
+            graph.replay()
+            if i == 0:
+                start.record(stream)   # after the first replay is queued: the rest run behind it
         end.record(stream)
         end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
+        times.append(start.elapsed_time(end) * 1e3 / (back_to_back - 1))
     return statistics.median(times)
 
 
@@ -365,9 +369,10 @@ class EnergyPass:
             text = str(e).splitlines()[0] if str(e) else ""
             row.reason = f"energy not measured: {type(e).__name__}: {text}"[:300]
             return
+        if w.busy < MIN_BUSY:  # idle power in the window: no figure rather than a wrong one
+            row.reason = f"energy not measured: the window was only {w.busy:.0%} busy (idle power included)"
+            return
         row.energy_uj, row.energy_uj_err, row.power_w, row.energy_window_s = w.energy_uj, w.err_uj, w.power_w, w.window_s
-        if w.busy < MIN_BUSY:
-            row.reason = f"energy window only {w.busy:.0%} busy: idle power included"
 
 
 def copy_energy_check(sizes: Sequence[int], counter: NvmlCounter, period: CounterPeriod) -> dict:
