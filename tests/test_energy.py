@@ -173,3 +173,25 @@ def test_graph_stepper_tops_the_queue_up_after_every_read(monkeypatch):
         assert gpu["queued_until"] - gpu["now"] >= 10.0 - 2.0 - 1e-9
     assert idle == 0.0
     assert done == pytest.approx(4 * 2 * (gpu["replays"] // 2 - 5), abs=8)   # all but the groups in flight
+
+
+@pytest.mark.parametrize("busy,filled", [(0.97, True), (0.5, False)])
+def test_a_mostly_idle_window_gives_no_figure(monkeypatch, busy, filled):
+    """A row's energy comes only from a window the GPU spent >= 90% of running its launches; otherwise
+    the columns stay empty and the reason says why (the figure would include idle power)."""
+    import dataclasses
+
+    from gdnbench import energy, timer
+    from gdnbench.energy import EnergyPass, EnergyWindow
+    from gdnbench.rows import Row
+
+    w = EnergyWindow(energy_mj=300.0, window_s=1.0, launches=1000.0, launch_slack=1.0, energy_slack_mj=1.0)
+    monkeypatch.setattr(timer, "graph_launches", lambda case, backend, cfg: ([], [lambda: None]))
+    monkeypatch.setattr(energy, "measure_graph", lambda fns, counter, period: dataclasses.replace(w, busy=busy))
+    row = Row(case_id="c", backend="b", phase="decode", status="ok", check="pass", median_us=10.0)
+    EnergyPass(counter=object(), period=CounterPeriod(0.1, 0.0, 5), cfg=None).fill(row, None, None)
+    if filled:
+        assert row.energy_uj == pytest.approx(300.0) and row.power_w == pytest.approx(0.3) and not row.reason
+    else:
+        assert row.energy_uj is None and row.power_w is None and row.energy_window_s is None
+        assert row.reason == "energy not measured: the window was only 50% busy (idle power included)"
