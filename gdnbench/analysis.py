@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import glob
 import json
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from gdnbench.outpaths import is_check_only
 from gdnbench.rows import COLUMNS, READABLE_SCHEMAS, SCHEMA_VERSION
 from gdnbench.vocab import GPU_TIMING_MODES
 
@@ -42,7 +42,6 @@ def _bucket_label(lo: int, hi: int | None) -> str:
 BATCH_BUCKETS: tuple[tuple[int, int, str], ...] = tuple(
     (lo, nxt - 1 if nxt else 1 << 62, _bucket_label(lo, nxt - 1 if nxt else None))
     for lo, nxt in zip(BATCH_BUCKET_STARTS, (*BATCH_BUCKET_STARTS[1:], None)))
-#: Timing modes whose numbers are GPU time; cpu timings are indicative and feed no speedup.
 #: Footnote mark of a value from rows whose sampling did not converge.
 UNCONVERGED_MARK = "†"
 INT_COLUMNS = ("batch", "hk", "hv", "head_dim_k", "head_dim_v", "tokens", "n_padded", "seed", "n_samples",
@@ -83,7 +82,7 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
                              f"{', '.join(map(str, READABLE_SCHEMAS))}")
         df["results_dir"] = p.parent.name
         env = _run_env(p.parent)
-        df["check_only"] = bool(env.get("check_only")) or re.search(r"-check(_\d+)?$", p.parent.name) is not None
+        df["check_only"] = is_check_only(p.parent)
         revision = env.get("timer_revision")
         df["timer_group"] = f"timer-revision-{revision}" if revision is not None else f"run-{p.parent.name}"
         frames.append(df)
@@ -248,8 +247,11 @@ def summary_markdown(df: pd.DataFrame, baseline: str = "torch") -> str:
         lines.append("")
     e = energy_per_token(df)
     if not e.empty:
+        from gdnbench.energy import MIN_UPDATES, MIN_WINDOW_S
+
         lines += ["# Decode energy per token", "",
-                  "GPU energy per token (µJ; whole board, over windows of >= 1 s aligned to NVML's energy counter), "
+                  f"GPU energy per token (µJ; whole board, over windows of >= {MIN_WINDOW_S:g} s and {MIN_UPDATES} "
+                  "updates of NVML's energy counter, aligned to them), "
                   "median over the bucket's cases, ± the median uncertainty.", ""]
         for gpu, g in e.groupby("gpu", sort=True):
             present = [b for b in buckets if b in set(g.bucket)]
