@@ -82,9 +82,9 @@ plan check: venv
 # results/plots/. Runs git does not track (local runs, e.g. a CPU smoke sweep) are left out; outside a
 # git checkout, every curated run.
 PLOT_CONFIGS := decode mtp prefill roofline-decode roofline-mtp
-IN_GIT := $(shell git rev-parse --is-inside-work-tree 2>/dev/null)
-CURATED := $(wildcard $(foreach c,$(PLOT_CONFIGS),results/*/$(c)/rows.csv))
-RUNS := $(patsubst %/rows.csv,%,$(if $(IN_GIT),$(filter $(CURATED),$(shell git ls-files 'results/*/*/rows.csv')),$(CURATED)))
+IN_GIT = $(shell git rev-parse --is-inside-work-tree 2>/dev/null)
+CURATED = $(wildcard $(foreach c,$(PLOT_CONFIGS),results/*/$(c)/rows.csv))
+RUNS = $(patsubst %/rows.csv,%,$(if $(IN_GIT),$(filter $(CURATED),$(shell git ls-files 'results/*/*/rows.csv')),$(CURATED)))
 RESULTS ?= $(RUNS)
 plots: venv
 	$(PY) -m gdnbench plot $(RESULTS) -o results/plots $(ARGS)
@@ -113,7 +113,6 @@ gpu-check:
 # Measurement targets for the GPU host (the host's python3, no venv). Each writes a fresh run directory
 # results/<date>_<device>_<config>/ (OUT=... to choose it); a curated baseline is such a run moved to
 # results/<device-slug>/<config>/ (results/README.md).
-DAY := $(shell date +%F)
 OUT ?=
 
 # the decode and MTP roofline sweeps (triton, triton_pdl, cute, flashinfer, fla)

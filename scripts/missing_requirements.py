@@ -23,8 +23,8 @@ from pathlib import Path
 
 try:
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+except ModuleNotFoundError:  # Python 3.10: pip, which every venv has, carries a copy of tomli
+    from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
 
 
 def satisfied(requirement: str) -> bool:

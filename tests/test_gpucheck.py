@@ -120,3 +120,22 @@ def test_tests_step_runs_timing_tests_alone(monkeypatch, tmp_path, workers):
     else:
         assert marks == ["gpu"] and "-n" not in calls[0] and step.ok
     assert all("--ignore=tests/test_gpu_trace.py" in a for a in calls)
+
+
+def test_tests_step_does_not_start_a_run_without_time(monkeypatch, tmp_path):
+    """When the timing tests use up the step's time, the parallel run is reported as not run (a
+    failure that says why), not started with a second to live."""
+    calls = []
+    clock = iter([0.0, 0.0, gpucheck.TESTS_TIMEOUT_S - 2, gpucheck.TESTS_TIMEOUT_S])
+
+    def fake_child(args, log, timeout_s):
+        calls.append(timeout_s)
+        log.write_text("8 passed in 350s\n")
+        return 0, ""
+
+    monkeypatch.setattr(gpucheck, "run_child", fake_child)
+    monkeypatch.setattr(gpucheck, "xdist_workers", lambda: 4)
+    monkeypatch.setattr(gpucheck.time, "time", lambda: next(clock))
+    step = gpucheck.step_tests(tmp_path)
+    assert len(calls) == 1 and not step.ok
+    assert "-m gpu and not timing: not run" in step.summary
