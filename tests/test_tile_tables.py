@@ -64,6 +64,22 @@ def test_table_precedence(tables, monkeypatch):
     assert lookup() == (heuristic_tile(case), "heuristic")
 
 
+def test_an_entry_this_version_cannot_read_is_passed_over(tables):
+    """A per-user table written by another gdnbench version may hold an entry whose tile this one
+    refuses (a field it no longer has, an invalid size): the lookup passes over it (the next entry,
+    else the heuristic) instead of failing the backend's supports / build."""
+    shipped, user = tables
+    case = tiny_case(batch=4, **QWEN)
+    bad = {**entry(Tile(32, 1)), "bv": 0}                                # Tile(0, ...) raises ValueError
+    odd = {k: v for k, v in entry(Tile(16, 1)).items() if k != "bv"}     # no bv at all
+    write_table(user, GPU.name, 90, {}, "", [entry(Tile(8, 1)), {**bad, "pairs_min": 2}, {**odd, "pairs_min": 3}])
+    tt.tuned_table.cache_clear()
+    assert tt.select(case) == (Tile(8, 1), "tuned")
+    write_table(user, GPU.name, 90, {}, "", [bad])
+    tt.tuned_table.cache_clear()
+    assert tt.select(case) == (heuristic_tile(case), "heuristic")
+
+
 def test_rows_record_tile_and_source(tables):
     shipped, _ = tables
     write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(32, 1), pairs_min=64)])

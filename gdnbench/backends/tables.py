@@ -98,7 +98,13 @@ def choose(table: TileTable | None, case: Case, matches: Callable[[dict], bool],
            reason: Callable[[Case, object], str | None], fallback: Callable[[Case], object]) -> tuple[object, str]:
     """The tile for ``case`` and its source: the table's entry (``matches`` its class, its tile ``make(e)``
     runs the case) with the largest ``pairs_min`` <= batch * hv, else ``fallback(case)`` (``heuristic``)."""
-    best = table and pick_tuned(table.entries, case, lambda e: matches(e) and reason(case, make(e)) is None)
+    def runs(e: dict) -> bool:  # an entry this version cannot read (another version's table) is passed over
+        try:
+            return reason(case, make(e)) is None
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    best = table and pick_tuned(table.entries, case, lambda e: matches(e) and runs(e))
     return (make(best), table.source) if best else (fallback(case), HEURISTIC)
 
 

@@ -124,7 +124,7 @@ def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> 
     this GPU's shipped table: the re-measured classes replaced, the others kept (``session.tune_plan``)."""
     from gdnbench.tune.session import tune_plan
 
-    pick = (lambda c: [tile(c)] + FAMILIES[family](c)) if family else None
+    pick = (lambda c: [t for t in [tile(c)] + FAMILIES[family](c) if tile_reason(c, t) is None]) if family else None
     return tune_plan(SPEC, cases, out, log, pick, name=f"plan-{family}" if family else "plan")
 
 

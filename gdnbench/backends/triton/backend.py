@@ -106,12 +106,11 @@ class TritonGDN(Backend):
 
             values["desc"] = TensorDescriptor.from_tensor(x.pool.view(-1, case.head_dim_k), [t.bv, case.head_dim_k],
                                                           tma_layout(case))
-        args = {name: values[name] for name in p.args}
-        kwargs = {**p.constexprs, **p.options}
+        call = {**{name: values[name] for name in p.args}, **p.constexprs, **p.options}
         grid = (p.programs,)
 
         def launch():
-            kern[grid](**args, **kwargs)
+            kern[grid](**call)
             return out
 
         return launch
