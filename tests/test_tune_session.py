@@ -44,7 +44,7 @@ class FakeGPU:
         self.now += 10.0
         self.timed += 1
         t = backend.tile(case)
-        return SimpleNamespace(stats=SimpleNamespace(median=t.bv + t.warps / 10))
+        return SimpleNamespace(stats=SimpleNamespace(median=t.bv + t.warps / 10), extra={})
 
 
 def test_tune_resumes_within_budget(tables, monkeypatch, tmp_path):
