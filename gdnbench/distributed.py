@@ -42,12 +42,12 @@ from typing import Any, Callable
 
 from gdnbench.backends import get_backend
 from gdnbench.backends.base import Backend, Target
-from gdnbench.cases import Case
+from gdnbench.cases import Case, expand
 from gdnbench.config import Sweep
 from gdnbench.rows import Row, RowWriter
 from gdnbench.runner import (RunError, RunOptions, RunSummary, case_row, measure_row, one_line,
                              resolve_timing_mode, run_counts, run_directory, run_pair, select_pairs,
-                             write_provenance)
+                             untuned_note, write_provenance)
 from gdnbench.timer import TIMER_REVISION
 
 RAY_VERSION = "2.60.0"
@@ -112,6 +112,8 @@ class WorkerConfig:
     mode: str
     check_only: bool = False
     energy: bool = False
+    case_ids: tuple[str, ...] = ()   # the group's selected cases and backends, for the untuned-tile note
+    backends: tuple[str, ...] = ()
 
 
 def private_caches(key: str) -> dict[str, str]:
@@ -199,7 +201,14 @@ class PairWorker:
                 energy, note = None, energy.reason
         self.config = config
         self.state = (measure, roofline.get("copy_gbps"), energy, roofline)
-        return {"roofline": roofline, "energy_note": note}
+        return {"roofline": roofline, "energy_note": note, "untuned_note": self.untuned(config, target)}
+
+    @staticmethod
+    def untuned(config: WorkerConfig, target: Target) -> str:
+        """The runner's untuned-tile note, read where the tile tables of this GPU are (the worker)."""
+        wanted = set(config.case_ids)
+        cases = [c for c in expand(config.sweep).cases if c.id in wanted]
+        return untuned_note(config.sweep, cases, [get_backend(n) for n in config.backends], target) or ""
 
     def run(self, case: Case, backend_name: str, run_id: str, config: WorkerConfig) -> tuple[Row, list[float], str]:
         """One pair: (row, samples, fatal) where ``fatal`` says why this worker's CUDA context is gone."""
@@ -348,7 +357,8 @@ def _drive(ray, sweep: Sweep, opts: RunOptions, workers: list, infos: list[dict]
     if opts.resume:
         writer.prune_samples()
     for g, (swp, cases, backends), mode in zip(groups, plans, modes):
-        g.config = ray.put(WorkerConfig(swp, mode, opts.check_only, opts.energy))
+        g.config = ray.put(WorkerConfig(swp, mode, opts.check_only, opts.energy, tuple(c.id for c in cases),
+                                        tuple(b.name for b in backends)))
         g.queue.extend(Task(c, b, groups.index(g)) for c in cases for b in backends
                        if (c.id, b.name, *g.key) not in done)
     total = sum(len(g.queue) for g in groups)
@@ -365,6 +375,7 @@ def _drive(ray, sweep: Sweep, opts: RunOptions, workers: list, infos: list[dict]
     write_provenance(directory, plans[0][0], extra, local_gpu=False)
     summary = RunSummary(directory=directory, cases=len(plans[0][1]), mode="" if opts.check_only else modes[0])
     notes = {s["energy_note"] for s in setups if s["energy_note"]}
+    summary.notes += sorted({s["untuned_note"] for s in setups if s["untuned_note"]})
     summary.notes += [f"energy: {n}; rows carry no energy columns" for n in sorted(notes)]
     run_id = directory.name
     inflight: dict = {}

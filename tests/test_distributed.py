@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gdnbench.cli import app
+from gdnbench.cases import expand
 from gdnbench.config import load_sweep
 from gdnbench.distributed import FAKE_GPUS_ENV, FAULT_ENV, INSTALL_HINT, ClusterSpec, run_distributed
 from gdnbench.runner import RunError, RunOptions, run_sweep
@@ -188,3 +189,14 @@ def test_worker_caches_are_private_but_tables_are_the_users(tmp_path, monkeypatc
     assert cache_dir() == tmp_path / "user" / "workers" / "host-gpu1" / "cute"
     assert dirs["TRITON_CACHE_DIR"] == str(tmp_path / "triton" / "gdnbench-host-gpu1")
     assert "GDNBENCH_CACHE" not in dirs
+
+
+def test_untuned_tile_note_reaches_the_driver(sweep, tmp_path):
+    """The worker reads its GPU's tile tables and the driver prints the runner's one-line note."""
+    config = load_sweep(tmp_path / "tiny.yaml").model_copy(update={"backends": ["torch", "triton"]})
+    o = opts(tmp_path / "check", check_only=True, case_ids=[next(iter(expand(config).cases)).id])
+    one = run_distributed(config, o, spec("1"))
+    plain = run_sweep(config, opts(tmp_path / "plain", check_only=True, case_ids=o.case_ids))
+    untuned = [n for n in one.notes if n.startswith("tiles not tuned")]
+    assert len(untuned) == 1 and untuned == [n for n in plain.notes if n.startswith("tiles not tuned")]
+    assert "gdnbench tune" in untuned[0] and "triton 1 of 1 cases" in untuned[0]
