@@ -255,14 +255,27 @@ def expand(sweep: Sweep) -> Expansion:
         if reason:
             dropped[reason] += 1
             continue
-        env = case.where_env()
-        if not all(eval_where(f, env) for f in filters):
+        if not _kept(case, sweep.where, filters):
             filtered += 1
             continue
         if case.id not in seen:
             seen.add(case.id)
             cases.append(case)
     return Expansion(cases=cases, dropped=dropped, filtered=filtered)
+
+
+def _kept(case: Case, texts: list[str], filters: list) -> bool:
+    """Whether every ``where`` filter keeps ``case`` (later filters are not evaluated once one drops
+    it). A filter that parses but cannot be evaluated is a ConfigError naming the filter and the case,
+    whichever entry point expands the sweep."""
+    env = case.where_env()
+    for i, (text, tree) in enumerate(zip(texts, filters)):
+        try:
+            if not eval_where(tree, env):
+                return False
+        except WhereError as e:
+            raise ConfigError(f"where[{i}]: '{text}' cannot be evaluated on case {case.id} ({e})") from None
+    return True
 
 
 def check_where(sweep: Sweep, source: str) -> None:
@@ -272,14 +285,7 @@ def check_where(sweep: Sweep, source: str) -> None:
     for prefix, variant in where_variants(sweep, source):
         if not variant.where:
             continue
-        filters = [parse_where(w) for w in variant.where]
-        for case in expand(variant.model_copy(update={"where": []})).cases:
-            env = case.where_env()
-            for i, (text, tree) in enumerate(zip(variant.where, filters)):
-                try:
-                    keep = eval_where(tree, env)
-                except WhereError as e:
-                    raise ConfigError(f"{prefix}where[{i}]: '{text}' cannot be evaluated on case {case.id} ({e})"
-                                      ) from None
-                if not keep:  # as expand does: later filters are not evaluated on a case already dropped
-                    break
+        try:
+            expand(variant)
+        except ConfigError as e:
+            raise ConfigError(f"{prefix}{e}") from None

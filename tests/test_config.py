@@ -234,6 +234,14 @@ def test_where_evaluation_errors(write_yaml, expr, needle):
         assert_one_line_exit_2(run_cli(cmd, str(p)), "where[0]", needle)
 
 
+def test_where_error_from_any_entry_point():
+    # the Python API (load_sweep + run_sweep, trace, sanitize) expands without cli.load's check
+    from gdnbench.cases import expand
+
+    with pytest.raises(ConfigError, match=r"^where\[0\]: 'batch / 0 > 1' cannot be evaluated on case .*ZeroDivision"):
+        expand(parse_sweep({**VALID, "where": ["batch / 0 > 1"]}))
+
+
 def test_where_evaluated_as_expand_does():
     # a later filter is not evaluated on a case an earlier one dropped (and/or short-circuit too)
     from gdnbench.cases import check_where
