@@ -78,14 +78,9 @@ smoke: venv
 plan check: venv
 	$(PY) -m gdnbench $@ $(or $(CONFIG),decode) $(ARGS)
 
-# Figures for the curated sweep baselines, results/<device>/<config>/ (or RESULTS="dir1 dir2"), into
-# results/plots/. Runs git does not track (local runs, e.g. a CPU smoke sweep) are left out; outside a
-# git checkout, every curated run.
-PLOT_CONFIGS := decode mtp prefill roofline-decode roofline-mtp
-IN_GIT = $(shell git rev-parse --is-inside-work-tree 2>/dev/null)
-CURATED = $(wildcard $(foreach c,$(PLOT_CONFIGS),results/*/$(c)/rows.csv))
-RUNS = $(patsubst %/rows.csv,%,$(if $(IN_GIT),$(filter $(CURATED),$(shell git ls-files 'results/*/*/rows.csv')),$(CURATED)))
-RESULTS ?= $(RUNS)
+# Figures for the curated sweep baselines (or RESULTS="dir1 dir2") into results/plots/: with no run
+# named, `gdnbench plot` takes the ones git tracks under results/<device>/<config>/ (outpaths.py).
+RESULTS ?=
 plots: venv
 	$(PY) -m gdnbench plot $(RESULTS) -o results/plots $(ARGS)
 

@@ -299,13 +299,20 @@ def calibrate(out_file: Optional[Path] = typer.Option(None, "--out", "-o", help=
 
 
 @app.command()
-def plot(results: List[Path] = typer.Argument(..., help="results directories or rows.csv files (several GPUs "
-                                                        "plot side by side)"),
+def plot(results: Optional[List[Path]] = typer.Argument(None, help="results directories or rows.csv files "
+                                                                   "(several GPUs plot side by side); default: "
+                                                                   "the curated baselines under results/"),
          out_dir: Path = typer.Option(Path("results/plots"), "--out", "-o", help="where PNG/SVG and summary.md go"),
          baseline: str = typer.Option("torch", help="backend that speedups are relative to")) -> None:
     """Figures per phase (latency, speedup, % of copy bandwidth; MTP vs T; prefill throughput) and summary.md."""
+    from gdnbench.outpaths import PLOT_CONFIGS, curated_runs
     from gdnbench.plots import plot_results
 
+    if not results:
+        results = curated_runs()
+        if not results:
+            raise fail(f"no run named and no curated baseline (results/<device>/<config>/rows.csv tracked by git, "
+                       f"config one of {', '.join(PLOT_CONFIGS)}) to draw")
     notes: list[str] = []
     try:
         written = plot_results(results, out_dir, baseline=baseline, notes=notes)

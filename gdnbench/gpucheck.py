@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from gdnbench.outpaths import curated_run
+
 TRACE_MIN_AGREEMENT = 0.9
 TRACE_ARGS = ("trace-decode", "-b", "triton", "-b", "flashinfer", "-c", "decode-b32-", "-c", "decode-b512-")
 ROOFLINE_CONFIG = "roofline-decode"
@@ -55,7 +57,7 @@ class Step:
 def find_baseline(config: str, slug: str, root: Path = Path("results")) -> Path | None:
     """The committed run of ``config`` on this kind of GPU: ``root/<slug>/<config>`` if it holds rows,
     else the newest run under ``root`` (two levels deep) whose env.json names this config and GPU."""
-    direct = root / slug / config
+    direct = curated_run(config, slug, root)
     if (direct / "rows.csv").exists():
         return direct
     found = []

@@ -3,6 +3,9 @@ be written, checked before any work.
 
 A run's folder is ``<root>/<date>_<device>_<config>[-check][_N]``: a check-only run (``gdnbench check``)
 gets its own suffix and records ``check_only`` in env.json, so ``--resume`` of a sweep never picks it.
+A curated baseline is such a run moved to ``results/<device-slug>/<config>/`` and committed; this module
+is the one place that spells that layout (``make plots``, ``make gpu-check`` and the README's figures
+find the baselines through :func:`curated_run` / :func:`curated_runs`).
 
 Every command that writes (``sweep`` / ``check`` / ``trace`` results folders, ``plot -o``, ``compare -o``,
 ``calibrate -o``) asks here first, so a bad path is one line naming the option, the path and what was
@@ -17,11 +20,15 @@ import datetime as _dt
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gdnbench.config import Sweep
+
+#: The sweeps whose curated runs the figures draw (``gdnbench plot`` with no run named).
+PLOT_CONFIGS = ("decode", "mtp", "prefill", "roofline-decode", "roofline-mtp")
 
 #: Suffix of a check-only run's folder: never a timed sweep's, so --resume and plots can tell them apart.
 CHECK_SUFFIX = "-check"
@@ -111,3 +118,25 @@ def latest_results_dir(sweep: Sweep, root: Path, check_only: bool = False, slug:
     found = sorted((p for p in root.glob("*") if pattern.fullmatch(p.name) and (p / "rows.csv").exists()
                     and is_check_only(p) == check_only), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
+
+def curated_run(config: str, slug: str, root: Path = Path("results")) -> Path:
+    """The curated baseline folder of ``config`` on the GPU ``slug`` (it may not exist)."""
+    return Path(root) / slug / config
+
+
+def curated_runs(root: Path = Path("results"), configs: tuple[str, ...] = PLOT_CONFIGS) -> list[Path]:
+    """Every curated baseline of ``configs`` under ``root`` that holds rows, by GPU then config. In a git
+    checkout only the runs git tracks: a local run (a CPU smoke sweep, a run not yet curated) that was
+    moved into the layout is left out. Outside a checkout, every one."""
+    root = Path(root)
+    found = sorted(p.parent for c in configs for p in root.glob(f"*/{c}/rows.csv"))
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "--", "*/rows.csv"], capture_output=True,
+                                text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return found
+    if listed.returncode != 0:  # not a git checkout
+        return found
+    tracked = {(root / line).parent.resolve() for line in listed.stdout.splitlines() if line}
+    return [p for p in found if p.resolve() in tracked]

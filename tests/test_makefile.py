@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not shutil.which("make"), reason="needs make")
@@ -66,20 +67,26 @@ def test_gpu_detected_with_nvidia_smi(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git")
-def test_plots_draws_committed_runs_only(tmp_path):
+def test_plots_draws_committed_runs_only(tmp_path, monkeypatch):
     """make plots draws the curated baselines (results/<device>/<config>/ of the sweep configs) that
     git tracks: never an untracked local run, never a tool's folder (a tuning CSV, a trace)."""
+    from gdnbench.cli import app
+    from gdnbench.outpaths import curated_runs
+
     repo = tmp_path / "repo"
     repo.mkdir()
-    for f in ("Makefile", "pyproject.toml"):
-        shutil.copy(REPO / f, repo / f)
     for run in ("h100-sm90/decode", "h100-sm90/triton-tune", "cpu/smoke-cpu", "b200-sm100/decode"):
         (repo / "results" / run).mkdir(parents=True)
         (repo / "results" / run / "rows.csv").write_text("schema_version\n")
     git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    assert curated_runs(repo / "results") == [repo / "results/b200-sm100/decode", repo / "results/h100-sm90/decode"]
     subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "Makefile", "results/h100-sm90", "results/cpu"], check=True)
+    subprocess.run([*git, "add", "results/h100-sm90", "results/cpu"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "runs"], check=True)
-    (line,) = [x for x in dry("plots", "GPU=0", f"VENV={tmp_path / 'v'}", cwd=repo).splitlines() if "gdnbench plot" in x]
-    assert "results/h100-sm90/decode" in line
-    assert "triton-tune" not in line and "smoke-cpu" not in line and "b200" not in line  # not a sweep / untracked
+    # in a checkout: only the tracked sweep run (not the tuner's folder, the CPU run or the untracked b200)
+    assert curated_runs(repo / "results") == [repo / "results/h100-sm90/decode"]
+    (line,) = [x for x in dry("plots", "GPU=0", f"VENV={tmp_path / 'v'}").splitlines() if "gdnbench plot" in x]
+    assert line.split("gdnbench plot")[1].split() == ["-o", "results/plots"]  # the runs come from outpaths
+    monkeypatch.chdir(tmp_path)  # no results/ here: one line, exit 2
+    r = CliRunner().invoke(app, ["plot"])
+    assert r.exit_code == 2 and "no curated baseline" in r.stderr and len(r.stderr.strip().splitlines()) == 1
