@@ -505,6 +505,11 @@ def test_tile_table_reader_and_picker(tmp_path):
     assert read_table(tmp_path / "absent.json") is None
     (tmp_path / "bad.json").write_text('{"version": 1}')
     assert read_table(tmp_path / "bad.json") is None
+    for text in ('{"version": 2, "entries": []}', '{"entries": []}', '[1, 2]'):  # another format version
+        (tmp_path / "other.json").write_text(text)
+        assert read_table(tmp_path / "other.json") is None, text
+    (tmp_path / "ok.json").write_text('{"version": 1, "entries": []}')
+    assert read_table(tmp_path / "ok.json") == {"version": 1, "entries": []}
     entries = [{"pairs_min": 1, "id": "a"}, {"pairs_min": 64, "id": "b"}, {"pairs_min": 128, "id": "c"}]
     case = tiny_case(batch=4, hv=32)  # 128 pairs
     assert pick_tuned(entries, case, lambda e: True)["id"] == "c"

@@ -56,12 +56,14 @@ class TileTable:
 
 
 def read_table(path: Path) -> dict | None:
-    """A table file's contents (None when absent or unreadable: the backend then uses its heuristic)."""
+    """A table file's contents (None when absent, unreadable, or written in another ``version`` of the
+    format, whose fields this gdnbench may read wrongly: the backend then uses its heuristic, and the
+    next ``gdnbench tune`` rewrites the table in this version)."""
     try:
         table = json.loads(path.read_text())
         table["entries"]  # noqa: B018 -- a table without entries is no table
-        return table
-    except (OSError, ValueError, KeyError, TypeError):
+        return table if table.get("version") == TABLE_VERSION else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
