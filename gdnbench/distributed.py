@@ -45,8 +45,8 @@ from gdnbench.backends.base import Backend, Target
 from gdnbench.cases import Case, expand
 from gdnbench.config import Sweep
 from gdnbench.rows import Row, RowWriter
-from gdnbench.runner import (RunError, RunOptions, RunSummary, case_row, measure_row, one_line,
-                             resolve_timing_mode, run_counts, run_directory, run_pair, select_pairs,
+from gdnbench.runner import (Instruments, RunError, RunOptions, RunSummary, case_row, energy_off, instruments,
+                             one_line, resolve_timing_mode, run_counts, run_directory, run_pair, select_pairs,
                              untuned_note, write_provenance)
 from gdnbench.timer import TIMER_REVISION
 
@@ -163,7 +163,7 @@ class PairWorker:
         self.caches = private_caches(f"{socket.gethostname()}-{index}")
         self.index = index
         self.config: WorkerConfig | None = None
-        self.state: tuple[Any, float | None, Any, dict] | None = None
+        self.state: Instruments | None = None
 
     def describe(self) -> dict:
         import torch
@@ -186,22 +186,11 @@ class PairWorker:
         from gdnbench.backends.base import current_target
 
         target = current_target()
-        measure = None if config.check_only else measure_row(config.mode, config.sweep, target)
-        roofline: dict = {}
-        if target.device == "cuda" and not config.check_only:
-            from gdnbench.timer import device_roofline
-
-            roofline = device_roofline()
-        energy, note = None, ""
-        if config.energy:
-            from gdnbench.energy import EnergyPass
-
-            energy = EnergyPass.open(config.sweep.timing)
-            if energy.reason:
-                energy, note = None, energy.reason
+        tools = instruments(config.sweep, config.mode, target, config.check_only, config.energy)
         self.config = config
-        self.state = (measure, roofline.get("copy_gbps"), energy, roofline)
-        return {"roofline": roofline, "energy_note": note, "untuned_note": self.untuned(config, target)}
+        self.state = tools
+        return {"roofline": tools.roofline, "energy_note": tools.energy_note,
+                "untuned_note": self.untuned(config, target)}
 
     @staticmethod
     def untuned(config: WorkerConfig, target: Target) -> str:
@@ -218,11 +207,11 @@ class PairWorker:
             self.setup(config)
         assert self.state is not None
         _fault(self.fault, case, backend_name)
-        measure, peak, energy, _ = self.state
+        tools = self.state
         backend = get_backend(backend_name)
         target = current_target()
         try:
-            row, samples = run_pair(case, backend, run_id, target, measure, peak, energy)
+            row, samples = run_pair(case, backend, run_id, target, tools.measure, tools.peak_gbps, tools.energy)
         except RunError as e:  # the CUDA context is unusable: the driver restarts this worker
             row = case_row(run_id, case, backend, target)
             row.status, row.reason = "error", str(e)
@@ -376,7 +365,7 @@ def _drive(ray, sweep: Sweep, opts: RunOptions, workers: list, infos: list[dict]
     summary = RunSummary(directory=directory, cases=len(plans[0][1]), mode="" if opts.check_only else modes[0])
     notes = {s["energy_note"] for s in setups if s["energy_note"]}
     summary.notes += sorted({s["untuned_note"] for s in setups if s["untuned_note"]})
-    summary.notes += [f"energy: {n}; rows carry no energy columns" for n in sorted(notes)]
+    summary.notes += [energy_off(n) for n in sorted(notes)]
     run_id = directory.name
     inflight: dict = {}
     idle: set[int] = set(range(len(workers)))

@@ -20,9 +20,9 @@ the check is skipped. Those tools' children set ``RECORD_ENV=0`` so the profiler
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
-import os
 from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")

@@ -47,30 +47,40 @@ def sample_ranges_enabled() -> bool:
     return os.environ.get(SAMPLES_ENV) == "1"
 
 
+@contextlib.contextmanager
+def _annotate(label: str, color: str) -> Iterator[None]:
+    """An NVTX range of ``label``: the ``nvtx`` package's (domain ``gdnbench``) when installed, else
+    torch.cuda.nvtx's on a GPU, else nothing."""
+    try:
+        import nvtx
+    except ImportError:
+        nvtx = None
+    if nvtx is not None:
+        with nvtx.annotate(message=label, domain=DOMAIN, color=color):
+            yield
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    torch.cuda.nvtx.range_push(label)
+    try:
+        yield
+    finally:
+        torch.cuda.nvtx.range_pop()
+
+
 def in_sample_range(name: str, fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` inside an NVTX sample range of ``name`` (NVTX only: no profiler scope per sample) when
     ``GDNBENCH_NVTX_SAMPLES=1`` (a traced child); else ``fn`` itself, untouched."""
     if not sample_ranges_enabled():
         return fn
     label = sample_range_name(name)
-    try:
-        import nvtx
-    except ImportError:
-        nvtx = None
 
-    if nvtx is not None:
-        def run() -> None:
-            with nvtx.annotate(message=label, domain=DOMAIN, color="blue"):
-                fn()
-    else:
-        import torch
-
-        def run() -> None:
-            torch.cuda.nvtx.range_push(label)
-            try:
-                fn()
-            finally:
-                torch.cuda.nvtx.range_pop()
+    def run() -> None:
+        with _annotate(label, "blue"):
+            fn()
     return run
 
 
@@ -79,19 +89,5 @@ def nvtx_range(name: str) -> Iterator[None]:
     """An NVTX range (for nsys) that is also a torch.profiler scope (for ``trace --profiler torch``)."""
     import torch
 
-    try:
-        import nvtx
-    except ImportError:
-        nvtx = None
-    with torch.profiler.record_function(name):
-        if nvtx is not None:
-            with nvtx.annotate(message=name, domain=DOMAIN, color="green"):
-                yield
-        elif torch.cuda.is_available():
-            torch.cuda.nvtx.range_push(name)
-            try:
-                yield
-            finally:
-                torch.cuda.nvtx.range_pop()
-        else:
-            yield
+    with torch.profiler.record_function(name), _annotate(name, "green"):
+        yield

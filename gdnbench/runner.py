@@ -398,6 +398,46 @@ def run_counts(directory: Path) -> tuple[dict[str, int], int]:
     return counts, len(cases)
 
 
+@dataclass
+class Instruments:
+    """What timing a sweep's rows needs on this machine, set up once per process (the plain runner, or
+    each scale-out worker): the row timer, this GPU's copy bandwidth (the roofline's peak) and the
+    opt-in energy pass. ``energy_note`` says why energy was asked for but is off here."""
+
+    measure: Measure | None
+    roofline: dict
+    energy: object | None     # gdnbench.energy.EnergyPass
+    energy_note: str = ""
+
+    @property
+    def peak_gbps(self) -> float | None:
+        return self.roofline.get("copy_gbps")
+
+
+def instruments(sweep: Sweep, mode: str, target: Target, check_only: bool, energy: bool) -> Instruments:
+    """Set up the timer, copy bandwidth and energy pass of a run (nothing of them for a check-only run)."""
+    if check_only:
+        return Instruments(None, {}, None)
+    roofline: dict = {}
+    if target.device == "cuda":
+        from gdnbench.timer import device_roofline
+
+        roofline = device_roofline()
+    tools = Instruments(measure_row(mode, sweep, target), roofline, None)
+    if energy:
+        from gdnbench.energy import EnergyPass
+
+        tools.energy = EnergyPass.open(sweep.timing)
+        if tools.energy.reason:
+            tools.energy, tools.energy_note = None, tools.energy.reason
+    return tools
+
+
+def energy_off(reason: str) -> str:
+    """The summary note of a run asked for energy where the counter is unusable."""
+    return f"energy: {reason}; rows carry no energy columns"
+
+
 def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | None = None) -> RunSummary:
     """Run (or resume) a sweep; returns where the rows went and how many of each status."""
     target = current_target()
@@ -412,19 +452,17 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
         writer.prune_samples()
     extra: dict = {"config_name": sweep.name, "timing_mode": mode, "check_only": opts.check_only,
                    "timer_revision": TIMER_REVISION}
-    peak = None
-    if target.device == "cuda" and not opts.check_only:
-        from gdnbench.timer import device_roofline
-
-        roof = device_roofline()
-        extra["roofline"] = roof
-        peak = roof.get("copy_gbps")
+    tools = instruments(sweep, mode, target, opts.check_only, opts.energy)
+    if tools.roofline:
+        extra["roofline"] = tools.roofline
     write_provenance(directory, sweep, extra)
-    measure = None if opts.check_only else measure_row(mode, sweep, target)
+    measure, peak, energy = tools.measure, tools.peak_gbps, tools.energy
     summary = RunSummary(directory=directory, cases=len(cases), mode="" if opts.check_only else mode)
     note = untuned_note(sweep, cases, backends, target)
     if note:
         summary.notes.append(note)
+    if tools.energy_note:
+        summary.notes.append(energy_off(tools.energy_note))
     total = sum(1 for c in cases for b in backends if (c.id, b.name) not in done)
     from gdnbench.progress import progress_bar
 
@@ -438,14 +476,6 @@ def run_sweep(sweep: Sweep, opts: RunOptions, on_row: Callable[[Row], None] | No
     gated: list[tuple[Row, Case, Backend]] = []
     by_id = {c.id: c for c in cases}
     by_name = {b.name: b for b in backends}
-    energy = None
-    if opts.energy:
-        from gdnbench.energy import EnergyPass
-
-        energy = EnergyPass.open(sweep.timing)
-        if energy.reason:
-            summary.notes.append(f"energy: {energy.reason}; rows carry no energy columns")
-            energy = None
     with progress_bar(total, enabled=opts.progress) as advance:
         for row, passed in gate_rows(cases, backends, directory.name, target, done):
             backend = by_name[row.backend]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Callable, NamedTuple, Union
 
 import torch
@@ -70,8 +71,6 @@ def current_target() -> Target:
 def cache_root() -> Path:
     """gdnbench's per-user folder, ``$GDNBENCH_CACHE`` (default ``~/.cache/gdnbench``): compiled cute
     kernels, tile tables tuned on this machine and tuning state."""
-    import os
-
     return Path(os.environ.get("GDNBENCH_CACHE") or Path.home() / ".cache" / "gdnbench")
 
 
@@ -79,8 +78,6 @@ def kernel_cache_root() -> Path:
     """Where compiled kernels go: ``$GDNBENCH_KERNEL_CACHE``, else :func:`cache_root`. A scale-out
     worker points it at a folder of its own (no two compile into one cache) while its tile tables and
     tuning state stay the user's (gdnbench.distributed)."""
-    import os
-
     return Path(os.environ.get("GDNBENCH_KERNEL_CACHE") or cache_root())
 
 
@@ -101,8 +98,6 @@ def missing_module(module: str, dist: str) -> str | None:
 
 
 def triton_interpreted() -> bool:
-    import os
-
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 

@@ -65,21 +65,25 @@ def gate_and_time(c: Case, t, make_backend: Callable, x, e, timing: Timing = TIM
     try:
         g = run_gate(c, b, x, e)
     except Exception as err:  # noqa: BLE001 -- e.g. a tile whose shared memory or registers the GPU cannot give
-        if fatal_device_error(err):
-            raise
-        return None, f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        return None, _failed("", err)
     if not g.check.ok:
         return None, f"FAILED: {g.check.message}"
     try:
         timed = time_gpu(mode, c, b, timing)
     except Exception as err:  # noqa: BLE001 -- e.g. out of memory for the input sets, a launch not capturable
-        if fatal_device_error(err):
-            raise
-        return None, f"FAILED: timing: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        return None, _failed("timing: ", err)
     bad = timed.extra.get("nonfinite_state")
     if bad:
         return None, f"FAILED: state not finite after timing: {bad}"
     return timed.stats.median, ""
+
+
+def _failed(stage: str, err: Exception) -> str:
+    """The recorded reason for a candidate that raised; an error that leaves the CUDA context unusable
+    is raised again instead (see gate_and_time)."""
+    if fatal_device_error(err):
+        raise err
+    return f"FAILED: {stage}{type(err).__name__}: {str(err).splitlines()[0][:200]}"
 
 
 def class_choice(cases: dict[str, dict]) -> tuple[float, object]:
