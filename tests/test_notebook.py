@@ -1,4 +1,4 @@
-"""notebooks/analysis.ipynb runs top to bottom against the committed sample results (nbclient)."""
+"""notebooks/analysis.ipynb runs top to bottom against the curated baselines under results/ (nbclient)."""
 
 from __future__ import annotations
 
