@@ -68,14 +68,14 @@ def make_run(root: Path, name: str, gpu: str = "h100", scale: dict | None = None
 def make_mixed_run(root: Path, name: str, gpus: tuple[str, ...] = ("h100", "b200"), **kw) -> Path:
     """One results directory holding the rows of several GPU models (a scale-out sweep over a mixed
     fleet: every pair once per model), made of one ``make_run`` per GPU; ``kw`` per GPU model:
-    ``scale_<gpu>`` for that model's ``scale``."""
+    ``scale_<gpu>`` for that model's ``scale``, ``extra`` for every model's."""
     import shutil
 
     d = root / name
     d.mkdir(parents=True)
     lines: list[str] = []
     for gpu in gpus:
-        part = make_run(root / f".{name}-parts", gpu, gpu, scale=kw.get(f"scale_{gpu}"))
+        part = make_run(root / f".{name}-parts", gpu, gpu, scale=kw.get(f"scale_{gpu}"), extra=kw.get("extra"))
         text = (part / "rows.csv").read_text().splitlines()
         lines += text if not lines else text[1:]
         shutil.copy(part / "env.json", d / "env.json")
