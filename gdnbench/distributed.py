@@ -45,7 +45,7 @@ from gdnbench.backends.base import Backend, Target
 from gdnbench.cases import Case, expand
 from gdnbench.config import Sweep
 from gdnbench.rows import Row, RowWriter
-from gdnbench.runner import (Instruments, RunError, RunOptions, RunSummary, case_row, energy_off, instruments,
+from gdnbench.runner import (CaseInputs, Instruments, RunError, RunOptions, RunSummary, case_row, energy_off, instruments,
                              one_line, resolve_timing_mode, run_counts, run_directory, run_pair, select_pairs,
                              untuned_note, write_provenance)
 from gdnbench.timer import TIMER_REVISION
@@ -164,6 +164,7 @@ class PairWorker:
         self.index = index
         self.config: WorkerConfig | None = None
         self.state: Instruments | None = None
+        self.inputs: CaseInputs | None = None  # the last case's gate inputs and reference, for its next pair
 
     def describe(self) -> dict:
         import torch
@@ -189,6 +190,9 @@ class PairWorker:
         tools = instruments(config.sweep, config.mode, target, config.check_only, config.energy)
         self.config = config
         self.state = tools
+        if self.inputs is not None:
+            self.inputs.release()
+        self.inputs = CaseInputs("cuda" if target.device == "cuda" else "cpu")
         return {"roofline": tools.roofline, "energy_note": tools.energy_note,
                 "untuned_note": self.untuned(config, target)}
 
@@ -211,7 +215,8 @@ class PairWorker:
         backend = get_backend(backend_name)
         target = current_target()
         try:
-            row, samples = run_pair(case, backend, run_id, target, tools.measure, tools.peak_gbps, tools.energy)
+            row, samples = run_pair(case, backend, run_id, target, tools.measure, tools.peak_gbps, tools.energy,
+                                    self.inputs)
         except RunError as e:  # the CUDA context is unusable: the driver restarts this worker
             row = case_row(run_id, case, backend, target)
             row.status, row.reason = "error", str(e)
@@ -299,6 +304,30 @@ def _group_key(target: Target) -> tuple[str, str]:
     return (target.name if target.device == "cuda" else "", f"sm{target.sm}" if target.sm else "")
 
 
+AFFINITY_WINDOW = 64  # how far into the queue a worker looks for another pair of its last case
+
+
+def pick(queue: deque, worker: int, last_case: str | None, others: bool) -> int | None:
+    """Which queued pair ``worker`` runs next (its index in ``queue``, None: none it may take).
+
+    A pair of the case the worker ran last comes first: the worker still holds that case's gate
+    inputs and reference (``runner.CaseInputs``), as a plain sweep gates all of a case's backends on
+    one set. The queue is in case order, so such a pair, if any is left, is near the front: only the
+    first ``AFFINITY_WINDOW`` pairs are searched. Otherwise the first pair. A pair lost on this worker
+    (``avoid``) is left to another worker while there is one."""
+    first = None
+    for k, task in enumerate(queue):
+        if first is not None and k >= AFFINITY_WINDOW:
+            break
+        if task.avoid == worker and others:
+            continue
+        if task.case.id == last_case:
+            return k
+        if first is None:
+            first = k
+    return first
+
+
 def run_distributed(sweep: Sweep, opts: RunOptions, spec: ClusterSpec,
                     on_row: Callable[[Row], None] | None = None) -> RunSummary:
     """Run (or resume) a sweep over the GPUs of a Ray cluster; the driver writes every row."""
@@ -370,14 +399,17 @@ def _drive(ray, sweep: Sweep, opts: RunOptions, workers: list, infos: list[dict]
     inflight: dict = {}
     idle: set[int] = set(range(len(workers)))
 
+    last_case: dict[int, str] = {}
+
     def take(i: int) -> Task | None:
         g = groups[group_of[i]]
-        others = len(g.workers) > 1
-        for k, task in enumerate(g.queue):
-            if task.avoid != i or not others:
-                del g.queue[k]
-                return task
-        return None
+        k = pick(g.queue, i, last_case.get(i), len(g.workers) > 1)
+        if k is None:
+            return None
+        task = g.queue[k]
+        del g.queue[k]
+        last_case[i] = task.case.id
+        return task
 
     def dispatch() -> None:
         for i in sorted(idle):

@@ -194,21 +194,62 @@ def fill_timing(row: Row, t: Timing, peak_gbps: float | None) -> None:
         row.tflops = row.flops / secs / 1e12
 
 
+class CaseInputs:
+    """A case's gate inputs and float64 reference, built once and shared by every backend of the case.
+
+    ``get(case)`` builds them on first use (only a backend that runs the case needs them) and keeps
+    them while the same case is asked for; another case, or ``release()``, frees them first (a
+    garbage collection and, on a GPU, the allocator's cache: ~0.1 s with torch and the GPU libraries
+    loaded, so it is paid per case, not per pair). A failure to build is kept as ``error`` for the
+    rest of the case's backends."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.case_id: str | None = None
+        self.template: Inputs | None = None
+        self.expected: Expected | None = None
+        self.error: str | None = None
+        self.builds = 0
+
+    def get(self, case: Case) -> tuple[Inputs | None, Expected | None, str | None]:
+        if self.case_id != case.id:
+            self.release()
+            self.case_id = case.id
+        if self.template is None and self.error is None:
+            self.builds += 1
+            try:
+                self.template = make_inputs(case, self.device)
+                self.expected = reference(self.template)
+            except Exception as e:  # e.g. out of memory for the float64 reference
+                self.template = self.expected = None
+                self.error = f"inputs/reference: {one_line(e)}"
+        return self.template, self.expected, self.error
+
+    def release(self) -> None:
+        if self.case_id is None:
+            return
+        built = self.template is not None or self.error is not None
+        self.case_id = self.template = self.expected = self.error = None
+        if built:
+            gc.collect()
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+
+
 def gate_rows(cases: list[Case], backends: list[Backend], run_id: str, target: Target,
-              done: set[tuple[str, str]]) -> Iterator[tuple[Row, bool]]:
+              done: set[tuple[str, str]], inputs: CaseInputs | None = None) -> Iterator[tuple[Row, bool]]:
     """Pass 1: for each pending (case, backend), supports -> inputs -> reference -> gate.
 
     Yields (row, passed). A row that did not pass is final (skipped / failed / error); a passed row
-    still needs timing (pass 2).
+    still needs timing (pass 2). With ``inputs`` (a scale-out worker's, kept between calls) a case's
+    inputs stay for its next pair; without, they are freed after each case.
     """
-    device = "cuda" if target.device == "cuda" else "cpu"
+    own = inputs is None
+    keep = inputs or CaseInputs("cuda" if target.device == "cuda" else "cpu")
     for case in cases:
         pending = [b for b in backends if (case.id, b.name) not in done]
         if not pending:
             continue
-        template: Inputs | None = None
-        expected: Expected | None = None
-        setup_error: str | None = None
         for backend in pending:
             row = case_row(run_id, case, backend, target)
             try:
@@ -219,12 +260,7 @@ def gate_rows(cases: list[Case], backends: list[Backend], run_id: str, target: T
                 row.status, row.reason = "skipped", reason
                 yield row, False
                 continue
-            if template is None and setup_error is None:
-                try:
-                    template = make_inputs(case, device)
-                    expected = reference(template)
-                except Exception as e:  # e.g. out of memory for the float64 reference
-                    setup_error = f"inputs/reference: {one_line(e)}"
+            template, expected, setup_error = keep.get(case)
             if setup_error:
                 row.status, row.reason = "error", setup_error
                 yield row, False
@@ -247,10 +283,8 @@ def gate_rows(cases: list[Case], backends: list[Backend], run_id: str, target: T
             if not c.ok:
                 row.status, row.reason = "failed", c.message
             yield row, c.ok
-        del template, expected
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        if own:
+            keep.release()
 
 
 def time_row(row: Row, case: Case, backend: Backend, measure: Measure, peak_gbps: float | None) -> list[float]:
@@ -288,12 +322,14 @@ def mark_untimed(row: Row, passed: bool, measure: Measure | None) -> None:
 
 
 def run_pair(case: Case, backend: Backend, run_id: str, target: Target, measure: Measure | None,
-             peak_gbps: float | None, energy: object | None = None) -> tuple[Row, list[float]]:
+             peak_gbps: float | None, energy: object | None = None,
+             inputs: CaseInputs | None = None) -> tuple[Row, list[float]]:
     """One (case, backend) from start to end on this process's device: gate, then (if it passed and the
     run times) timing and the energy pass. The unit of work of a scale-out sweep (gdnbench.distributed);
     a local sweep runs the same steps, gating every pair before timing any. Raises RunError when the
-    CUDA context is unusable afterwards."""
-    [(row, passed)] = list(gate_rows([case], [backend], run_id, target, set()))  # frees the inputs after
+    CUDA context is unusable afterwards. ``inputs``: the caller's CaseInputs, so consecutive pairs of
+    one case share its inputs and reference (without, they are built and freed for this pair)."""
+    [(row, passed)] = list(gate_rows([case], [backend], run_id, target, set(), inputs))
     if not timed_here(passed, backend, target, measure):
         mark_untimed(row, passed, measure)
         return row, []
