@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from gdnbench.backends import get_backend
 from gdnbench.backends.base import Backend, Target
-from gdnbench.cases import Case, expand
+from gdnbench.cases import Case
 from gdnbench.config import Sweep
 from gdnbench.rows import Row, RowWriter
 from gdnbench.runner import (CaseInputs, Instruments, RunError, RunOptions, RunSummary, case_row, energy_off, instruments,
@@ -112,7 +112,7 @@ class WorkerConfig:
     mode: str
     check_only: bool = False
     energy: bool = False
-    case_ids: tuple[str, ...] = ()   # the group's selected cases and backends, for the untuned-tile note
+    cases: tuple[Case, ...] = ()     # the group's selected cases and backends, for the untuned-tile note
     backends: tuple[str, ...] = ()
 
 
@@ -199,9 +199,8 @@ class PairWorker:
     @staticmethod
     def untuned(config: WorkerConfig, target: Target) -> str:
         """The runner's untuned-tile note, read where the tile tables of this GPU are (the worker)."""
-        wanted = set(config.case_ids)
-        cases = [c for c in expand(config.sweep).cases if c.id in wanted]
-        return untuned_note(config.sweep, cases, [get_backend(n) for n in config.backends], target) or ""
+        return untuned_note(config.sweep, list(config.cases), [get_backend(n) for n in config.backends],
+                            target) or ""
 
     def run(self, case: Case, backend_name: str, run_id: str, config: WorkerConfig) -> tuple[Row, list[float], str]:
         """One pair: (row, samples, fatal) where ``fatal`` says why this worker's CUDA context is gone."""
@@ -375,7 +374,7 @@ def _drive(ray, sweep: Sweep, opts: RunOptions, workers: list, infos: list[dict]
     if opts.resume:
         writer.prune_samples()
     for g, (swp, cases, backends), mode in zip(groups, plans, modes):
-        g.config = ray.put(WorkerConfig(swp, mode, opts.check_only, opts.energy, tuple(c.id for c in cases),
+        g.config = ray.put(WorkerConfig(swp, mode, opts.check_only, opts.energy, tuple(cases),
                                         tuple(b.name for b in backends)))
         g.queue.extend(Task(c, b, groups.index(g)) for c in cases for b in backends
                        if (c.id, b.name, *g.key) not in done)
