@@ -49,13 +49,22 @@ def find_config(name: str) -> Path:
     raise fail(f"{name}: no such config file (shipped configs: {shipped})")
 
 
-def load(name: str) -> Sweep:
-    """A config by path or shipped name, validated: its structure, then its ``where`` filters on its cases."""
+def load(name: str, where: list[str] | None = None) -> Sweep:
+    """A config by path or shipped name, validated: its structure, then its ``where`` filters on its cases.
+    ``where``: filters given on the command line, kept with the config's own (every one must hold)."""
     from gdnbench.cases import check_where
+    from gdnbench.config import parse_where
 
     path = find_config(name)
     try:
         sweep = load_sweep(path)
+        for expr in where or []:
+            try:
+                parse_where(expr)
+            except ValueError as e:
+                raise ConfigError(f"--where {expr!r}: {e}") from None
+        if where:
+            sweep = sweep.model_copy(update={"where": [*sweep.where, *where]})
         check_where(sweep, str(path))
     except ConfigError as e:
         raise fail(str(e)) from None
@@ -148,6 +157,8 @@ ResumeOpt = typer.Option(False, "--resume", help="finish a partial run: skip row
 BackendOpt = typer.Option(None, "--backend", "-b", help="only these backends (repeatable)")
 CaseOpt = typer.Option(None, "--case", "-c", help="only cases with this id or id prefix (repeatable)")
 ProgressOpt = typer.Option(True, "--progress/--no-progress")
+WhereOpt = typer.Option(None, "--where", "-w", help="only cases where this filter holds, in the config's "
+                        "where language, e.g. \"layout == 'v_last'\" (repeatable; added to the config's own)")
 RootOpt = typer.Option(Path("results"), "--results-root", help="parent of new results directories")
 
 
@@ -206,12 +217,13 @@ def check(config: str = typer.Argument(..., help="config file or shipped name"),
 @app.command()
 def plan(config: str = typer.Argument(..., help="config file or shipped name"),
          sm: Optional[int] = typer.Option(None, help="plan for this SM generation (e.g. 90, 100) instead of this machine"),
-         all_cases: bool = typer.Option(False, "--all", help="list every case (default: the first 200)")) -> None:
+         all_cases: bool = typer.Option(False, "--all", help="list every case (default: the first 200)"),
+         where: Optional[List[str]] = WhereOpt) -> None:
     """Print the cases a config expands to and, per backend, whether it supports each (and why not)."""
     from gdnbench.backends.base import Target
     from gdnbench.plan import print_plan
 
-    swp = load(config)
+    swp = load(config, where)
     _prepare_interpreter()
     target = Target("cuda", sm, f"sm{sm}") if sm is not None else None
     if print_plan(swp, out, target, limit=None if all_cases else 200) == 0:
@@ -402,7 +414,7 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
                                    "(gdnbench/backends/<backend>/tables/) instead of the per-user one"),
          budget: Optional[float] = typer.Option(None, "--budget", help="stop after this many minutes, keeping "
                                                 "what is measured (rerun to go on)"),
-         case: Optional[List[str]] = CaseOpt,
+         case: Optional[List[str]] = CaseOpt, where: Optional[List[str]] = WhereOpt,
          fresh: bool = typer.Option(False, "--fresh", help="discard the measurements of an earlier run"),
          progress: bool = ProgressOpt) -> None:
     """Tune a backend's tiles for this GPU over a config's cases: gate and time every candidate tile, keep
@@ -414,7 +426,7 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
                    f"{', '.join(BACKENDS)}")
     if budget is not None and not budget > 0:
         raise fail(f"--budget: minutes must be > 0, got {budget:g}")
-    swp = load(config or "decode")
+    swp = load(config or "decode", where)
     opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, progress=progress)
     try:
         s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False))

@@ -181,6 +181,20 @@ def test_plan_for_another_sm():
     assert "decode-b1024" not in r.stdout
 
 
+def test_where_option_narrows_plan_and_tune(monkeypatch, tmp_path):
+    """``--where`` adds a filter to the config's own: plan lists only the cases it keeps; a filter that
+    does not parse or cannot be evaluated is one line and exit 2 (plan and tune alike)."""
+    r = invoke("plan", "decode", "--sm", "90", "--all", "--where", "layout == 'v_last'", "-w", "batch == 512")
+    assert r.exit_code == 0 and "decode: 4 cases" in r.stdout, r.output
+    assert "cute: the cute kernel reads K-last state" in r.stdout  # cute runs none: every case is V-last
+    monkeypatch.setenv("GDNBENCH_CACHE", str(tmp_path))
+    for cmd in (["plan", "decode"], ["tune", "decode", "-b", "triton"]):
+        for bad, needle in (("layout ==", "--where 'layout =='"), ("batch / 0 > 1", "division by zero")):
+            r = invoke(*cmd, "--where", bad)
+            assert r.exit_code == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (cmd, r.output)
+    assert not any(tmp_path.iterdir())
+
+
 # ---- check runs never poison --resume, plot or compare ---------------------------------------------
 
 def test_check_run_is_separate_from_sweeps(tmp_path, write_yaml):

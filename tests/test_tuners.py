@@ -113,6 +113,18 @@ def test_triton_candidates_are_valid_tiles():
         assert any(t.blocks > 1 and t.stages for t in cands) == (c.tokens > 1)
 
 
+def test_heuristic_tile_is_a_candidate():
+    """The tuner measures the tile a case gets with no table, so a tuned entry never loses to it (the
+    V-last heuristic, 128 rows x 8 warps at large batches, is outside the per-token grid)."""
+    from gdnbench.backends.cute.tiles import heuristic_tile as cute_heuristic
+    from gdnbench.backends.triton.tiles import heuristic_tile
+
+    for c in tune_triton.plan() + [common.case(512, layout="v_last", sd="float32")]:
+        assert heuristic_tile(c).name in {t.name for t in tune_triton.candidates(c)}, c.id
+    for c in tune_cute.plan():
+        assert cute_heuristic(c).name in {t.name for t in tune_cute.candidates(c)}, c.id
+
+
 def test_triton_class_choice_serves_every_case_of_a_class():
     """Cases sharing a class (TP1 B = 16 and TP4 B = 64: 512 row-heads) get the tile with the least summed
     slowdown over both, not the one only the faster case likes; where no tile was measured in every

@@ -21,7 +21,7 @@ from pathlib import Path
 import gdnbench.backends.triton.tiles as tiles_module
 from gdnbench.backends.base import triton_interpreted
 from gdnbench.backends.triton import TritonGDN
-from gdnbench.backends.triton.tiles import Tile, Variant, chunk_reason, tile, tile_reason
+from gdnbench.backends.triton.tiles import Tile, Variant, chunk_reason, heuristic_tile, tile, tile_reason
 from gdnbench.cases import Case
 from gdnbench.tune.common import TunerSpec, case
 
@@ -86,9 +86,10 @@ FAMILIES = {"chunk": chunk_candidates, "gluon": gluon_candidates, "tma": tma_can
 
 
 def candidates(c: Case) -> list[Tile]:
-    """Every family's candidates that can run ``c``."""
-    tiles = per_token_candidates(c) + gluon_candidates(c) + tma_candidates(c) + chunk_candidates(c)
-    return [t for t in tiles if tile_reason(c, t) is None]
+    """Every family's candidates that can run ``c``, and the heuristic tile (what the case runs with no
+    table), so a tuned entry is never one the heuristic beats."""
+    tiles = [heuristic_tile(c)] + per_token_candidates(c) + gluon_candidates(c) + tma_candidates(c) + chunk_candidates(c)
+    return list({t.name: t for t in tiles if tile_reason(c, t) is None}.values())
 
 
 def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[str] | None = None) -> list[Case]:
