@@ -122,13 +122,18 @@ def case_row(run_id: str, case: Case, backend: Backend, target: Target) -> Row:
 
 def untuned_note(sweep: Sweep, cases: list[Case], backends: list[Backend], target: Target) -> str | None:
     """One line when an own backend (one with a ``tuner``) runs cases whose tile was not tuned on this
-    GPU: per backend how many of the cases it runs, by source, and the command that tunes it."""
+    GPU: per backend how many of the cases it runs, by source, and the command that tunes it; also a
+    per-user table passed over because it was tuned on other kernel sources."""
     from gdnbench.backends.tables import TUNED
 
     parts, tuners = [], []
     for b in backends:
         if b.tuner is None:
             continue
+        stale = b.stale_table()
+        if stale:
+            parts.append(f"{b.name}'s per-user table {stale} was tuned on other kernel sources and is not used")
+            tuners += [] if b.tuner in tuners else [b.tuner]
         sources: dict[str, int] = {}
         runs = 0
         for c in cases:

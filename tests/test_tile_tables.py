@@ -107,3 +107,29 @@ def test_untuned_note_names_the_command(tables, tmp_path):
     tt.tuned_table.cache_clear()
     assert untuned_note(sweep, cases, backends, GPU) is None
     assert untuned_note(sweep, cases, [TorchEager()], GPU) is None
+
+
+def test_per_user_table_of_other_kernel_sources_is_passed_over(tables, tmp_path):
+    """A per-user table tuned on other kernel sources (an upgrade changed the kernels) gives way to the
+    shipped table of this GPU, and the sweep's note names it and the command that re-tunes; one tuned on
+    these sources, or one that recorded no digest, is used as before."""
+    shipped, user = tables
+    case = tiny_case(batch=4, **QWEN)
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(32, 1))])
+    old = {"kernel_sources_sha256": "0" * 64}
+    path = write_table(user, GPU.name, 90, {}, "", [entry(Tile(64, 2))], old)
+    tt.tuned_table.cache_clear()
+    assert tt.select(case) == (Tile(32, 1), "tuned") and tt.tuned_table().stale == path
+    assert TritonGDN().stale_table() == path and TorchEager().stale_table() is None
+    sweep = tiny_sweep(tmp_path, "[triton, torch]", "[4]")
+    note = untuned_note(sweep, expand(sweep).cases, [TritonGDN()], GPU)
+    assert note == (f"tiles not tuned on this GPU (Test GPU 80GB): triton's per-user table {path} was tuned on "
+                    "other kernel sources and is not used; tune them with `gdnbench tune tiny --backend triton`")
+    shipped_path = table_path(shipped, GPU.name)
+    shipped_path.unlink()  # no shipped table either: the heuristic, and still the note
+    tt.tuned_table.cache_clear()
+    assert tt.select(case) == (heuristic_tile(case), "heuristic") and tt.tuned_table().stale == path
+    for prov in ({"kernel_sources_sha256": tt.kernel_sources_digest()}, None):
+        write_table(user, GPU.name, 90, {}, "", [entry(Tile(64, 2))], prov)
+        tt.tuned_table.cache_clear()
+        assert tt.select(case) == (Tile(64, 2), "tuned") and tt.tuned_table().stale is None

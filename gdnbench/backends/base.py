@@ -157,6 +157,11 @@ class Backend:
         The rows' ``tile`` and ``tile_source`` columns."""
         return None
 
+    def stale_table(self) -> Path | None:
+        """This GPU's per-user tile table when it is passed over because it was tuned on other kernel
+        sources (``gdnbench.backends.tables``); None for backends without tables."""
+        return None
+
     def expected_kernels(self, case: Case) -> tuple[str, ...]:
         """Regular expressions for the GPU kernel(s) that do this case's work. The gate profiles one
         launch and fails the row if none of the kernels it ran matches (``gdnbench.kernels``); an

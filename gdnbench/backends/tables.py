@@ -10,6 +10,11 @@ A lookup takes, in this order: the per-user table of this GPU, the shipped table
 run, but were not measured here), and for a case no table entry fits the backend's heuristic tile
 (``heuristic``). The tile's source is part of the answer, so a row can say how much to trust it.
 ``GDNBENCH_NO_TILE_TABLES=1`` disables every table (the heuristic everywhere).
+
+A per-user table records the digest of the kernel sources it was tuned on. After an upgrade that
+changed the kernels, its tiles describe kernels that no longer exist, while the shipped table came with
+the new ones: a per-user table of another digest is passed over (``TileTable.stale`` names it, and the
+sweep's note says to re-tune).
 """
 
 from __future__ import annotations
@@ -53,6 +58,13 @@ class TileTable:
     source: str  # TUNED or OTHER_GPU
     entries: list[dict] = field(default_factory=list)
     path: Path | None = None
+    stale: Path | None = None  # this GPU's per-user table, passed over: tuned on other kernel sources
+
+
+def kernel_digest(table: dict) -> str | None:
+    """The digest of the kernel sources a table was tuned on (None: not recorded)."""
+    prov = table.get("provenance")
+    return prov.get("kernel_sources_sha256") if isinstance(prov, dict) else None
 
 
 def read_table(path: Path) -> dict | None:
@@ -67,25 +79,31 @@ def read_table(path: Path) -> dict | None:
         return None
 
 
-def load_table(folder: Path, target: Target, user: Path | None = None) -> TileTable | None:
-    """The table a lookup on ``target`` uses: the per-user table of this GPU (in ``user``), the shipped
-    one of this GPU (in ``folder``), else another GPU's shipped table (same SM generation first, then by
-    name), else None. Per-user tables of other GPUs are never borrowed."""
+def load_table(folder: Path, target: Target, user: Path | None = None,
+               digest: str | None = None) -> TileTable | None:
+    """The table a lookup on ``target`` uses: the per-user table of this GPU (in ``user``; passed over
+    when tuned on kernel sources other than ``digest``), the shipped one of this GPU (in ``folder``),
+    else another GPU's shipped table (same SM generation first, then by name), else None (or an empty
+    table that only names the stale per-user one). Per-user tables of other GPUs are never borrowed."""
     if tables_disabled():
         return None
+    stale = None
     if target.device == "cuda":
         for where in (user, folder):
             path = table_path(where, target.name) if where is not None else None
             own = read_table(path) if path is not None else None
+            if own is not None and where is user and digest and kernel_digest(own) not in (None, digest):
+                stale = path
+                continue
             if own is not None:
-                return TileTable(own.get("device", target.name), TUNED, own["entries"], path)
+                return TileTable(own.get("device", target.name), TUNED, own["entries"], path, stale)
     found = [(p, read_table(p)) for p in sorted(folder.glob("device_name=*.json"))]
     others = [(p, t) for p, t in found if t is not None]
     others.sort(key=lambda pt: pt[1].get("sm") != target.sm)  # stable: same SM generation first
     if others:
         path, table = others[0]
-        return TileTable(table.get("device", "?"), OTHER_GPU, table["entries"], path)
-    return None
+        return TileTable(table.get("device", "?"), OTHER_GPU, table["entries"], path, stale)
+    return TileTable(target.name, OTHER_GPU, [], None, stale) if stale else None
 
 
 def pick_tuned(entries: list[dict], case: Case, fits: Callable[[dict], bool]) -> dict | None:

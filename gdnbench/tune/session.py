@@ -39,7 +39,7 @@ from gdnbench.backends.base import Target, cache_root, current_target
 from gdnbench.backends.tables import read_table, table_path, user_tables, write_table
 from gdnbench.cases import Case, expand
 from gdnbench.config import Sweep, Timing
-from gdnbench.env import collect_env, source_digest
+from gdnbench.env import collect_env
 from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
 from gdnbench.runner import RunError, resolve_timing_mode, select_cases
@@ -163,7 +163,7 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
     """Measure ``cases`` (the state file named after ``name``) with ``timing`` in ``mode`` over
     ``candidates_of`` (default: every candidate of the backend) and write the table (module doc)."""
     notes: list[str] = []
-    digest = source_digest(spec.sources, (".py",))
+    digest = spec.tiles.kernel_sources_digest()
     key = {"backend": spec.backend, "device": target.name, "sm": target.sm, "kernel_sources_sha256": digest,
            "timing": timing.model_dump(), "timing_mode": mode}
     state = State.open(state_path(spec, target, name), key, opts.fresh, notes)

@@ -34,7 +34,7 @@ from gdnbench.backends.base import (
     package_version,
 )
 from gdnbench.backends.tables import OVERRIDE, TUNED
-from gdnbench.backends.cute.tiles import CuteTile, lanes, select, tile, tile_reason, vec
+from gdnbench.backends.cute.tiles import CuteTile, lanes, select, tile, tile_reason, tuned_table, vec
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -87,6 +87,10 @@ class CuteGDN(Backend):
         if case.dtype not in ("bfloat16", "float16"):
             return f"q/k/v must be bf16 or fp16, not {case.dtype}"
         return tile_reason(case, self.tile(case))
+
+    def stale_table(self) -> Path | None:
+        table = tuned_table()
+        return table.stale if table else None
 
     def tile_info(self, case: Case) -> tuple[str, str]:
         t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)

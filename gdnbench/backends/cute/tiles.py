@@ -13,6 +13,7 @@ from pathlib import Path
 from gdnbench.backends.base import current_target
 from gdnbench.backends.tables import TileTable, choose, load_table, user_tables
 from gdnbench.cases import Case
+from gdnbench.env import source_digest
 
 NUM_THREADS = 128  # heuristic tile: 4 warps per CTA
 _ELEM = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -91,7 +92,13 @@ TABLES = Path(__file__).with_name("tables")
 @functools.lru_cache(maxsize=1)
 def tuned_table() -> TileTable | None:
     """The table this GPU uses (per-user, else shipped, else another GPU's; None without any)."""
-    return load_table(TABLES, current_target(), user_tables("cute"))
+    return load_table(TABLES, current_target(), user_tables("cute"), kernel_sources_digest())
+
+
+def kernel_sources_digest() -> str:
+    """The digest of this backend's kernel sources (its package's .py files), as ``gdnbench tune``
+    records it in the tables it writes."""
+    return source_digest(Path(__file__).parent, (".py",))
 
 
 def select(case: Case) -> tuple[CuteTile, str]:

@@ -10,6 +10,8 @@ traffic. Separate backend names keep both numbers in the rows.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from gdnbench.backends.base import (
@@ -22,7 +24,7 @@ from gdnbench.backends.base import (
 )
 from gdnbench.backends.tables import OVERRIDE, TUNED
 from gdnbench.backends.triton.plan import describe, jit_kernel, plan
-from gdnbench.backends.triton.tiles import Tile, Variant, select, tile_reason
+from gdnbench.backends.triton.tiles import Tile, Variant, select, tile_reason, tuned_table
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -65,6 +67,10 @@ class TritonGDN(Backend):
             if d & (d - 1) or not 16 <= d <= 256:
                 return f"head dim {name}={d}: the kernel tiles powers of two from 16 to 256"
         return None
+
+    def stale_table(self) -> Path | None:
+        table = tuned_table()
+        return table.stale if table else None
 
     def tile_info(self, case: Case) -> tuple[str, str]:
         t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)

@@ -28,6 +28,7 @@ import torch
 from gdnbench.backends.base import current_target, triton_interpreted
 from gdnbench.backends.tables import TileTable, choose, load_table, user_tables
 from gdnbench.cases import Case
+from gdnbench.env import source_digest
 from gdnbench.inputs import pool_slots
 
 TABLES = Path(__file__).with_name("tables")
@@ -238,7 +239,13 @@ def heuristic_tile(case: Case) -> Tile:
 @functools.lru_cache(maxsize=1)
 def tuned_table() -> TileTable | None:
     """The table this GPU uses (per-user, else shipped, else another GPU's; None without any)."""
-    return load_table(TABLES, current_target(), user_tables("triton"))
+    return load_table(TABLES, current_target(), user_tables("triton"), kernel_sources_digest())
+
+
+def kernel_sources_digest() -> str:
+    """The digest of this backend's kernel sources (its package's .py files), as ``gdnbench tune``
+    records it in the tables it writes."""
+    return source_digest(Path(__file__).parent, (".py",))
 
 
 def select(case: Case) -> tuple[Tile, str]:
