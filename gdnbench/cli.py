@@ -366,6 +366,27 @@ def compare(base: Path = typer.Argument(..., help="baseline results directory (o
 
 
 @app.command()
+def peers(runs: List[Path] = typer.Argument(..., help="results directories (or rows.csv)"),
+          worst: int = typer.Option(15, help="list this many of the slowest cases per own backend"),
+          strict: bool = typer.Option(False, "--strict", help="exit 1 if an own kernel is slower than the "
+                                      "fastest peer beyond the noise in any case")) -> None:
+    """Own kernels (triton, cute) against the fastest peer (FlashInfer, fla) in each case of one run:
+    the ratio, judged against the two rows' noise as compare judges it."""
+    from gdnbench.analysis import load_results
+    from gdnbench.peers import own_vs_peers, report
+
+    try:
+        m = own_vs_peers(load_results(runs))
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
+    if m.empty:
+        raise fail("no case has both an own kernel and a peer that passed the gate and were GPU-timed")
+    out.print(report(m, worst), markup=False)
+    if strict and m.slower.any():
+        raise typer.Exit(1)
+
+
+@app.command()
 def trace(config: str = typer.Argument(..., help="config file or shipped name (e.g. trace-decode)"),
           case: Optional[List[str]] = CaseOpt, backend: Optional[List[str]] = BackendOpt,
           out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory (default "

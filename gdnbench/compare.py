@@ -62,7 +62,8 @@ class Comparison:
         return bool(self.counts.get("slower") or self.counts.get("broken"))
 
 
-def _rel_half_iqr(df: pd.DataFrame) -> pd.Series:
+def rel_half_iqr(df: pd.DataFrame) -> pd.Series:
+    """Each row's noise: half its IQR over its median."""
     return (df.iqr_us.astype(float) / 2) / df.median_us.astype(float)
 
 
@@ -95,8 +96,8 @@ def compare_runs(base: Sequence[str | Path], new: Sequence[str | Path], threshol
     if "gpu_label" in key:
         m["gpu_label_base"] = m["gpu_label_new"] = m.gpu_label
     m["ratio"] = m.median_us_new / m.median_us_base
-    m["noise"] = (_rel_half_iqr(m.rename(columns={"iqr_us_base": "iqr_us", "median_us_base": "median_us"})) ** 2
-                  + _rel_half_iqr(m.rename(columns={"iqr_us_new": "iqr_us", "median_us_new": "median_us"})) ** 2
+    m["noise"] = (rel_half_iqr(m.rename(columns={"iqr_us_base": "iqr_us", "median_us_base": "median_us"})) ** 2
+                  + rel_half_iqr(m.rename(columns={"iqr_us_new": "iqr_us", "median_us_new": "median_us"})) ** 2
                   ).pow(0.5)
     m["verdict"] = [verdict(r, s, threshold) for r, s in zip(m.ratio, m.noise)]
     # A row that was correct and now is not: the worst regression.

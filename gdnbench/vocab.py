@@ -36,4 +36,8 @@ BACKENDS: dict[str, str] = {
     "cute": "gdnbench.backends.cute:BACKEND",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
+# gdnbench's own kernels, and the libraries' kernels they are measured against (``gdnbench peers``);
+# the eager torch baseline is neither
+OWN_BACKENDS: tuple[str, ...] = ("triton", "triton_pdl", "cute")
+PEER_BACKENDS: tuple[str, ...] = ("flashinfer", "flashinfer_kernel", "fla", "fla_kernel")
 
