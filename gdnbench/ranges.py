@@ -13,6 +13,7 @@ measures per sample.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Callable, Iterator
 
@@ -47,14 +48,22 @@ def sample_ranges_enabled() -> bool:
     return os.environ.get(SAMPLES_ENV) == "1"
 
 
+@functools.lru_cache(maxsize=1)
+def _nvtx_module():
+    """The ``nvtx`` package, or None: looked up once (a failed import searches sys.path every time, and
+    a traced sweep opens a range per timed sample)."""
+    try:
+        import nvtx
+    except ImportError:
+        return None
+    return nvtx
+
+
 @contextlib.contextmanager
 def _annotate(label: str, color: str) -> Iterator[None]:
     """An NVTX range of ``label``: the ``nvtx`` package's (domain ``gdnbench``) when installed, else
     torch.cuda.nvtx's on a GPU, else nothing."""
-    try:
-        import nvtx
-    except ImportError:
-        nvtx = None
+    nvtx = _nvtx_module()
     if nvtx is not None:
         with nvtx.annotate(message=label, domain=DOMAIN, color=color):
             yield
