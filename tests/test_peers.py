@@ -45,3 +45,13 @@ def test_peers_command(tmp_path):
     for bad in (tmp_path / "nope",):
         r = CliRunner().invoke(app, ["peers", str(bad)])
         assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+
+
+def test_own_backends_are_the_ones_with_a_tuner():
+    """vocab.OWN_BACKENDS (peers, pandas-only) and the backends that tune their own tiles (the runner's
+    untuned note) are one set; the peers are the other backends but the eager baseline."""
+    from gdnbench.backends import get_backend
+    from gdnbench.vocab import BACKEND_NAMES, OWN_BACKENDS, PEER_BACKENDS
+
+    assert {n for n in BACKEND_NAMES if get_backend(n).tuner is not None} == set(OWN_BACKENDS)
+    assert set(PEER_BACKENDS) == set(BACKEND_NAMES) - set(OWN_BACKENDS) - {"torch"}
