@@ -133,3 +133,22 @@ def test_per_user_table_of_other_kernel_sources_is_passed_over(tables, tmp_path)
         write_table(user, GPU.name, 90, {}, "", [entry(Tile(64, 2))], prov)
         tt.tuned_table.cache_clear()
         assert tt.select(case) == (Tile(64, 2), "tuned") and tt.tuned_table().stale is None
+
+
+def test_a_class_this_gpus_table_lacks_is_looked_up_further(tables):
+    """A table of this GPU that covers only some classes (a per-user tune of V-last cases on a GPU with
+    no shipped table) serves those; every other case takes the next table that has an entry for it
+    (another GPU's shipped one), not the heuristic; an entry this GPU's table has always wins."""
+    shipped, user = tables
+    k_last, v_last = tiny_case(batch=4, **QWEN), tiny_case(batch=4, **QWEN, layout="v_last")
+    write_table(shipped, "Same SM GPU", 90, {}, "", [entry(Tile(16, 1)), entry(Tile(32, 2), layout="v_last")])
+    write_table(user, GPU.name, 90, {}, "", [entry(Tile(64, 4), layout="v_last")])
+    tt.tuned_table.cache_clear()
+    assert tt.select(v_last) == (Tile(64, 4), "tuned")
+    assert tt.select(k_last) == (Tile(16, 1), "other-gpu")
+    chain = tt.tuned_table()
+    assert (chain.source, chain.fallback.source, chain.fallback.fallback) == ("tuned", "other-gpu", None)
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(8, 1))])  # this GPU's shipped table: before others
+    tt.tuned_table.cache_clear()
+    assert tt.select(k_last) == (Tile(8, 1), "tuned") and tt.select(v_last) == (Tile(64, 4), "tuned")
+    assert tt.tuned_table().fallback.fallback.path == table_path(shipped, "Same SM GPU")
