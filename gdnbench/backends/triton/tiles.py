@@ -220,19 +220,34 @@ def tma_reason(case: Case, t: Tile) -> str | None:
     return None
 
 
+ELEMS_PER_THREAD = 64  # state elements a thread holds in the heuristic's tiles of V-last and fp32 state
+
+
 def heuristic_tile(case: Case) -> Tile:
     """The per-token kernel with enough programs to hide DRAM latency (aim for >= ~2048 on a 132-SM
-    GPU) and tiles large enough to stream whole state rows; V-last tiles stay >= 32 rows (K-row segments
-    >= 64 B)."""
+    GPU): BV halves from its largest until there are that many, or it reaches its floor.
+
+    V-last state, and K-last fp32 state, keep at most ``ELEMS_PER_THREAD`` state elements per thread and
+    at most 4 warps: an 8-warp program of 64 elements a thread needs ~174 registers, so only one fits
+    per SM and its loads, math and stores cannot overlap another's; every V-last and K-last fp32 tile
+    the H100 tuner chose holds 64 elements a thread on 1-4 warps (``docs/tuning.md``). V-last tiles
+    span rows of >= 64 bytes of state (16 fp32, 32 bf16 rows). K-last bf16 state keeps its earlier rule
+    (whole rows, up to 8 warps), which stays within 5% of the peers where it was measured."""
     V, K = case.head_dim_v, case.head_dim_k
     pairs = case.batch * case.hv
-    bv = V
-    floor = 32 if case.layout == "v_last" else 8
+    v_last = case.layout == "v_last"
+    capped = v_last or case.state_dtype == "float32"
+    floor = max(1, 512 // state_bits(case)) if v_last else 8
+    bv = min(V, max(floor, 4 * 32 * ELEMS_PER_THREAD // K)) if capped else V
     while bv > floor and pairs * (V // bv) < 2048:
         bv //= 2
     bv = max(min(bv, V), min(floor, V))
     elems = bv * K
     warps = 1 if elems <= 512 else 2 if elems <= 1024 else 4 if elems <= 4096 else 8
+    if v_last:
+        warps = max(1, min(4, elems // (32 * ELEMS_PER_THREAD)))
+    elif capped:
+        warps = min(warps, 4)
     return Tile(bv, warps)
 
 
