@@ -29,8 +29,9 @@ def case(batch: int, hk: int = 16, hv: int = 32, layout: str = "k_last", sd: str
 class TunerSpec:
     """What ``gdnbench tune --backend NAME`` needs to know of a backend: its backend object for a tile
     (``make_backend(tile_override=t)``), its candidates for a case (named tiles), the case class a table
-    entry serves and the entry's fields, and its ``tiles`` module (shipped tables, table lookup); the
-    digest recorded with a table covers the sources of that module's package (the kernels)."""
+    entry serves, the entry's fields and the tile an entry holds, and its ``tiles`` module (shipped tables,
+    table lookup); the digest recorded with a table covers the sources of that module's package (the
+    kernels)."""
 
     backend: str
     make_backend: Callable
@@ -38,6 +39,7 @@ class TunerSpec:
     class_key: Callable[[Case], tuple]
     entry: Callable[[tuple, object], dict]
     key_of: Callable[[dict], tuple]
+    from_entry: Callable[[dict], object]  # a table entry's tile
     tiles: ModuleType
     note: str
 

@@ -51,7 +51,7 @@ def plan() -> list[Case]:
 
 
 SPEC = TunerSpec(backend="cute", make_backend=CuteGDN, candidates=candidates, class_key=class_key, entry=entry,
-                 key_of=key_of, tiles=tiles_module, note=NOTE)
+                 key_of=key_of, from_entry=CuteTile.from_entry, tiles=tiles_module, note=NOTE)
 
 
 def tune(cases: list[Case], out: Path, log=print) -> Path | None:

@@ -117,7 +117,7 @@ def key_of(e: dict) -> tuple:
 
 
 SPEC = TunerSpec(backend="triton", make_backend=TritonGDN, candidates=candidates, class_key=class_key, entry=entry,
-                 key_of=key_of, tiles=tiles_module, note=NOTE)
+                 key_of=key_of, from_entry=Tile.from_entry, tiles=tiles_module, note=NOTE)
 
 
 def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> Path | None:
