@@ -152,3 +152,18 @@ def test_a_class_this_gpus_table_lacks_is_looked_up_further(tables):
     tt.tuned_table.cache_clear()
     assert tt.select(k_last) == (Tile(8, 1), "tuned") and tt.select(v_last) == (Tile(64, 4), "tuned")
     assert tt.tuned_table().fallback.fallback.path == table_path(shipped, "Same SM GPU")
+
+
+def test_an_mtp_entry_naming_t_and_buffers_serves_only_those_cases(tables):
+    """An MTP entry that names T, the intermediate buffer and write-back (as the tuner writes them) serves
+    only cases with those values, and is preferred to an entry that names none (a table tuned before they
+    existed) even measured at a smaller batch; other MTP cases keep the generic entry."""
+    _, user = tables
+    mtp = {**QWEN, "phase": "mtp"}
+    generic = entry(Tile(16, 1), mtp=True, pairs_min=1024)
+    specific = {**entry(Tile(32, 2), mtp=True, pairs_min=64), "tokens": 8, "intermediate": True, "write_back": False}
+    write_table(user, GPU.name, 90, {}, "", [generic, specific])
+    tt.tuned_table.cache_clear()
+    t8_inter = tiny_case(batch=64, tokens=8, intermediate=True, write_back=False, **mtp)
+    t4 = tiny_case(batch=64, tokens=4, **mtp)
+    assert tt.select(t8_inter) == (Tile(32, 2), "tuned") and tt.select(t4) == (Tile(16, 1), "tuned")

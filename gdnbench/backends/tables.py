@@ -116,19 +116,22 @@ def load_table(folder: Path, target: Target, user: Path | None = None,
     return head
 
 
-def pick_tuned(entries: list[dict], case: Case, fits: Callable[[dict], bool]) -> dict | None:
-    """Of the entries ``fits`` accepts for ``case``, the one measured at the largest ``pairs_min`` <=
-    batch * hv (None: no entry applies)."""
+def pick_tuned(entries: list[dict], case: Case, fits: Callable[[dict], bool],
+               specificity: Callable[[dict], int] = lambda e: 0) -> dict | None:
+    """Of the entries ``fits`` accepts for ``case``, the most specific (an entry naming more of the
+    case's fields: ``specificity``), then the one measured at the largest ``pairs_min`` <= batch * hv
+    (None: no entry applies)."""
     pairs = case.batch * case.hv
     ok = [e for e in entries if e["pairs_min"] <= pairs and fits(e)]
-    return max(ok, key=lambda e: e["pairs_min"]) if ok else None
+    return max(ok, key=lambda e: (specificity(e), e["pairs_min"])) if ok else None
 
 
 def choose(table: TileTable | None, case: Case, matches: Callable[[dict], bool], make: Callable[[dict], object],
-           reason: Callable[[Case, object], str | None], fallback: Callable[[Case], object]) -> tuple[object, str]:
+           reason: Callable[[Case, object], str | None], fallback: Callable[[Case], object],
+           specificity: Callable[[dict], int] = lambda e: 0) -> tuple[object, str]:
     """The tile for ``case`` and its source: the entry (``matches`` its class, its tile ``make(e)`` runs
-    the case) with the largest ``pairs_min`` <= batch * hv of the first table along ``table``'s
-    ``fallback`` chain that has one, else ``fallback(case)`` (``heuristic``)."""
+    the case; the most specific, then the largest ``pairs_min`` <= batch * hv) of the first table along
+    ``table``'s ``fallback`` chain that has one, else ``fallback(case)`` (``heuristic``)."""
     def runs(e: dict) -> bool:  # an entry this version cannot read (another version's table) is passed over
         try:
             return reason(case, make(e)) is None
@@ -136,7 +139,7 @@ def choose(table: TileTable | None, case: Case, matches: Callable[[dict], bool],
             return False
 
     while table is not None:
-        best = pick_tuned(table.entries, case, lambda e: matches(e) and runs(e))
+        best = pick_tuned(table.entries, case, lambda e: matches(e) and runs(e), specificity)
         if best:
             return make(best), table.source
         table = table.fallback

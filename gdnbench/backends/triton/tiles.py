@@ -263,11 +263,22 @@ def kernel_sources_digest() -> str:
     return source_digest(Path(__file__).parent, (".py",))
 
 
+# MTP fields an entry may also name (the tuner writes them for MTP classes): an entry that names them
+# serves only cases with those values, and is preferred over one that does not (tables tuned before
+# they existed, whose MTP entries serve every T and buffer)
+MTP_FIELDS = ("tokens", "intermediate", "write_back")
+
+
 def select(case: Case) -> tuple[Tile, str]:
     """The tile for ``case`` and where it came from (``tuned``, ``other-gpu`` or ``heuristic``)."""
     key = (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
-    return choose(tuned_table(), case, lambda e: (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"],
-                                                  e["mtp"]) == key, Tile.from_entry, tile_reason, heuristic_tile)
+
+    def matches(e: dict) -> bool:
+        return ((e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"]) == key
+                and all(e[f] == getattr(case, f) for f in MTP_FIELDS if f in e))
+
+    return choose(tuned_table(), case, matches, Tile.from_entry, tile_reason, heuristic_tile,
+                  lambda e: sum(f in e for f in MTP_FIELDS))
 
 
 def tile(case: Case) -> Tile:
