@@ -167,3 +167,18 @@ def test_an_mtp_entry_naming_t_and_buffers_serves_only_those_cases(tables):
     t8_inter = tiny_case(batch=64, tokens=8, intermediate=True, write_back=False, **mtp)
     t4 = tiny_case(batch=64, tokens=4, **mtp)
     assert tt.select(t8_inter) == (Tile(32, 2), "tuned") and tt.select(t4) == (Tile(16, 1), "tuned")
+
+
+def test_kernel_digest_leaves_out_the_lookup_code(tmp_path):
+    """A table's kernel digest changes with the kernels and launch code, not with ``tiles.py`` (lookup,
+    heuristic): a new heuristic must not make every per-user table stale or discard a tuning state."""
+    from gdnbench.backends.tables import package_digest
+
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "decode.py").write_text("x = 1\n")
+    (tmp_path / "tiles.py").write_text("heuristic = 1\n")
+    before = package_digest(tmp_path)
+    (tmp_path / "tiles.py").write_text("heuristic = 2\n")
+    assert package_digest(tmp_path) == before
+    (tmp_path / "kernels" / "decode.py").write_text("x = 2\n")
+    assert package_digest(tmp_path) != before

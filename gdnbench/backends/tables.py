@@ -30,6 +30,7 @@ from typing import Callable
 
 from gdnbench.backends.base import Target, cache_root
 from gdnbench.cases import Case
+from gdnbench.env import source_digest
 
 # where a case's tile came from (the rows' ``tile_source``); OVERRIDE: a tile given to the backend
 # directly (the tuner's candidates, tests), never in a sweep's rows
@@ -63,6 +64,13 @@ class TileTable:
     path: Path | None = None
     stale: Path | None = None  # this GPU's per-user table, passed over: tuned on other kernel sources
     fallback: TileTable | None = None
+
+
+def package_digest(package: Path) -> str:
+    """The digest of a backend's kernel sources as tables record it: its package's .py files but
+    ``tiles.py``, whose lookup and heuristic code does not change what a tile measures (a table's
+    entries are re-checked against ``tile_reason`` at every lookup)."""
+    return source_digest(package, (".py",), exclude=("tiles.py",))
 
 
 def kernel_digest(table: dict) -> str | None:

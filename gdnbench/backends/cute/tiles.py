@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdnbench.backends.base import current_target
-from gdnbench.backends.tables import TileTable, choose, load_table, user_tables
+from gdnbench.backends.tables import TileTable, choose, load_table, package_digest, user_tables
 from gdnbench.cases import Case
-from gdnbench.env import source_digest
 
 NUM_THREADS = 128  # heuristic tile: 4 warps per CTA
 _ELEM = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -112,9 +111,8 @@ def tuned_table() -> TileTable | None:
 
 
 def kernel_sources_digest() -> str:
-    """The digest of this backend's kernel sources (its package's .py files), as ``gdnbench tune``
-    records it in the tables it writes."""
-    return source_digest(Path(__file__).parent, (".py",))
+    """The digest of this backend's kernel sources, as ``gdnbench tune`` records it in its tables."""
+    return package_digest(Path(__file__).parent)
 
 
 def select(case: Case) -> tuple[CuteTile, str]:

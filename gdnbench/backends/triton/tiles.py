@@ -26,9 +26,8 @@ from pathlib import Path
 import torch
 
 from gdnbench.backends.base import current_target, triton_interpreted
-from gdnbench.backends.tables import TileTable, choose, load_table, user_tables
+from gdnbench.backends.tables import TileTable, choose, load_table, package_digest, user_tables
 from gdnbench.cases import Case
-from gdnbench.env import source_digest
 from gdnbench.inputs import pool_slots
 
 TABLES = Path(__file__).with_name("tables")
@@ -258,9 +257,8 @@ def tuned_table() -> TileTable | None:
 
 
 def kernel_sources_digest() -> str:
-    """The digest of this backend's kernel sources (its package's .py files), as ``gdnbench tune``
-    records it in the tables it writes."""
-    return source_digest(Path(__file__).parent, (".py",))
+    """The digest of this backend's kernel sources, as ``gdnbench tune`` records it in its tables."""
+    return package_digest(Path(__file__).parent)
 
 
 # MTP fields an entry may also name (the tuner writes them for MTP classes): an entry that names them
