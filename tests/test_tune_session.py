@@ -122,6 +122,10 @@ def test_tune_reports_its_choice_against_the_table_it_replaces(tables, monkeypat
     assert (unmeasured.previous, unmeasured.slower) == ("per_token bv=64 warps=8", None)
     assert session._change(spec, key, Tile(4, 1), timed, None) == session.ClassChange(key, None, best, None)
     assert "was not measured here" in session.change_lines([unmeasured])[1]
+    mtp_key = (*key[:4], True, 4, False, True, 128)  # T = 4 with write-back: its cases ran the MTP entry
+    generic = {"entries": [entry(Tile(16, 1), mtp=True, pairs_min=128)]}
+    was = session._change(spec, mtp_key, Tile(4, 1), {"case": {best: 4.1, old: 16.1}}, generic)
+    assert (was.previous, was.slower) == (old, pytest.approx(16.1 / 4.1 - 1))
 
 
 def test_tune_refuses_what_it_cannot_tune(tmp_path):

@@ -141,6 +141,7 @@ def test_triton_classes_keep_mtp_variants_apart():
     assert tune_triton.key_of({**old, "mtp": False}) == tune_triton.class_key(common.case(64))
     assert tune_triton.key_of({**old, "mtp": True}) != tune_triton.class_key(t4)
     assert "tokens" not in tune_triton.entry(tune_triton.class_key(common.case(64)), Tile(16, 1))
+    assert tune_triton.coarser(tune_triton.class_key(t4)) == tune_triton.key_of({**old, "mtp": True, "pairs_min": 2048})
 
 
 def test_triton_class_choice_serves_every_case_of_a_class():

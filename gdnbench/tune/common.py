@@ -42,6 +42,8 @@ class TunerSpec:
     from_entry: Callable[[dict], object]  # a table entry's tile
     tiles: ModuleType
     note: str
+    # the class an entry of an older table held for this class (a coarser key), if the key got finer
+    coarser: Callable[[tuple], tuple] | None = None
 
     @property
     def tables(self) -> Path:

@@ -280,9 +280,13 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
 
 
 def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, float]], base: dict | None) -> ClassChange:
-    """Class ``key``'s choice against its entry in the table being replaced (``base``), scored on this
-    run's measurements ``timed`` (case id -> tile name -> µs) the way ``class_choice`` scores tiles."""
-    old = [e for e in (base or {}).get("entries", []) if spec.key_of(e) == key]
+    """Class ``key``'s choice against its entry in the table being replaced (``base``; an entry of the
+    coarser class its cases ran from, where the key got finer), scored on this run's measurements
+    ``timed`` (case id -> tile name -> µs) the way ``class_choice`` scores tiles."""
+    entries = (base or {}).get("entries", [])
+    old = [e for e in entries if spec.key_of(e) == key]
+    if not old and spec.coarser is not None and spec.coarser(key) != key:  # an entry of the coarser class
+        old = [e for e in entries if spec.key_of(e) == spec.coarser(key)]
     if not old:
         return ClassChange(key, None, chosen.name, None)
     try:

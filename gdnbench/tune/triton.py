@@ -124,8 +124,13 @@ def key_of(e: dict) -> tuple:
             *(e.get(f) for f in tiles_module.MTP_FIELDS), e["pairs_min"])
 
 
+def coarser(k: tuple) -> tuple:
+    """The key an MTP class had before T and the buffers were part of it (what its cases ran before)."""
+    return (*k[:5], None, None, None, k[8])
+
+
 SPEC = TunerSpec(backend="triton", make_backend=TritonGDN, candidates=candidates, class_key=class_key, entry=entry,
-                 key_of=key_of, from_entry=Tile.from_entry, tiles=tiles_module, note=NOTE)
+                 key_of=key_of, from_entry=Tile.from_entry, tiles=tiles_module, note=NOTE, coarser=coarser)
 
 
 def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> Path | None:
