@@ -30,8 +30,7 @@ class TunerSpec:
     """What ``gdnbench tune --backend NAME`` needs to know of a backend: its backend object for a tile
     (``make_backend(tile_override=t)``), its candidates for a case (named tiles), the case class a table
     entry serves, the entry's fields and the tile an entry holds, and its ``tiles`` module (shipped tables,
-    table lookup); the digest recorded with a table covers the sources of that module's package (the
-    kernels)."""
+    table lookup, and the digest of the kernel sources a table records: ``kernel_sources_digest``)."""
 
     backend: str
     make_backend: Callable
@@ -48,10 +47,6 @@ class TunerSpec:
     @property
     def tables(self) -> Path:
         return self.tiles.TABLES
-
-    @property
-    def sources(self) -> Path:
-        return Path(self.tiles.__file__).parent
 
     def clear_cache(self) -> None:
         """Forget the table lookups hold (after writing one)."""

@@ -88,7 +88,8 @@ FAMILIES = {"chunk": chunk_candidates, "gluon": gluon_candidates, "tma": tma_can
 def candidates(c: Case) -> list[Tile]:
     """Every family's candidates that can run ``c``, and the heuristic tile (what the case runs with no
     table), so a tuned entry is never one the heuristic beats."""
-    tiles = [heuristic_tile(c)] + per_token_candidates(c) + gluon_candidates(c) + tma_candidates(c) + chunk_candidates(c)
+    tiles = [heuristic_tile(c), *per_token_candidates(c), *gluon_candidates(c), *tma_candidates(c),
+             *chunk_candidates(c)]
     return list({t.name: t for t in tiles if tile_reason(c, t) is None}.values())
 
 
