@@ -440,7 +440,7 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
          progress: bool = ProgressOpt) -> None:
     """Tune a backend's tiles for this GPU over a config's cases: gate and time every candidate tile, keep
     the fastest per case class, write this GPU's table (per-user under $GDNBENCH_CACHE, or --ship)."""
-    from gdnbench.tune.session import BACKENDS, TuneError, TuneOptions, run_tune
+    from gdnbench.tune.session import BACKENDS, TuneError, TuneOptions, change_lines, run_tune
 
     if backend not in BACKENDS:
         raise fail(f"--backend: {'give one' if backend is None else repr(backend) + ' is not one'} of "
@@ -465,6 +465,8 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
                   "rerun the same command to go on", markup=False)
     out.print(f"table: {s.table} ({s.entries} entries)" if s.table else "table: not written (no class finished)",
               markup=False)
+    for line in change_lines(s.changes):
+        out.print(line, markup=False)
     out.print(f"measurements: {s.csv} (state: {s.state})", markup=False)
 
 

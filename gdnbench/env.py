@@ -35,13 +35,16 @@ def git_info() -> dict[str, Any]:
     return {"git_sha": sha, "git_dirty": bool(status) if status is not None else None}
 
 
-def source_digest(pkg: Path | None = None, suffixes: tuple[str, ...] = (".py", ".json")) -> str:
+def source_digest(pkg: Path | None = None, suffixes: tuple[str, ...] = (".py", ".json"),
+                  exclude: tuple[str, ...] = ()) -> str:
     """sha256 over gdnbench's own source and tile tables (paths and bytes, sorted): names the code that
     ran even where the checkout's git metadata is stale or absent (a copied working tree). ``pkg`` and
-    ``suffixes``: one folder's files of those kinds (a backend's kernel sources, for its tile tables)."""
+    ``suffixes``: one folder's files of those kinds (a backend's kernel sources, for its tile tables);
+    ``exclude``: file names left out."""
     h = hashlib.sha256()
     pkg = pkg or REPO / "gdnbench"
-    for f in sorted(p for p in pkg.rglob("*") if p.suffix in suffixes and "__pycache__" not in p.parts):
+    for f in sorted(p for p in pkg.rglob("*")
+                    if p.suffix in suffixes and "__pycache__" not in p.parts and p.name not in exclude):
         h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 

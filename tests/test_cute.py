@@ -47,15 +47,30 @@ def test_needs_sm90():
     assert BACKEND.padding(tiny_case(**QWEN)) == Padding.ZERO
 
 
-@pytest.mark.parametrize("batch", [1, 4, 16, 64, 512])
+@pytest.mark.parametrize("batch", [1, 4, 8, 16, 64, 512])
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "float32"])
 def test_tile_bounds(batch, state_dtype):
+    """The heuristic: rows of 16 lanes in one-warp CTAs of 2 rows per lane group up to 256 row-heads,
+    64-row 4-warp CTAs of 2 vectors per lane beyond; a tile the kernel runs either way."""
     c = tiny_case(batch=batch, state_dtype=state_dtype, **QWEN)
     h = cu.heuristic_tile(c)
-    bv, nvec, threads = h.bv, h.nvec, h.threads
-    groups = 128 // (128 // vec(c))
-    assert (nvec, threads) == (1, 128) and groups <= bv <= groups * MAX_ROWS_PER_GROUP and 128 % bv == 0
-    assert tile_reason(c, CuteTile(bv, nvec)) is None
+    if batch * c.hv <= cu.SMALL_LAUNCH:
+        assert h.threads == 32 and cu.lanes(c, h.nvec) == 16 and h.bv == 4
+    else:
+        assert (h.bv, h.nvec, h.threads) == (64, 2, 128)
+    assert tile_reason(c, h) is None
+
+
+def test_tile_for_an_odd_k_falls_back():
+    """A K the 64-row / 2-vector shape does not fit (bf16 K = 256: 128 elements a thread) takes the earlier
+    rule (one vector per lane, 4 warps); fp32 K = 256, which one-vector rows cannot read, stays unsupported
+    at every batch (the heuristic never widens what cute runs)."""
+    c = tiny_case(batch=512, state_dtype="bfloat16", hk=16, hv=32, head_dim_k=256, head_dim_v=256)
+    h = cu.heuristic_tile(c)
+    assert (h.nvec, h.threads) == (1, 128) and tile_reason(c, h) is None
+    for batch in (1, 512):
+        c = tiny_case(batch=batch, state_dtype="float32", hk=16, hv=32, head_dim_k=256, head_dim_v=256)
+        assert "2..32 lanes" in tile_reason(c, cu.heuristic_tile(c))
 
 
 @pytest.mark.parametrize("state_dtype,t,expected", [

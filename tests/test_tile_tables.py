@@ -133,3 +133,52 @@ def test_per_user_table_of_other_kernel_sources_is_passed_over(tables, tmp_path)
         write_table(user, GPU.name, 90, {}, "", [entry(Tile(64, 2))], prov)
         tt.tuned_table.cache_clear()
         assert tt.select(case) == (Tile(64, 2), "tuned") and tt.tuned_table().stale is None
+
+
+def test_a_class_this_gpus_table_lacks_is_looked_up_further(tables):
+    """A table of this GPU that covers only some classes (a per-user tune of V-last cases on a GPU with
+    no shipped table) serves those; every other case takes the next table that has an entry for it
+    (another GPU's shipped one), not the heuristic; an entry this GPU's table has always wins."""
+    shipped, user = tables
+    k_last, v_last = tiny_case(batch=4, **QWEN), tiny_case(batch=4, **QWEN, layout="v_last")
+    write_table(shipped, "Same SM GPU", 90, {}, "", [entry(Tile(16, 1)), entry(Tile(32, 2), layout="v_last")])
+    write_table(user, GPU.name, 90, {}, "", [entry(Tile(64, 4), layout="v_last")])
+    tt.tuned_table.cache_clear()
+    assert tt.select(v_last) == (Tile(64, 4), "tuned")
+    assert tt.select(k_last) == (Tile(16, 1), "other-gpu")
+    chain = tt.tuned_table()
+    assert (chain.source, chain.fallback.source, chain.fallback.fallback) == ("tuned", "other-gpu", None)
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(8, 1))])  # this GPU's shipped table: before others
+    tt.tuned_table.cache_clear()
+    assert tt.select(k_last) == (Tile(8, 1), "tuned") and tt.select(v_last) == (Tile(64, 4), "tuned")
+    assert tt.tuned_table().fallback.fallback.path == table_path(shipped, "Same SM GPU")
+
+
+def test_an_mtp_entry_naming_t_and_buffers_serves_only_those_cases(tables):
+    """An MTP entry that names T, the intermediate buffer and write-back (as the tuner writes them) serves
+    only cases with those values, and is preferred to an entry that names none (a table tuned before they
+    existed) even measured at a smaller batch; other MTP cases keep the generic entry."""
+    _, user = tables
+    mtp = {**QWEN, "phase": "mtp"}
+    generic = entry(Tile(16, 1), mtp=True, pairs_min=1024)
+    specific = {**entry(Tile(32, 2), mtp=True, pairs_min=64), "tokens": 8, "intermediate": True, "write_back": False}
+    write_table(user, GPU.name, 90, {}, "", [generic, specific])
+    tt.tuned_table.cache_clear()
+    t8_inter = tiny_case(batch=64, tokens=8, intermediate=True, write_back=False, **mtp)
+    t4 = tiny_case(batch=64, tokens=4, **mtp)
+    assert tt.select(t8_inter) == (Tile(32, 2), "tuned") and tt.select(t4) == (Tile(16, 1), "tuned")
+
+
+def test_kernel_digest_leaves_out_the_lookup_code(tmp_path):
+    """A table's kernel digest changes with the kernels and launch code, not with ``tiles.py`` (lookup,
+    heuristic): a new heuristic must not make every per-user table stale or discard a tuning state."""
+    from gdnbench.backends.tables import package_digest
+
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "decode.py").write_text("x = 1\n")
+    (tmp_path / "tiles.py").write_text("heuristic = 1\n")
+    before = package_digest(tmp_path)
+    (tmp_path / "tiles.py").write_text("heuristic = 2\n")
+    assert package_digest(tmp_path) == before
+    (tmp_path / "kernels" / "decode.py").write_text("x = 2\n")
+    assert package_digest(tmp_path) != before

@@ -420,7 +420,26 @@ def test_heuristic_tile_fills_the_gpu():
     assert heuristic_tile(big).bv > heuristic_tile(small).bv
     bv = heuristic_tile(small).bv
     assert 32 * (128 // bv) >= 256  # B = 1 still splits V into many programs
-    assert heuristic_tile(tiny_case(layout="v_last", batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128)).bv >= 32
+    v_last = tiny_case(layout="v_last", batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype="float32")
+    assert heuristic_tile(v_last).bv * 4 >= 64  # V-last rows of >= 64 bytes of state
+
+
+@pytest.mark.parametrize("layout,state_dtype", [("v_last", "float32"), ("v_last", "bfloat16"), ("k_last", "float32")])
+def test_heuristic_tile_keeps_programs_small(layout, state_dtype):
+    """V-last and K-last fp32 heuristic tiles never take 8 warps (one program per SM by registers);
+    V-last ones hold 64 state elements per thread and rows of >= 64 bytes (docs/tuning.md); at 2048+
+    row-heads both are the 64-row, 4-warp tile the H100 tuner chose for K-last fp32."""
+    for batch, hv in ((1, 8), (1, 32), (4, 32), (16, 32), (32, 16), (32, 32), (512, 32), (512, 64)):
+        c = tiny_case(layout=layout, state_dtype=state_dtype, batch=batch, hk=16 if hv >= 32 else 4, hv=hv,
+                      head_dim_k=128, head_dim_v=128)
+        t = heuristic_tile(c)
+        assert tg.tile_reason(c, t) is None and t.warps <= 4, (c.id, t.name)
+        if layout == "v_last":
+            assert t.bv * 128 == 32 * t.warps * 64 and t.bv * (32 if state_dtype == "float32" else 16) >= 512, t.name
+        if batch * hv >= 2048:
+            assert (t.bv, t.warps) == (64, 4), (c.id, t.name)
+    small = tiny_case(layout="v_last", state_dtype="float32", batch=1, hk=16, hv=32, head_dim_k=128, head_dim_v=128)
+    assert (heuristic_tile(small).bv, heuristic_tile(small).warps) == (16, 1)  # the tuner's pick at B = 1
 
 
 def test_tuned_table_wins_over_heuristic(monkeypatch):

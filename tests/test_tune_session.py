@@ -96,6 +96,38 @@ def test_tune_keeps_other_classes_and_discards_stale_state(tables, monkeypatch, 
     assert s.measured > 0 and "kernel_sources_sha256" in s.notes[0]
 
 
+def test_tune_reports_its_choice_against_the_table_it_replaces(tables, monkeypatch, tmp_path):
+    """Each re-tuned class is compared, on this run's measurements, with its entry in the table the run
+    replaces: kept, changed (how much slower the old tile is here), not measured here, or new. This is
+    how a fresh tune shows that it reproduces a committed table."""
+    shipped, _ = tables
+    FakeGPU(monkeypatch)
+    old_entries = [entry(Tile(16, 1), pairs_min=128), entry(Tile(4, 1), pairs_min=2048)]
+    write_table(shipped, GPU.name, 90, {}, "", old_entries)
+    sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4, 64]")
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
+                         log=lambda line: None)
+    by_pairs = {c.key[-1]: c for c in s.changes}
+    best, old = "per_token bv=4 warps=1", "per_token bv=16 warps=1"
+    assert by_pairs[2048] == session.ClassChange(by_pairs[2048].key, best, best, 0.0)
+    moved = by_pairs[128]
+    assert (moved.previous, moved.chosen) == (old, best)
+    assert moved.slower == pytest.approx(16.1 / 4.1 - 1)  # the fake's µs: BV + warps / 10, one case per class
+    lines = session.change_lines(s.changes)
+    assert lines[0] == "against the table it replaces: 1 of 2 tuned classes keep their tile, 1 change, 0 are new"
+    assert lines[1].endswith(f"{old} -> {best} (the previous tile is 292.7% slower here)")
+    spec, key = session.spec_for("triton"), moved.key
+    timed = {"case": {best: 4.1}}
+    unmeasured = session._change(spec, key, Tile(4, 1), timed, {"entries": [entry(Tile(64, 8), pairs_min=128)]})
+    assert (unmeasured.previous, unmeasured.slower) == ("per_token bv=64 warps=8", None)
+    assert session._change(spec, key, Tile(4, 1), timed, None) == session.ClassChange(key, None, best, None)
+    assert "was not measured here" in session.change_lines([unmeasured])[1]
+    mtp_key = (*key[:4], True, 4, False, True, 128)  # T = 4 with write-back: its cases ran the MTP entry
+    generic = {"entries": [entry(Tile(16, 1), mtp=True, pairs_min=128)]}
+    was = session._change(spec, mtp_key, Tile(4, 1), {"case": {best: 4.1, old: 16.1}}, generic)
+    assert (was.previous, was.slower) == (old, pytest.approx(16.1 / 4.1 - 1))
+
+
 def test_tune_refuses_what_it_cannot_tune(tmp_path):
     sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4]")
     with pytest.raises(session.TuneError, match="CUDA GPU"):

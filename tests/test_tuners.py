@@ -4,6 +4,7 @@ case class. Timing itself needs a GPU: a stand-in timer here (the session: test_
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -123,6 +124,24 @@ def test_heuristic_tile_is_a_candidate():
         assert heuristic_tile(c).name in {t.name for t in tune_triton.candidates(c)}, c.id
     for c in tune_cute.plan():
         assert cute_heuristic(c).name in {t.name for t in tune_cute.candidates(c)}, c.id
+
+
+def test_triton_classes_keep_mtp_variants_apart():
+    """MTP cases of another T, buffer or write-back are other classes; an entry round-trips to its class;
+    a decode class has the key of an entry written before the MTP fields existed (a re-tune replaces
+    it), an old MTP entry does not (it stays, as the fallback of every MTP variant)."""
+    t4, t8 = common.case(64, tokens=4), common.case(64, tokens=8)
+    inter = dataclasses.replace(t4, intermediate=True, write_back=False)
+    assert len({tune_triton.class_key(c) for c in (t4, t8, inter)}) == 3
+    for c in (t4, t8, inter, common.case(64)):
+        k = tune_triton.class_key(c)
+        assert tune_triton.key_of(tune_triton.entry(k, Tile(16, 1))) == k
+    old = {"layout": "k_last", "state_dtype": "bfloat16", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 2048,
+           "bv": 16, "warps": 1}
+    assert tune_triton.key_of({**old, "mtp": False}) == tune_triton.class_key(common.case(64))
+    assert tune_triton.key_of({**old, "mtp": True}) != tune_triton.class_key(t4)
+    assert "tokens" not in tune_triton.entry(tune_triton.class_key(common.case(64)), Tile(16, 1))
+    assert tune_triton.coarser(tune_triton.class_key(t4)) == tune_triton.key_of({**old, "mtp": True, "pairs_min": 2048})
 
 
 def test_triton_class_choice_serves_every_case_of_a_class():

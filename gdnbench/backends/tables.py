@@ -5,10 +5,13 @@ case class to ``device_name=<GPU name, spaces as _>.json`` (the naming vLLM's fu
 one of two places: the per-user folder ``$GDNBENCH_CACHE/tables/<backend>/`` (default), or the
 tables gdnbench ships, ``gdnbench/backends/<backend>/tables/`` (``--ship``).
 
-A lookup takes, in this order: the per-user table of this GPU, the shipped table of this GPU (both
-``tuned``), a shipped table of another GPU, the same SM generation first (``other-gpu``: its tiles
-run, but were not measured here), and for a case no table entry fits the backend's heuristic tile
-(``heuristic``). The tile's source is part of the answer, so a row can say how much to trust it.
+A lookup takes, per case, the first of these tables with an entry that fits the case (its class, a
+``pairs_min`` <= batch x value heads, a tile that runs it): the per-user
+table of this GPU, the shipped table of this GPU (both ``tuned``), a shipped table of another GPU, the
+same SM generation first (``other-gpu``: its tiles run, but were not measured here); and for a case
+no table entry fits, the backend's heuristic tile (``heuristic``). Going on per class matters where a
+table of this GPU covers only some classes (a per-user tune of one config, on a GPU gdnbench ships no
+table for): the other classes keep the borrowed tiles instead of dropping to the heuristic. The tile's source is part of the answer, so a row can say how much to trust it.
 ``GDNBENCH_NO_TILE_TABLES=1`` disables every table (the heuristic everywhere).
 
 A per-user table records the digest of the kernel sources it was tuned on. After an upgrade that
@@ -27,6 +30,7 @@ from typing import Callable
 
 from gdnbench.backends.base import Target, cache_root
 from gdnbench.cases import Case
+from gdnbench.env import source_digest
 
 # where a case's tile came from (the rows' ``tile_source``); OVERRIDE: a tile given to the backend
 # directly (the tuner's candidates, tests), never in a sweep's rows
@@ -51,14 +55,22 @@ def tables_disabled() -> bool:
 
 @dataclass(frozen=True)
 class TileTable:
-    """A tuned table's entries, the GPU they were measured on, whether that is this GPU (``source``)
-    and the file they came from."""
+    """A tuned table's entries, the GPU they were measured on, whether that is this GPU (``source``),
+    the file they came from, and the table a lookup tries next for a class this one has no entry for."""
 
     device: str
     source: str  # TUNED or OTHER_GPU
     entries: list[dict] = field(default_factory=list)
     path: Path | None = None
     stale: Path | None = None  # this GPU's per-user table, passed over: tuned on other kernel sources
+    fallback: TileTable | None = None
+
+
+def package_digest(package: Path) -> str:
+    """The digest of a backend's kernel sources as tables record it: its package's .py files but
+    ``tiles.py``, whose lookup and heuristic code does not change what a tile measures (a table's
+    entries are re-checked against ``tile_reason`` at every lookup)."""
+    return source_digest(package, (".py",), exclude=("tiles.py",))
 
 
 def kernel_digest(table: dict) -> str | None:
@@ -81,51 +93,65 @@ def read_table(path: Path) -> dict | None:
 
 def load_table(folder: Path, target: Target, user: Path | None = None,
                digest: str | None = None) -> TileTable | None:
-    """The table a lookup on ``target`` uses: the per-user table of this GPU (in ``user``; passed over
-    when tuned on kernel sources other than ``digest``), the shipped one of this GPU (in ``folder``),
-    else another GPU's shipped table (same SM generation first, then by name), else None (or an empty
-    table that only names the stale per-user one). Per-user tables of other GPUs are never borrowed."""
+    """The tables a lookup on ``target`` tries, as a ``fallback`` chain: the per-user table of this GPU
+    (in ``user``; passed over when tuned on kernel sources other than ``digest``), the shipped one of
+    this GPU (in ``folder``), then one other GPU's shipped table (same SM generation first, then by
+    name); None without any (or an empty table that only names the stale per-user one). Per-user
+    tables of other GPUs are never borrowed."""
     if tables_disabled():
         return None
-    stale = None
+    stale, chain = None, []
+    own = table_path(folder, target.name) if target.device == "cuda" else None
     if target.device == "cuda":
         for where in (user, folder):
             path = table_path(where, target.name) if where is not None else None
-            own = read_table(path) if path is not None else None
-            if own is not None and where is user and digest and kernel_digest(own) not in (None, digest):
+            table = read_table(path) if path is not None else None
+            if table is not None and where is user and digest and kernel_digest(table) not in (None, digest):
                 stale = path
-                continue
-            if own is not None:
-                return TileTable(own.get("device", target.name), TUNED, own["entries"], path, stale)
-    found = [(p, read_table(p)) for p in sorted(folder.glob("device_name=*.json"))]
+            elif table is not None:
+                chain.append((table.get("device", target.name), TUNED, table["entries"], path))
+    found = [(p, read_table(p)) for p in sorted(folder.glob("device_name=*.json")) if p != own]
     others = [(p, t) for p, t in found if t is not None]
     others.sort(key=lambda pt: pt[1].get("sm") != target.sm)  # stable: same SM generation first
     if others:
         path, table = others[0]
-        return TileTable(table.get("device", "?"), OTHER_GPU, table["entries"], path, stale)
-    return TileTable(target.name, OTHER_GPU, [], None, stale) if stale else None
+        chain.append((table.get("device", "?"), OTHER_GPU, table["entries"], path))
+    if not chain:
+        return TileTable(target.name, OTHER_GPU, [], None, stale) if stale else None
+    head = None
+    for device, source, entries, path in reversed(chain):
+        head = TileTable(device, source, entries, path, stale, head)
+    return head
 
 
-def pick_tuned(entries: list[dict], case: Case, fits: Callable[[dict], bool]) -> dict | None:
-    """Of the entries ``fits`` accepts for ``case``, the one measured at the largest ``pairs_min`` <=
-    batch * hv (None: no entry applies)."""
+def pick_tuned(entries: list[dict], case: Case, fits: Callable[[dict], bool],
+               specificity: Callable[[dict], int] = lambda e: 0) -> dict | None:
+    """Of the entries ``fits`` accepts for ``case``, the most specific (an entry naming more of the
+    case's fields: ``specificity``), then the one measured at the largest ``pairs_min`` <= batch * hv
+    (None: no entry applies)."""
     pairs = case.batch * case.hv
     ok = [e for e in entries if e["pairs_min"] <= pairs and fits(e)]
-    return max(ok, key=lambda e: e["pairs_min"]) if ok else None
+    return max(ok, key=lambda e: (specificity(e), e["pairs_min"])) if ok else None
 
 
 def choose(table: TileTable | None, case: Case, matches: Callable[[dict], bool], make: Callable[[dict], object],
-           reason: Callable[[Case, object], str | None], fallback: Callable[[Case], object]) -> tuple[object, str]:
-    """The tile for ``case`` and its source: the table's entry (``matches`` its class, its tile ``make(e)``
-    runs the case) with the largest ``pairs_min`` <= batch * hv, else ``fallback(case)`` (``heuristic``)."""
+           reason: Callable[[Case, object], str | None], fallback: Callable[[Case], object],
+           specificity: Callable[[dict], int] = lambda e: 0) -> tuple[object, str]:
+    """The tile for ``case`` and its source: the entry (``matches`` its class, its tile ``make(e)`` runs
+    the case; the most specific, then the largest ``pairs_min`` <= batch * hv) of the first table along
+    ``table``'s ``fallback`` chain that has one, else ``fallback(case)`` (``heuristic``)."""
     def runs(e: dict) -> bool:  # an entry this version cannot read (another version's table) is passed over
         try:
             return reason(case, make(e)) is None
         except (ValueError, KeyError, TypeError):
             return False
 
-    best = table and pick_tuned(table.entries, case, lambda e: matches(e) and runs(e))
-    return (make(best), table.source) if best else (fallback(case), HEURISTIC)
+    while table is not None:
+        best = pick_tuned(table.entries, case, lambda e: matches(e) and runs(e), specificity)
+        if best:
+            return make(best), table.source
+        table = table.fallback
+    return fallback(case), HEURISTIC
 
 
 def write_table(folder: Path, device: str, sm: int | None, timing: dict, note: str, entries: list[dict],

@@ -29,8 +29,8 @@ def case(batch: int, hk: int = 16, hv: int = 32, layout: str = "k_last", sd: str
 class TunerSpec:
     """What ``gdnbench tune --backend NAME`` needs to know of a backend: its backend object for a tile
     (``make_backend(tile_override=t)``), its candidates for a case (named tiles), the case class a table
-    entry serves and the entry's fields, and its ``tiles`` module (shipped tables, table lookup); the
-    digest recorded with a table covers the sources of that module's package (the kernels)."""
+    entry serves, the entry's fields and the tile an entry holds, and its ``tiles`` module (shipped tables,
+    table lookup, and the digest of the kernel sources a table records: ``kernel_sources_digest``)."""
 
     backend: str
     make_backend: Callable
@@ -38,16 +38,15 @@ class TunerSpec:
     class_key: Callable[[Case], tuple]
     entry: Callable[[tuple, object], dict]
     key_of: Callable[[dict], tuple]
+    from_entry: Callable[[dict], object]  # a table entry's tile
     tiles: ModuleType
     note: str
+    # the class an entry of an older table held for this class (a coarser key), if the key got finer
+    coarser: Callable[[tuple], tuple] | None = None
 
     @property
     def tables(self) -> Path:
         return self.tiles.TABLES
-
-    @property
-    def sources(self) -> Path:
-        return Path(self.tiles.__file__).parent
 
     def clear_cache(self) -> None:
         """Forget the table lookups hold (after writing one)."""

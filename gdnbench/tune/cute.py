@@ -35,8 +35,8 @@ def key_of(e: dict) -> tuple:
 
 
 def candidates(c: Case) -> list[CuteTile]:
-    """The heuristic tile (what the case runs with no table) and every tile the kernel accepts: NVEC 1..8, BV 1..128 (at most 64 state elements per
-    thread, BV a multiple of the CTA's row groups); CTAs of 32 and 64 threads only up to 1024 (row, head)
+    """The heuristic tile (what the case runs with no table) and every tile the kernel accepts: NVEC
+    1..8, BV 1..128 (at most 64 state elements per thread, BV a multiple of the CTA's row groups); CTAs of 32 and 64 threads only up to 1024 (row, head)
     pairs, where they give the launch more CTAs (at larger batches 128-thread CTAs already number in the
     thousands)."""
     threads = (32, 64, 128) if c.batch * c.hv <= 1024 else (128,)
@@ -51,7 +51,7 @@ def plan() -> list[Case]:
 
 
 SPEC = TunerSpec(backend="cute", make_backend=CuteGDN, candidates=candidates, class_key=class_key, entry=entry,
-                 key_of=key_of, tiles=tiles_module, note=NOTE)
+                 key_of=key_of, from_entry=CuteTile.from_entry, tiles=tiles_module, note=NOTE)
 
 
 def tune(cases: list[Case], out: Path, log=print) -> Path | None:

@@ -65,6 +65,19 @@ class TuneOptions:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class ClassChange:
+    """A re-tuned class against the table the run replaces: its key, the tile it had there (None: a new
+    class) and the tile chosen now; ``slower``: how much slower the previous tile is than the chosen one
+    in this run's measurements (summed slowdown over the class's cases, as the choice scores them; 0.0
+    when the tile is kept, None when the previous tile was not among this run's candidates)."""
+
+    key: tuple
+    previous: str | None
+    chosen: str
+    slower: float | None
+
+
 @dataclass
 class TuneSummary:
     """What a tuning run did: the table written (None: no class finished), the state and CSV files,
@@ -80,6 +93,7 @@ class TuneSummary:
     stopped: bool
     entries: int = 0
     notes: list[str] = field(default_factory=list)
+    changes: list[ClassChange] = field(default_factory=list)
 
 
 def spec_for(backend: str) -> TunerSpec:
@@ -211,11 +225,12 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
                         log(_case_line(c, state.results[c.id]))
     finally:
         state.save()
-        table, entries, done = _write(spec, name, timing, target, mode, classes, candidates, state, opts.ship,
-                                      digest)
+        table, entries, done, changes = _write(spec, name, timing, target, mode, classes, candidates, state,
+                                               opts.ship, digest)
         csv_path = _write_csv(state)
     left = total - sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {}))
-    return TuneSummary(table, state.path, csv_path, done, len(classes), measured, left, stopped, entries, notes)
+    return TuneSummary(table, state.path, csv_path, done, len(classes), measured, left, stopped, entries, notes,
+                       changes)
 
 
 def _case_line(c: Case, results: dict[str, float | str]) -> str:
@@ -227,9 +242,12 @@ def _case_line(c: Case, results: dict[str, float | str]) -> str:
 
 
 def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str, classes: dict[tuple, list[Case]],
-           candidates: dict[str, dict], state: State, ship: bool, digest: str) -> tuple[Path | None, int, int]:
-    """This GPU's table with every finished class's choice; returns (path or None, entries, classes done)."""
+           candidates: dict[str, dict], state: State, ship: bool,
+           digest: str) -> tuple[Path | None, int, int, list[ClassChange]]:
+    """This GPU's table with every finished class's choice; returns (path or None, entries, classes done,
+    each written class against the table it replaces)."""
     best: dict[tuple, tuple[float, object]] = {}
+    measured: dict[tuple, dict[str, dict[str, float]]] = {}  # class -> case id -> tile name -> µs
     done = 0
     for key, group in classes.items():
         if any(n not in state.results.get(c.id, {}) for c in group for n in candidates[c.id]):
@@ -240,12 +258,14 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
         timed = {cid: m for cid, m in timed.items() if m}
         if timed:
             best[key] = class_choice(timed)
+            measured[key] = {cid: {t.name: us for t, us in m.items()} for cid, m in timed.items()}
     if not best:
-        return None, 0, done
+        return None, 0, done, []
     folder = spec.tables if ship else user_tables(spec.backend)
     base = read_table(table_path(folder, target.name))
     if base is None and not ship:
         base = read_table(table_path(spec.tables, target.name))  # a first per-user table adds to the shipped one
+    changes = [_change(spec, key, t, measured[key], base) for key, (_, t) in best.items()]
     kept = [e for e in (base or {}).get("entries", []) if spec.key_of(e) not in best]
     new = [{**spec.entry(k, t), "median_us": round(us, 3)} for k, (us, t) in best.items()]
     entries = sorted(kept + new, key=lambda e: tuple(str(v) for v in spec.key_of(e)[:-1]) + (spec.key_of(e)[-1],))
@@ -256,7 +276,49 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
                   "kernel_sources_sha256": digest}
     path = write_table(folder, target.name, target.sm, timing.model_dump(), spec.note, entries, provenance)
     spec.clear_cache()
-    return path, len(entries), done
+    return path, len(entries), done, changes
+
+
+def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, float]], base: dict | None) -> ClassChange:
+    """Class ``key``'s choice against its entry in the table being replaced (``base``; an entry of the
+    coarser class its cases ran from, where the key got finer), scored on this run's measurements
+    ``timed`` (case id -> tile name -> µs) the way ``class_choice`` scores tiles."""
+    entries = (base or {}).get("entries", [])
+    old = [e for e in entries if spec.key_of(e) == key]
+    if not old and spec.coarser is not None and spec.coarser(key) != key:  # an entry of the coarser class
+        old = [e for e in entries if spec.key_of(e) == spec.coarser(key)]
+    if not old:
+        return ClassChange(key, None, chosen.name, None)
+    try:
+        previous = spec.from_entry(old[0]).name
+    except (ValueError, KeyError, TypeError):  # an entry this version cannot read
+        return ClassChange(key, "(unreadable entry)", chosen.name, None)
+    if previous == chosen.name:
+        return ClassChange(key, previous, chosen.name, 0.0)
+    if not all(previous in m for m in timed.values()):
+        return ClassChange(key, previous, chosen.name, None)
+
+    def score(name: str) -> float:
+        return sum(m[name] / min(m.values()) for m in timed.values())
+
+    return ClassChange(key, previous, chosen.name, score(previous) / score(chosen.name) - 1)
+
+
+def change_lines(changes: list[ClassChange]) -> list[str]:
+    """The command's report of a run's classes against the table it replaced: one summary line, then one
+    line per class whose tile changed."""
+    if not changes:
+        return []
+    new = [c for c in changes if c.previous is None]
+    kept = [c for c in changes if c.slower == 0.0]
+    moved = [c for c in changes if c not in new and c not in kept]
+    lines = [f"against the table it replaces: {len(kept)} of {len(changes)} tuned classes keep their tile, "
+             f"{len(moved)} change, {len(new)} are new"]
+    for c in sorted(moved, key=lambda c: -(c.slower or 0.0)):
+        how = (f"the previous tile is {c.slower:.1%} slower here" if c.slower is not None
+               else "the previous tile was not measured here")
+        lines.append(f"  {', '.join(str(k) for k in c.key)}: {c.previous} -> {c.chosen} ({how})")
+    return lines
 
 
 def _write_csv(state: State) -> Path:

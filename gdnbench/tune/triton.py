@@ -1,5 +1,5 @@
 """Tuning the ``triton`` backend: its candidate tiles per case, the case class a table entry serves
-(layout, state dtype, head dims, decode / MTP, batch x value heads) and its ``SPEC`` for
+(layout, state dtype, head dims, decode / MTP with its T and buffers, batch x value heads) and its ``SPEC`` for
 ``gdnbench tune --backend triton`` (``session.py``). Every candidate passes the correctness gate
 first; cases sharing a class get the tile with the least summed slowdown over all of them.
 
@@ -88,7 +88,8 @@ FAMILIES = {"chunk": chunk_candidates, "gluon": gluon_candidates, "tma": tma_can
 def candidates(c: Case) -> list[Tile]:
     """Every family's candidates that can run ``c``, and the heuristic tile (what the case runs with no
     table), so a tuned entry is never one the heuristic beats."""
-    tiles = [heuristic_tile(c)] + per_token_candidates(c) + gluon_candidates(c) + tma_candidates(c) + chunk_candidates(c)
+    tiles = [heuristic_tile(c), *per_token_candidates(c), *gluon_candidates(c), *tma_candidates(c),
+             *chunk_candidates(c)]
     return list({t.name: t for t in tiles if tile_reason(c, t) is None}.values())
 
 
@@ -104,20 +105,33 @@ def plan(only: str | None = None, batches: set[int] | None = None, dtypes: set[s
 
 
 def class_key(c: Case) -> tuple:
-    return (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, c.tokens > 1, c.batch * c.hv)
+    """(layout, state dtype, K, V, MTP, T, intermediate buffer, write-back, batch x value heads); the
+    three MTP fields are None for decode. T and the buffers change the bytes a program moves per state
+    row (T intermediate states written, the final state or not), so MTP variants are tuned apart."""
+    mtp = c.tokens > 1
+    return (c.layout, c.state_dtype, c.head_dim_k, c.head_dim_v, mtp, c.tokens if mtp else None,
+            c.intermediate if mtp else None, c.write_back if mtp else None, c.batch * c.hv)
 
 
 def entry(k: tuple, t: Tile) -> dict:
-    return {"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4], "pairs_min": k[5],
-            **t.entry()}
+    extra = {f: v for f, v in zip(tiles_module.MTP_FIELDS, k[5:8]) if v is not None}
+    return {"layout": k[0], "state_dtype": k[1], "head_dim_k": k[2], "head_dim_v": k[3], "mtp": k[4], **extra,
+            "pairs_min": k[8], **t.entry()}
 
 
 def key_of(e: dict) -> tuple:
-    return (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"], e["pairs_min"])
+    """An entry's class key; an entry without the MTP fields (tuned before they existed) has None there."""
+    return (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"],
+            *(e.get(f) for f in tiles_module.MTP_FIELDS), e["pairs_min"])
+
+
+def coarser(k: tuple) -> tuple:
+    """The key an MTP class had before T and the buffers were part of it (what its cases ran before)."""
+    return (*k[:5], None, None, None, k[8])
 
 
 SPEC = TunerSpec(backend="triton", make_backend=TritonGDN, candidates=candidates, class_key=class_key, entry=entry,
-                 key_of=key_of, tiles=tiles_module, note=NOTE)
+                 key_of=key_of, from_entry=Tile.from_entry, tiles=tiles_module, note=NOTE, coarser=coarser)
 
 
 def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> Path | None:

@@ -26,9 +26,8 @@ from pathlib import Path
 import torch
 
 from gdnbench.backends.base import current_target, triton_interpreted
-from gdnbench.backends.tables import TileTable, choose, load_table, user_tables
+from gdnbench.backends.tables import TileTable, choose, load_table, package_digest, user_tables
 from gdnbench.cases import Case
-from gdnbench.env import source_digest
 from gdnbench.inputs import pool_slots
 
 TABLES = Path(__file__).with_name("tables")
@@ -220,19 +219,34 @@ def tma_reason(case: Case, t: Tile) -> str | None:
     return None
 
 
+ELEMS_PER_THREAD = 64  # state elements a thread holds in the heuristic's tiles of V-last and fp32 state
+
+
 def heuristic_tile(case: Case) -> Tile:
     """The per-token kernel with enough programs to hide DRAM latency (aim for >= ~2048 on a 132-SM
-    GPU) and tiles large enough to stream whole state rows; V-last tiles stay >= 32 rows (K-row segments
-    >= 64 B)."""
+    GPU): BV halves from its largest until there are that many, or it reaches its floor.
+
+    V-last state, and K-last fp32 state, keep at most ``ELEMS_PER_THREAD`` state elements per thread and
+    at most 4 warps: an 8-warp program of 64 elements a thread needs ~174 registers, so only one fits
+    per SM and its loads, math and stores cannot overlap another's; every V-last and K-last fp32 tile
+    the H100 tuner chose holds 64 elements a thread on 1-4 warps (``docs/tuning.md``). V-last tiles
+    span rows of >= 64 bytes of state (16 fp32, 32 bf16 rows). K-last bf16 state keeps its earlier rule
+    (whole rows, up to 8 warps), which stays within 5% of the peers where it was measured."""
     V, K = case.head_dim_v, case.head_dim_k
     pairs = case.batch * case.hv
-    bv = V
-    floor = 32 if case.layout == "v_last" else 8
+    v_last = case.layout == "v_last"
+    capped = v_last or case.state_dtype == "float32"
+    floor = max(1, 512 // state_bits(case)) if v_last else 8
+    bv = min(V, max(floor, 4 * 32 * ELEMS_PER_THREAD // K)) if capped else V
     while bv > floor and pairs * (V // bv) < 2048:
         bv //= 2
     bv = max(min(bv, V), min(floor, V))
     elems = bv * K
     warps = 1 if elems <= 512 else 2 if elems <= 1024 else 4 if elems <= 4096 else 8
+    if v_last:
+        warps = max(1, min(4, elems // (32 * ELEMS_PER_THREAD)))
+    elif capped:
+        warps = min(warps, 4)
     return Tile(bv, warps)
 
 
@@ -243,16 +257,26 @@ def tuned_table() -> TileTable | None:
 
 
 def kernel_sources_digest() -> str:
-    """The digest of this backend's kernel sources (its package's .py files), as ``gdnbench tune``
-    records it in the tables it writes."""
-    return source_digest(Path(__file__).parent, (".py",))
+    """The digest of this backend's kernel sources, as ``gdnbench tune`` records it in its tables."""
+    return package_digest(Path(__file__).parent)
+
+
+# MTP fields an entry may also name (the tuner writes them for MTP classes): an entry that names them
+# serves only cases with those values, and is preferred over one that does not (tables tuned before
+# they existed, whose MTP entries serve every T and buffer)
+MTP_FIELDS = ("tokens", "intermediate", "write_back")
 
 
 def select(case: Case) -> tuple[Tile, str]:
     """The tile for ``case`` and where it came from (``tuned``, ``other-gpu`` or ``heuristic``)."""
     key = (case.layout, case.state_dtype, case.head_dim_k, case.head_dim_v, case.tokens > 1)
-    return choose(tuned_table(), case, lambda e: (e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"],
-                                                  e["mtp"]) == key, Tile.from_entry, tile_reason, heuristic_tile)
+
+    def matches(e: dict) -> bool:
+        return ((e["layout"], e["state_dtype"], e["head_dim_k"], e["head_dim_v"], e["mtp"]) == key
+                and all(e[f] == getattr(case, f) for f in MTP_FIELDS if f in e))
+
+    return choose(tuned_table(), case, matches, Tile.from_entry, tile_reason, heuristic_tile,
+                  lambda e: sum(f in e for f in MTP_FIELDS))
 
 
 def tile(case: Case) -> Tile:
