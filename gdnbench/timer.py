@@ -1,6 +1,6 @@
 """Timers: turn a backend's launch callable into per-launch time samples (microseconds).
 
-``graph`` (GPU default): N launches, each on its own input set (its own q/k/v/gates and state pool),
+``graph`` (GPU default): N launches, each on its own input set (its own q/k/v/gates, state pool and outputs),
 captured in one CUDA graph and replayed; a sample is one replay's time / N. N is chosen so the sets
 together move more than ``l2_multiple`` x the L2 size (and at least ``min_sets``), so every launch
 reads its state from DRAM as a serving engine's does (one layer's state after another's).
@@ -250,7 +250,14 @@ def graph_launches(case: Case, backend: Backend, cfg: TimingConfig) -> tuple[lis
 
 
 def capture_graph(fns: Sequence[Callable[[], object]], stream) -> object:
-    """One CUDA graph of ``fns`` captured on ``stream`` after one eager warm-up launch of each."""
+    """One CUDA graph of ``fns`` captured on ``stream`` after one eager warm-up launch of each.
+
+    What a launch returns (its output, and for a library that allocates it, its new state) is kept
+    until the capture ends. Otherwise the graph's memory pool hands every set the block the previous
+    set's launch just freed, and all launches of a replay write their outputs to the same addresses:
+    for a library that returns a fresh final state (fla's kernel alone) those writes then hit in L2
+    whenever one state fits there, which no serving engine's stream of layers gets. Kept, each set
+    writes its own memory, as each layer's state is its own."""
     import torch
 
     with torch.cuda.stream(stream):
@@ -260,8 +267,8 @@ def capture_graph(fns: Sequence[Callable[[], object]], stream) -> object:
     graph = torch.cuda.CUDAGraph()
     try:
         with torch.cuda.graph(graph, stream=stream):
-            for fn in fns:
-                fn()
+            kept = [fn() for fn in fns]
+        del kept
     except Exception as e:
         raise RuntimeError(f"launch is not capturable in a CUDA graph ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}); time it with --timing events") from e

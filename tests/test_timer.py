@@ -25,6 +25,54 @@ def test_input_set_count(per_launch, expected):
     assert n == cfg.max_sets or (n * per_launch > cfg.l2_multiple * L2 and n >= cfg.min_sets)
 
 
+def test_capture_keeps_each_launchs_output_until_the_capture_ends(monkeypatch):
+    """Every set's launch returns a new allocation (as fla's kernel alone returns its final state): all of
+    them must still be alive when the last launch of the capture runs, so the graph's pool gives each set
+    its own memory, and be released after the capture."""
+    import contextlib
+    import gc
+    import weakref
+
+    from gdnbench import timer
+
+    class Out:  # stands in for a tensor the launch allocates
+        pass
+
+    refs, alive_at_last = [], []
+
+    def launch_of(i, n):
+        def launch():
+            out = Out()
+            refs.append(weakref.ref(out))
+            if capturing and i == n - 1:
+                alive_at_last.append(sum(r() is not None for r in refs[-n:]))
+            return out
+        return launch
+
+    capturing = False
+
+    @contextlib.contextmanager
+    def fake_graph(graph, stream=None):
+        nonlocal capturing
+        capturing = True
+        yield
+        capturing = False
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", fake_graph)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+
+    class Stream:
+        def synchronize(self):
+            pass
+
+    n = 5
+    timer.capture_graph([launch_of(i, n) for i in range(n)], Stream())
+    gc.collect()
+    assert alive_at_last == [n]                     # the capture's 5 outputs all alive at its last launch
+    assert all(r() is None for r in refs)           # and none kept after the capture
+
+
 def test_input_set_count_bounded_by_memory():
     cfg = TimingConfig()
     assert input_set_count(2**20, L2, cfg, set_nbytes=2**30, free_bytes=10 * 2**30) == 6
