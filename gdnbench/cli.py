@@ -175,11 +175,11 @@ def sweep(config: Optional[str] = typer.Argument(None, help="config file or ship
                                              "a count, or device ids (0,2); with --cluster: all or a count"),
           cluster: Optional[str] = typer.Option(None, "--cluster", help="run on a running Ray cluster: auto or "
                                                 "its address (ray://host:10001, host:6379)"),
-          progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
+          where: Optional[List[str]] = WhereOpt, progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
     """Run a sweep: check every (case, backend) against the reference, then time it; write rows.csv."""
     if timing is not None and timing not in TIMING_MODES:
         raise fail(f"--timing: '{timing}' is not one of {', '.join(TIMING_MODES)}")
-    _run(load(config or default_config()), out_dir, resume, backend, case, timing, False, progress, results_root,
+    _run(load(config or default_config(), where), out_dir, resume, backend, case, timing, False, progress, results_root,
          energy, gpus, cluster)
 
 
@@ -190,10 +190,10 @@ def check(config: str = typer.Argument(..., help="config file or shipped name"),
           sanitize: bool = typer.Option(False, "--sanitize", help="re-run each row's gate under compute-sanitizer "
                                         "memcheck (one child process per row) and report its errors per row"),
           sanitizer: Optional[str] = typer.Option(None, help="path to compute-sanitizer (default: PATH)"),
-          progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
+          where: Optional[List[str]] = WhereOpt, progress: bool = ProgressOpt, results_root: Path = RootOpt) -> None:
     """Run only the correctness gate (no timing) into its own <date>_<device>_<config>-check folder; exit 1
     if any row fails."""
-    swp = load(config)
+    swp = load(config, where)
     if not sanitize:
         _run(swp, out_dir, resume, backend, case, None, True, progress, results_root)
         return

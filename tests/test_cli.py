@@ -195,6 +195,22 @@ def test_where_option_narrows_plan_and_tune(monkeypatch, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_where_option_narrows_sweep_and_check(tmp_path, write_yaml):
+    """``sweep`` and ``check`` take ``--where`` as plan and tune do: only the cases it keeps run, and the
+    run's config.yaml records the filter (what ``--resume`` reads back)."""
+    cfg = write_yaml(SMALL.format(backends="[torch]"), name="small.yaml")
+    for cmd in ("sweep", "check"):
+        out = tmp_path / cmd
+        r = invoke(cmd, cfg, "--where", "batch == 3", "--out", out, "--no-progress")
+        assert r.exit_code == 0, r.output
+        rows = read_rows(out / "rows.csv")
+        assert {x["batch"] for x in rows} == {"3"} and len(rows) == 2, rows  # 2 pools x torch at batch 3
+        assert "batch == 3" in (out / "config.yaml").read_text()
+        r = invoke(cmd, cfg, "--where", "batch ==", "--out", tmp_path / f"{cmd}-bad", "--no-progress")
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--where 'batch =='" in r.stderr, r.output
+        assert not (tmp_path / f"{cmd}-bad").exists()
+
+
 # ---- check runs never poison --resume, plot or compare ---------------------------------------------
 
 def test_check_run_is_separate_from_sweeps(tmp_path, write_yaml):
