@@ -11,7 +11,8 @@ table of this GPU, the shipped table of this GPU (both ``tuned``), a shipped tab
 same SM generation first (``other-gpu``: its tiles run, but were not measured here); and for a case
 no table entry fits, the backend's heuristic tile (``heuristic``). Going on per class matters where a
 table of this GPU covers only some classes (a per-user tune of one config, on a GPU gdnbench ships no
-table for): the other classes keep the borrowed tiles instead of dropping to the heuristic. The tile's source is part of the answer, so a row can say how much to trust it.
+table for): the other classes keep the borrowed tiles instead of dropping to the heuristic. The tile's
+source is part of the answer, so a row can say how much to trust it.
 ``GDNBENCH_NO_TILE_TABLES=1`` disables every table (the heuristic everywhere).
 
 A per-user table records the digest of the kernel sources it was tuned on. After an upgrade that

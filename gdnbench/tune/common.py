@@ -93,7 +93,12 @@ def class_choice(cases: dict[str, dict]) -> tuple[float, object]:
     common = set.intersection(*(set(m) for m in cases.values()))
     if not common:  # nothing measured in all of them (a tile failing one case's gate): the fastest anywhere
         return min(((us, t) for m in cases.values() for t, us in m.items()), key=lambda p: (p[0], repr(p[1])))
-    fastest = {cid: min(m.values()) for cid, m in cases.items()}
-    score = {t: sum(m[t] / fastest[cid] for cid, m in cases.items()) for t in common}
+    score = {t: class_score(cases, t) for t in common}
     t = min(common, key=lambda t: (score[t], repr(t)))
     return min(m[t] for m in cases.values()), t
+
+
+def class_score(cases: dict[str, dict], t) -> float:
+    """Tile ``t``'s summed slowdown over a class's cases (case id -> tile -> µs), each against the case's
+    own fastest tile: what ``class_choice`` minimises (``t`` measured in every case)."""
+    return sum(m[t] / min(m.values()) for m in cases.values())

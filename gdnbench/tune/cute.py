@@ -36,9 +36,9 @@ def key_of(e: dict) -> tuple:
 
 def candidates(c: Case) -> list[CuteTile]:
     """The heuristic tile (what the case runs with no table) and every tile the kernel accepts: NVEC
-    1..8, BV 1..128 (at most 64 state elements per thread, BV a multiple of the CTA's row groups); CTAs of 32 and 64 threads only up to 1024 (row, head)
-    pairs, where they give the launch more CTAs (at larger batches 128-thread CTAs already number in the
-    thousands)."""
+    1..8, BV 1..128 (at most 64 state elements per thread, BV a multiple of the CTA's row groups); CTAs
+    of 32 and 64 threads only up to 1024 (row, head) pairs, where they give the launch more CTAs (at
+    larger batches 128-thread CTAs already number in the thousands)."""
     threads = (32, 64, 128) if c.batch * c.hv <= 1024 else (128,)
     tiles = [heuristic_tile(c)] + [CuteTile(bv, nvec, n) for n in threads for nvec in (1, 2, 4, 8)
                                    for bv in (1, 2, 4, 8, 16, 32, 64, 128)]

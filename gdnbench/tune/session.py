@@ -43,7 +43,7 @@ from gdnbench.env import collect_env
 from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
 from gdnbench.runner import RunError, resolve_timing_mode, select_cases
-from gdnbench.tune.common import TIMING, TunerSpec, class_choice, gate_and_time
+from gdnbench.tune.common import TIMING, TunerSpec, class_choice, class_score, gate_and_time
 
 BACKENDS = ("triton", "cute")
 STATE_VERSION = 1
@@ -297,11 +297,7 @@ def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, floa
         return ClassChange(key, previous, chosen.name, 0.0)
     if not all(previous in m for m in timed.values()):
         return ClassChange(key, previous, chosen.name, None)
-
-    def score(name: str) -> float:
-        return sum(m[name] / min(m.values()) for m in timed.values())
-
-    return ClassChange(key, previous, chosen.name, score(previous) / score(chosen.name) - 1)
+    return ClassChange(key, previous, chosen.name, class_score(timed, previous) / class_score(timed, chosen.name) - 1)
 
 
 def change_lines(changes: list[ClassChange]) -> list[str]:
