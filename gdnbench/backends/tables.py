@@ -27,6 +27,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 from gdnbench.backends.base import Target, cache_root
@@ -168,3 +169,30 @@ def write_table(folder: Path, device: str, sm: int | None, timing: dict, note: s
     tmp.write_text(json.dumps(table, indent=1) + "\n")
     os.replace(tmp, path)
     return path
+
+
+class TunedTiles:
+    """What the backends whose tiles come from per-GPU tables (gdnbench's own kernels) share: the tile
+    a case runs with and where it came from (a ``tile_override`` given by the tuner or a test, else the
+    table's or the heuristic's), and the stale per-user table a sweep warns about.
+
+    A subclass sets ``tiles`` to its tiles module, which provides ``select(case) -> (tile, source)`` and
+    ``tuned_table()``; both are looked up on the module at each call, so a test may patch them there.
+    """
+
+    tiles: ModuleType
+    tile_override = None
+
+    def tile_choice(self, case: Case) -> tuple[object, str]:
+        return (self.tile_override, OVERRIDE) if self.tile_override else self.tiles.select(case)
+
+    def tile(self, case: Case):
+        return self.tile_choice(case)[0]
+
+    def tile_info(self, case: Case) -> tuple[str, str]:
+        t, source = self.tile_choice(case)
+        return t.name, source
+
+    def stale_table(self) -> Path | None:
+        table = self.tiles.tuned_table()
+        return table.stale if table else None

@@ -33,8 +33,9 @@ from gdnbench.backends.base import (
     missing_module,
     package_version,
 )
-from gdnbench.backends.tables import OVERRIDE, TUNED
-from gdnbench.backends.cute.tiles import CuteTile, lanes, select, tile, tile_reason, tuned_table, vec
+from gdnbench.backends.cute import tiles
+from gdnbench.backends.tables import OVERRIDE, TUNED, TunedTiles
+from gdnbench.backends.cute.tiles import CuteTile, lanes, tile_reason, vec
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
@@ -52,17 +53,15 @@ def _source_hash() -> str:
     return hashlib.sha256(src).hexdigest()[:16]
 
 
-class CuteGDN(Backend):
+class CuteGDN(TunedTiles, Backend):
     name = "cute"
     summary = "gdnbench's own CuTe DSL decode kernel (K-last, bf16/fp32 state, pooled)"
     dist = "nvidia-cutlass-dsl"
     tuner = "cute"
+    tiles = tiles
 
     def __init__(self, tile_override: CuteTile | None = None) -> None:
         self.tile_override = tile_override  # the tuner and tests
-
-    def tile(self, case: Case) -> CuteTile:
-        return self.tile_override or tile(case)
 
     def availability(self, target: Target | None = None) -> str | None:
         target = target or current_target()
@@ -88,16 +87,8 @@ class CuteGDN(Backend):
             return f"q/k/v must be bf16 or fp16, not {case.dtype}"
         return tile_reason(case, self.tile(case))
 
-    def stale_table(self) -> Path | None:
-        table = tuned_table()
-        return table.stale if table else None
-
-    def tile_info(self, case: Case) -> tuple[str, str]:
-        t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)
-        return t.name, source
-
     def kernel(self, case: Case) -> str:
-        t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)
+        t, source = self.tile_choice(case)
         note = "" if source in (TUNED, OVERRIDE) else f", {source} tile"
         return (f"gdn_decode_klast_kernel [BV={t.bv}, {t.threads} threads, {lanes(case, t.nvec)} lanes x "
                 f"{t.nvec} x 16B per row{note}]")
@@ -139,7 +130,7 @@ def compiled_kernel(case: Case, device: torch.device, t: CuteTile | None = None)
     """The TVM-FFI callable for this case's shape family and tile: from this process, the disk cache,
     or a fresh compile (which is then exported to the disk cache)."""
     arch = _arch(device)
-    t = t or tile(case)
+    t = t or tiles.tile(case)
     key = (arch, case.state_dtype, case.dtype, case.hk, case.hv, case.head_dim_k, case.head_dim_v, t.bv, t.nvec,
            t.threads)
     with _lock:
@@ -196,7 +187,7 @@ def fake_args(case: Case):
 
 def _compile(case: Case, arch: str, keep_artifacts: bool = False, t: CuteTile | None = None):
     """cute.compile for ``arch`` (works without a GPU for offline checks)."""
-    t = t or tile(case)
+    t = t or tiles.tile(case)
     import cutlass.cute as cute
     from cutlass.cute.runtime import make_fake_stream
 

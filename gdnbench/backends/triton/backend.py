@@ -10,8 +10,6 @@ traffic. Separate backend names keep both numbers in the rows.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from gdnbench.backends.base import (
@@ -22,19 +20,21 @@ from gdnbench.backends.base import (
     triton_availability,
     triton_interpreted,
 )
-from gdnbench.backends.tables import OVERRIDE, TUNED
+from gdnbench.backends.tables import OVERRIDE, TUNED, TunedTiles
+from gdnbench.backends.triton import tiles
 from gdnbench.backends.triton.plan import describe, jit_kernel, plan
-from gdnbench.backends.triton.tiles import Tile, Variant, select, tile_reason, tuned_table
+from gdnbench.backends.triton.tiles import Tile, Variant, tile_reason
 from gdnbench.cases import Case
 from gdnbench.inputs import Inputs
 
 
-class TritonGDN(Backend):
+class TritonGDN(TunedTiles, Backend):
     name = "triton"
     summary = "gdnbench's own Triton kernels: decode and MTP verify, pooled state, fused gating"
     dist = "triton"
     triton = True
     tuner = "triton"
+    tiles = tiles
 
     def __init__(self, tile_override: Tile | None = None, pdl: bool = False) -> None:
         self.tile_override = tile_override  # the tuner and tests
@@ -43,9 +43,6 @@ class TritonGDN(Backend):
             self.name = "triton_pdl"
             self.summary = ("the triton kernels launched with programmatic dependent launch (SM90+): a "
                             "launch overlaps the previous kernel's drain, every read waits for it")
-
-    def tile(self, case: Case) -> Tile:
-        return self.tile_override or select(case)[0]
 
     @property
     def version(self) -> str:
@@ -68,20 +65,10 @@ class TritonGDN(Backend):
                 return f"head dim {name}={d}: the kernel tiles powers of two from 16 to 256"
         return None
 
-    def stale_table(self) -> Path | None:
-        table = tuned_table()
-        return table.stale if table else None
-
-    def tile_info(self, case: Case) -> tuple[str, str]:
-        t, source = (self.tile_override, OVERRIDE) if self.tile_override else select(case)
-        return t.name, source
-
     def kernel(self, case: Case) -> str:
-        if self.tile_override:
-            return describe(case, self.tile_override, self.pdl)
-        t, source = select(case)
+        t, source = self.tile_choice(case)
         label = describe(case, t, self.pdl)
-        return label if source == TUNED else f"{label[:-1]}, {source} tile]"
+        return label if source in (TUNED, OVERRIDE) else f"{label[:-1]}, {source} tile]"
 
     def padding(self, case: Case) -> Padding:
         return Padding.ZERO
