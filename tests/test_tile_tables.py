@@ -182,3 +182,32 @@ def test_kernel_digest_leaves_out_the_lookup_code(tmp_path):
     assert package_digest(tmp_path) == before
     (tmp_path / "kernels" / "decode.py").write_text("x = 2\n")
     assert package_digest(tmp_path) != before
+
+
+def test_own_backends_report_the_tile_they_run_and_its_source(tables, monkeypatch):
+    """Both own backends (``TunedTiles``) give the rows the tile ``build`` launches and where it came
+    from: an override (the tuner's candidates) as ``override``, else this GPU's table as ``tuned``, else
+    the heuristic; the tile a table or test patches on the tiles module is the one they see."""
+    import gdnbench.backends.cute.tiles as ct
+    from gdnbench.backends.cute import CuteGDN
+    from gdnbench.backends.cute.tiles import CuteTile
+    from gdnbench.backends.tables import TileTable
+
+    shipped, _ = tables
+    case = tiny_case(batch=4, **QWEN)
+    assert TritonGDN().tile_info(case) == (heuristic_tile(case).name, "heuristic")
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(32, 1))])
+    tt.tuned_table.cache_clear()
+    for b in (TritonGDN(), TritonGDN(pdl=True)):
+        assert b.tile(case) == Tile(32, 1) and b.tile_info(case) == (Tile(32, 1).name, "tuned")
+    over = TritonGDN(tile_override=Tile(16, 2))
+    assert over.tile(case) == Tile(16, 2) and over.tile_info(case) == (Tile(16, 2).name, "override")
+    assert "tile]" not in over.kernel(case)
+
+    f32 = dict(QWEN, state_dtype="float32")
+    c = tiny_case(batch=4, **f32)
+    monkeypatch.setattr(ct, "tuned_table", lambda: TileTable("test GPU", "other-gpu", [
+        {"state_dtype": "float32", "head_dim_k": 128, "head_dim_v": 128, "pairs_min": 1, "bv": 16, "nvec": 4}]))
+    assert CuteGDN().tile(c) == CuteTile(16, 4) and CuteGDN().tile_info(c) == (CuteTile(16, 4).name, "other-gpu")
+    assert "other-gpu tile" in CuteGDN().kernel(c) and CuteGDN().stale_table() is None
+    assert CuteGDN(tile_override=CuteTile(32, 2)).tile_info(c) == (CuteTile(32, 2).name, "override")
