@@ -149,7 +149,7 @@ def collect_env(gpu: bool = True) -> dict[str, Any]:
         "device_slug": device_slug(t),
         "versions": {d: package_version(d) for d in DISTS},
         "env_vars": {k: v for k, v in os.environ.items()
-                     if k.startswith(("TRITON_", "FLA_", "FLASHINFER_", "CUTE_DSL_", "CUDA_"))},
+                     if k.startswith(("GDNBENCH_", "TRITON_", "FLA_", "FLASHINFER_", "CUTE_DSL_", "CUDA_"))},
         "argv": sys.argv,
     }
     if gpu:

@@ -13,6 +13,17 @@ def test_collect_env_cpu():
     assert env["versions"]["torch"]
 
 
+def test_collect_env_records_the_settings_that_change_a_run(monkeypatch):
+    """A run with tile tables disabled (or another gdnbench / Triton setting) says so in its env.json;
+    unrelated variables stay out."""
+    monkeypatch.setenv("GDNBENCH_NO_TILE_TABLES", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("SOME_TOKEN", "secret")
+    env_vars = collect_env(gpu=False)["env_vars"]
+    assert env_vars["GDNBENCH_NO_TILE_TABLES"] == "1" and env_vars["TRITON_INTERPRET"] == "1"
+    assert "SOME_TOKEN" not in env_vars
+
+
 def test_git_info_in_checkout():
     info = git_info()
     assert info["git_sha"] is None or len(info["git_sha"]) == 40
