@@ -6,10 +6,11 @@ that exists is well formed. Whether it fits a given case (head dims, layout, tok
 is ``tile_reason(case, tile)``.
 
 Tiles come from tables tuned per GPU (``tables/device_name=<GPU>.json`` and the per-user ones,
-written by ``gdnbench tune --backend triton``; precedence: ``gdnbench.backends.tables``): the entry for the case's layout, state dtype, head dims and decode / MTP
-class with the largest ``pairs_min`` <= batch x value heads that can run the case. A GPU without its
-own table borrows another GPU's; a case no entry fits gets ``heuristic_tile``, the per-token kernel
-with enough programs to hide DRAM latency. ``tile_source`` says which of the three a case got.
+written by ``gdnbench tune --backend triton``; precedence: ``gdnbench.backends.tables``): the entry
+for the case's layout, state dtype, head dims and decode / MTP class with the largest ``pairs_min``
+<= batch x value heads that can run the case. A GPU without its own table borrows another GPU's; a
+case no entry fits gets ``heuristic_tile``, the per-token kernel with enough programs to hide DRAM
+latency (one-warp programs for K-last MTP). ``tile_source`` says which of the three a case got.
 
 Why four variants and no more: each is chosen by the H100 table for some case class or is the
 fallback, except ``GLUON_TMA``, which the tuner keeps as a candidate (see ``Variant``). The forms that
@@ -231,7 +232,12 @@ def heuristic_tile(case: Case) -> Tile:
     per SM and its loads, math and stores cannot overlap another's; every V-last and K-last fp32 tile
     the H100 tuner chose holds 64 elements a thread on 1-4 warps (``docs/tuning.md``). V-last tiles
     span rows of >= 64 bytes of state (16 fp32, 32 bf16 rows). K-last bf16 state keeps its earlier rule
-    (whole rows, up to 8 warps), which stays within 5% of the peers where it was measured."""
+    (whole rows, up to 8 warps), which stays within 5% of the peers where it was measured.
+
+    MTP on K-last state takes ``mtp_heuristic_tile``: the T-step loop keeps a row block in registers
+    across tokens, and every per-token MTP tile the H100 tuner ranked first is a one-warp one."""
+    if case.tokens > 1 and case.layout == "k_last":
+        return mtp_heuristic_tile(case)
     V, K = case.head_dim_v, case.head_dim_k
     pairs = case.batch * case.hv
     v_last = case.layout == "v_last"
@@ -248,6 +254,29 @@ def heuristic_tile(case: Case) -> Tile:
     elif capped:
         warps = min(warps, 4)
     return Tile(bv, warps)
+
+
+MTP_ROWS = (4, 16)  # the fewest and most state rows of the MTP heuristic's one-warp tile
+MTP_K_CHUNK = {"float32": 32, "bfloat16": 64}  # K columns per register chunk, by state dtype
+
+
+def mtp_heuristic_tile(case: Case) -> Tile:
+    """The MTP (T > 1) tile for K-last state with no table entry: the per-token kernel on one warp,
+    ``MTP_ROWS[1]`` state rows (64 elements a thread at K = 128) halved while there are fewer than ~2048
+    programs, down to ``MTP_ROWS[0]``; K in register chunks of ``MTP_K_CHUNK`` columns.
+
+    Why: a program walks T tokens over its rows, so more warps or rows per program only add registers
+    and cut the programs in flight. On the H100 this rule picks, for every MTP case the tuner measured
+    (2-4 tokens, 8-8192 row-heads, bf16 and fp32 state), a tile within 2% of the case's fastest
+    per-token tile, where the decode rule's tiles took 1.13-1.48x as long (``docs/tuning.md``;
+    ``tests/test_tile_tables.py`` replays those measurements)."""
+    V, K = case.head_dim_v, case.head_dim_k
+    lo, hi = MTP_ROWS
+    bv = min(hi, V)
+    while bv > lo and case.batch * case.hv * (V // bv) < 2048:
+        bv //= 2
+    kc = MTP_K_CHUNK[case.state_dtype]
+    return Tile(bv, 1, kc=kc if kc < K and K % kc == 0 else 0)
 
 
 @functools.lru_cache(maxsize=1)
