@@ -7,8 +7,10 @@ options, paths): one line on stderr, never a traceback; 130 interrupted (finishe
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,6 +27,37 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "_configs"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, Kubernetes, a device lease ending) during a long command."""
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within it, SIGTERM stops a sweep or a tune as Ctrl-C does (``Terminated``, exit 143): the rows
+    written so far, or the tuner's measurements and the table of its finished classes, are kept, and the
+    same command with ``--resume`` (sweep) or as is (tune) goes on. Python's default SIGTERM ends the
+    process at once, with no ``finally`` run. Outside the main thread (no signals there) it does nothing."""
+    def stop(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stopped(e: KeyboardInterrupt, what: str) -> typer.Exit:
+    """The one line and exit code of a command stopped by Ctrl-C (130) or SIGTERM (143)."""
+    term = isinstance(e, Terminated)
+    err.print(f"{'terminated (SIGTERM)' if term else 'interrupted'}: {what}", markup=False)
+    return typer.Exit(143 if term else 130)
 
 
 def config_dir() -> Path:
@@ -119,7 +152,7 @@ def _run(sweep: Sweep, out_dir: Optional[Path], resume: bool, backend: Optional[
     opts = RunOptions(out_dir=out_dir, results_root=results_root, resume=resume, check_only=check_only,
                       backends=backend, case_ids=case, timing_mode=timing, progress=progress, energy=energy)
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, sigterm_as_interrupt():
             warnings.simplefilter("default")
             if gpus is not None or cluster is not None:
                 from gdnbench.distributed import ClusterSpec, run_distributed
@@ -131,9 +164,8 @@ def _run(sweep: Sweep, out_dir: Optional[Path], resume: bool, backend: Optional[
         raise fail(str(e)) from None
     except ValueError as e:  # a path that cannot be written, rows.csv of another schema
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        err.print("interrupted: every finished row is in rows.csv; finish with --resume")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        raise stopped(e, "every finished row is in rows.csv; finish with --resume") from None
     line = _warnings_line(caught)
     if line:
         err.print(line, markup=False)
@@ -450,12 +482,13 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
     swp = load(config or "decode", where)
     opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, progress=progress)
     try:
-        s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False))
+        with sigterm_as_interrupt():
+            s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False))
     except TuneError as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        err.print("interrupted: the measured candidates are kept; rerun the same command to go on")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        raise stopped(e, "the measured candidates are kept, and the table has every finished class; "
+                      "rerun the same command to go on") from None
     for note in s.notes:
         out.print(f"note: {note}", markup=False)
     out.print(f"{s.classes_done} of {s.classes_total} case classes tuned; {s.measured} candidates measured now, "

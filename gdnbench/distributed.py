@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -253,9 +254,11 @@ def connect(ray, spec: ClusterSpec) -> bool:
         return False
     kw: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False, "configure_logging": True}
     count, ids = spec.parsed()
+    before = signal.getsignal(signal.SIGTERM)
     try:
         if spec.cluster:
             ray.init(address=spec.cluster, **kw)
+            keep_sigterm_handler(before)
             return True
         if ids is not None:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -267,11 +270,20 @@ def connect(ray, spec: ClusterSpec) -> bool:
         if spec.fake_gpus:
             kw.update(num_gpus=0, num_cpus=max(2, os.cpu_count() or 2), resources={FAKE_RESOURCE: spec.fake_gpus})
         ray.init(include_dashboard=False, **kw)
+        keep_sigterm_handler(before)
     except RunError:
         raise
     except Exception as e:  # no cluster at the address, a port in use...
         raise RunError(f"Ray: {one_line(e)}") from None
     return True
+
+
+def keep_sigterm_handler(before: Any) -> None:
+    """``ray.init`` makes SIGTERM end the driver (``sys.exit``); a Python handler installed before it (the
+    CLI's, which stops a sweep as Ctrl-C does: every row kept, exit 143) is put back, so a scale-out
+    sweep stops as a plain one does. Without one, Ray's stays."""
+    if callable(before) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, before)
 
 
 def start_workers(ray, spec: ClusterSpec) -> tuple[list, list[dict]]:

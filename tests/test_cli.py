@@ -4,6 +4,8 @@ interrupts, and backends that raise or fail the gate."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import types
 
@@ -107,6 +109,32 @@ def interrupt_after_two_rows(monkeypatch):
 
     monkeypatch.setattr(RowWriter, "write", interrupting_write)
     return real_write
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path, write_yaml, monkeypatch):
+    """A SIGTERM mid-sweep (``timeout``, a scheduler) keeps the written rows and exits 143 with the
+    resume hint; --resume finishes the run with no row lost or repeated; the handler is put back."""
+    cfg = write_yaml(SMALL.format(backends="[torch]"))
+    out = tmp_path / "r"
+    real_write = RowWriter.write
+    calls = {"n": 0}
+
+    def write_then_terminate(self, row, samples=()):
+        real_write(self, row, samples)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(RowWriter, "write", write_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    r = invoke("sweep", cfg, "--out", out, "--no-progress")
+    assert r.exit_code == 143 and "terminated (SIGTERM)" in r.stderr and "finish with --resume" in r.stderr
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert len(read_rows(out / "rows.csv")) == 2
+    monkeypatch.setattr(RowWriter, "write", real_write)
+    assert invoke("sweep", cfg, "--out", out, "--resume", "--no-progress").exit_code == 0
+    rows = read_rows(out / "rows.csv")
+    assert len(rows) == 3 and len({(x["case_id"], x["backend"]) for x in rows}) == 3
 
 
 def test_resume_finishes_without_redoing(tmp_path, write_yaml, monkeypatch):

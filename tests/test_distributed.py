@@ -165,6 +165,34 @@ def test_without_ray_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists()
 
 
+def test_connecting_keeps_the_callers_sigterm_handler(monkeypatch):
+    """``ray.init`` installs a SIGTERM handler that exits the driver; the CLI's (stop as Ctrl-C does, every
+    row kept, exit 143) is put back after it, and with no handler of the caller's Ray's stays. A stand-in
+    ``ray`` that installs its handler as Ray 2.60's ``init`` does."""
+    import signal
+    from types import SimpleNamespace
+
+    from gdnbench.cli import sigterm_as_interrupt
+    from gdnbench.distributed import connect
+
+    def ray_exit(signum, frame):
+        raise SystemExit(signum)
+
+    fake = SimpleNamespace(is_initialized=lambda: False,
+                           init=lambda **kw: signal.signal(signal.SIGTERM, ray_exit))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        cli_handler = signal.getsignal(signal.SIGTERM)
+        assert connect(fake, ClusterSpec("all")) and signal.getsignal(signal.SIGTERM) is cli_handler
+    assert signal.getsignal(signal.SIGTERM) is before
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert connect(fake, ClusterSpec("all")) and signal.getsignal(signal.SIGTERM) is ray_exit
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_gpus_parsing():
     assert ClusterSpec("all").parsed() == (None, None)
     assert ClusterSpec("4").parsed() == (4, None)

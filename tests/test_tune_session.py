@@ -4,6 +4,8 @@ by fakes (a simulated GPU), the table it writes, and the ``tune`` command's bad 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from types import SimpleNamespace
 
 import pytest
@@ -126,6 +128,43 @@ def test_tune_reports_its_choice_against_the_table_it_replaces(tables, monkeypat
     generic = {"entries": [entry(Tile(16, 1), mtp=True, pairs_min=128)]}
     was = session._change(spec, mtp_key, Tile(4, 1), {"case": {best: 4.1, old: 16.1}}, generic)
     assert (was.previous, was.slower) == (old, pytest.approx(16.1 / 4.1 - 1))
+
+
+def test_sigterm_keeps_the_measurements_and_the_finished_classes(tables, monkeypatch, tmp_path):
+    """``gdnbench tune`` stopped by SIGTERM (``timeout``, a scheduler) as the second class starts: exit
+    143, the first class in the per-user table, every measurement in the state; rerunning the same
+    command measures only the rest."""
+    _, user = tables
+    fake = FakeGPU(monkeypatch)
+    monkeypatch.setattr(session, "current_target", lambda: GPU)
+    seen = []
+    fake_time = fake.time
+
+    def time_then_terminate(mode, case, backend, cfg):
+        if case.id not in seen:
+            seen.append(case.id)
+            if len(seen) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return fake_time(mode, case, backend, cfg)
+
+    monkeypatch.setattr(common, "time_gpu", time_then_terminate)
+    tiny_sweep(tmp_path, "[torch, triton]", "[4, 64]")
+    args = ["tune", str(tmp_path / "tiny.yaml"), "-b", "triton", "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 143 and "terminated (SIGTERM)" in r.stderr, r.output
+    table = read_table(table_path(user, GPU.name))
+    assert [e["pairs_min"] for e in table["entries"]] == [128]
+    rerun = []
+
+    def time_and_note(mode, case, backend, cfg):
+        rerun.append(case.id)
+        return fake_time(mode, case, backend, cfg)
+
+    monkeypatch.setattr(common, "time_gpu", time_and_note)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "2 of 2 case classes tuned" in r.stdout, r.output
+    assert set(rerun) == {seen[1]}  # the first case's measurements were kept
+    assert sorted(e["pairs_min"] for e in read_table(table_path(user, GPU.name))["entries"]) == [128, 2048]
 
 
 def test_tune_refuses_what_it_cannot_tune(tmp_path):
