@@ -12,7 +12,9 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -190,6 +192,20 @@ class Case:
         row.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         row["n_padded"] = self.n_padded
         return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> Case:
+        """The case a results row describes: its case columns as ``rows.csv`` (strings) or pandas (numbers,
+        numpy booleans, NaN for an empty label) give them. The inverse of ``as_row``."""
+        def value(f: dataclasses.Field) -> object:
+            v = row.get(f.name, "")
+            if f.type == "int":
+                return int(v)
+            if f.type == "bool":
+                return str(v) == "True"
+            return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+        return cls(**{f.name: value(f) for f in dataclasses.fields(cls)})
 
 
 # The fields that identify a case (its id hashes them): all but the heads preset's label.

@@ -419,6 +419,25 @@ def peers(runs: List[Path] = typer.Argument(..., help="results directories (or r
 
 
 @app.command()
+def targets(runs: List[Path] = typer.Argument(..., help="results directories (or rows.csv)"),
+            targets_file: Optional[Path] = typer.Option(None, "--targets", help="targets file (default: "
+                                                        "configs/targets/own-kernels.yaml)"),
+            strict: bool = typer.Option(False, "--strict", help="exit 1 if a target is missed")) -> None:
+    """Check runs against the own kernels' performance targets: per target and GPU the rows checked,
+    how many miss, and the worst row with its value."""
+    from gdnbench.analysis import load_results
+    from gdnbench.targets import DEFAULT, check, load_targets, report
+
+    try:
+        res = check(load_results(runs), load_targets(targets_file or DEFAULT))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
+    out.print(report(res), markup=False)
+    if strict and (res.missed > 0).any():
+        raise typer.Exit(1)
+
+
+@app.command()
 def trace(config: str = typer.Argument(..., help="config file or shipped name (e.g. trace-decode)"),
           case: Optional[List[str]] = CaseOpt, backend: Optional[List[str]] = BackendOpt,
           out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="results directory (default "

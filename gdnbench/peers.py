@@ -22,14 +22,16 @@ from gdnbench.compare import NOISE_K, rel_half_iqr
 from gdnbench.vocab import OWN_BACKENDS, PEER_BACKENDS
 
 
-def own_vs_peers(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (GPU, case, own backend) that has a peer: the fastest peer (``backend_peer``,
-    ``median_us_peer``), ``ratio``, ``noise`` and whether the own kernel is ``slower`` beyond the noise."""
+def own_vs_peers(df: pd.DataFrame, own: tuple[str, ...] = OWN_BACKENDS,
+                 peers: tuple[str, ...] = PEER_BACKENDS) -> pd.DataFrame:
+    """One row per (GPU, case, ``own`` backend) that has one of ``peers``: the fastest of them
+    (``backend_peer``, ``median_us_peer``), ``ratio``, ``noise`` and whether the own kernel is ``slower``
+    beyond the noise."""
     ok = valid(df).assign(rel=lambda d: rel_half_iqr(d))
-    peers = ok[ok.backend.isin(PEER_BACKENDS)].sort_values("median_us").drop_duplicates(["gpu_label", "case_id"])
-    own = ok[ok.backend.isin(OWN_BACKENDS)]
-    m = own.merge(peers[["gpu_label", "case_id", "backend", "median_us", "rel"]], on=["gpu_label", "case_id"],
-                  suffixes=("", "_peer"))
+    best = ok[ok.backend.isin(peers)].sort_values("median_us").drop_duplicates(["gpu_label", "case_id"])
+    mine = ok[ok.backend.isin(own)]
+    m = mine.merge(best[["gpu_label", "case_id", "backend", "median_us", "rel"]], on=["gpu_label", "case_id"],
+                   suffixes=("", "_peer"))
     m["ratio"] = m.median_us / m.median_us_peer
     m["noise"] = (m.rel ** 2 + m.rel_peer ** 2) ** 0.5
     m["slower"] = (m.ratio - 1) > NOISE_K * m.noise

@@ -22,7 +22,7 @@ import pytest
 
 from gdnbench.backends.cute.tiles import heuristic_tile as cute_heuristic
 from gdnbench.backends.triton.tiles import Tile, Variant, heuristic_tile
-from gdnbench.cases import KEY_FIELDS, Case
+from gdnbench.cases import Case
 
 H100 = Path(__file__).resolve().parents[1] / "results" / "h100-sm90"
 TUNE = H100 / "triton-tune"
@@ -101,14 +101,6 @@ def no_table_rows() -> list[dict[str, str]]:
     return [r for r in csv.DictReader(path.open()) if r["backend"] in ("triton", "cute") and r["status"] == "ok"]
 
 
-def row_case(r: dict[str, str]) -> Case:
-    types = {"batch": int, "hk": int, "hv": int, "head_dim_k": int, "head_dim_v": int, "tokens": int, "seed": int,
-             "write_back": lambda s: s == "True", "intermediate": lambda s: s == "True", "tree": lambda s: s == "True"}
-    c = Case(**{f: types.get(f, str)(r[f]) for f in KEY_FIELDS})
-    assert c.id == r["case_id"]
-    return c
-
-
 @pytest.mark.parametrize("backend,rule", [("triton", heuristic_tile), ("cute", cute_heuristic)])
 def test_the_tables_disabled_decode_run_ran_todays_heuristic(backend, rule):
     """The committed tables-disabled decode sweep ran, for every one of its triton and cute rows, the tile
@@ -117,5 +109,7 @@ def test_the_tables_disabled_decode_run_ran_todays_heuristic(backend, rule):
     rows = [r for r in no_table_rows() if r["backend"] == backend]
     assert len(rows) >= 140
     assert {r["tile_source"] for r in rows} == {"heuristic"}
-    stale = [(r["case_id"], r["tile"], rule(row_case(r)).name) for r in rows if rule(row_case(r)).name != r["tile"]]
+    assert all(Case.from_row(r).id == r["case_id"] for r in rows)
+    picked = [(r["case_id"], r["tile"], rule(Case.from_row(r)).name) for r in rows]
+    stale = [p for p in picked if p[1] != p[2]]
     assert not stale, stale[:5]
