@@ -12,7 +12,8 @@ case fields, and sets one bound:
 
 Per target and GPU the report gives the rows checked, how many miss, and the worst row with by how much
 it misses (percentage points of bandwidth, µs, or the ratio). A target no row of the run matches says
-so: it is neither met nor missed. Only rows that passed the gate and were timed count.
+so: it is neither met nor missed. Only rows that passed the gate and were timed on a GPU count (a CPU
+run's timings say nothing about a GPU's bandwidth).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from gdnbench.analysis import valid
+from gdnbench.analysis import gpu_timed
 from gdnbench.cases import Case
 from gdnbench.compare import NOISE_K
 from gdnbench.config import ConfigError, format_validation_error, parse_where
@@ -107,8 +108,8 @@ def load_targets(path: str | Path = DEFAULT) -> Targets:
 
 
 def selected(rows: pd.DataFrame, t: Target) -> pd.DataFrame:
-    """``t.backend``'s valid rows that its ``where`` keeps."""
-    rows = valid(rows)
+    """``t.backend``'s GPU-timed rows that passed the gate and that its ``where`` keeps."""
+    rows = gpu_timed(rows)
     rows = rows[rows.backend == t.backend]
     if not t.where or rows.empty:
         return rows
@@ -142,7 +143,7 @@ def check(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
 
 def _ratios(df: pd.DataFrame, t: Target) -> pd.DataFrame:
     """Own rows against the other side, with ``ratio`` and ``slower`` as ``peers.own_vs_peers`` gives them."""
-    return own_vs_peers(df, own=(t.backend,), peers=PEER_BACKENDS if t.vs == "peers" else (t.vs,))
+    return own_vs_peers(gpu_timed(df), own=(t.backend,), peers=PEER_BACKENDS if t.vs == "peers" else (t.vs,))
 
 
 def _judge(t: Target, g: pd.DataFrame) -> dict:

@@ -59,6 +59,14 @@ def test_each_gpu_on_its_own(tmp_path):
     assert by_gpu["NVIDIA H100 80GB HBM3"] > 0 and by_gpu["NVIDIA B200"] == 0
 
 
+def test_cpu_timings_are_not_judged(tmp_path):
+    """A run timed on the CPU (host wall clock) has no row for any target."""
+    df = load_results([make_run(tmp_path, "cpu", extra={"triton": 1.10}, mode="cpu")])
+    res = check(df, targets({"name": "vs", "backend": "triton", "vs": "peers"},
+                            {"name": "fast", "backend": "triton", "max_us": 1}))
+    assert (res.rows == 0).all()
+
+
 @pytest.mark.parametrize("text,needle", [
     ("targets: [{name: a, backend: nope, max_us: 1}]", "nope"),
     ("targets: [{name: a, backend: triton}]", "exactly one of"),
