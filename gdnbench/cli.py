@@ -429,7 +429,7 @@ def targets(runs: List[Path] = typer.Argument(..., help="results directories (or
     from gdnbench.targets import DEFAULT, check, load_targets, report
 
     try:
-        res = check(load_results(runs), load_targets(targets_file or DEFAULT))
+        res = check(load_results(runs), load_targets(targets_file or config_dir() / DEFAULT))
     except (ConfigError, FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
     out.print(report(res), markup=False)

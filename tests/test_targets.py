@@ -11,9 +11,9 @@ from results_fixture import make_mixed_run, make_run
 from typer.testing import CliRunner
 
 from gdnbench.analysis import load_results
-from gdnbench.cli import app
+from gdnbench.cli import app, config_dir
 from gdnbench.config import ConfigError
-from gdnbench.targets import Target, Targets, check, load_targets, report
+from gdnbench.targets import DEFAULT, Target, Targets, check, load_targets, report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_targets_command(tmp_path):
 def test_shipped_targets_on_the_h100_roofline_runs():
     """The shipped targets file loads, and every roofline target (bandwidth and B = 1 latency) is met on
     the committed H100 roofline runs, as when those targets were set."""
-    t = load_targets()
+    t = load_targets(config_dir() / DEFAULT)
     res = check(load_results([REPO / "results/h100-sm90/roofline-decode", REPO / "results/h100-sm90/roofline-mtp"]), t)
     roofline = res[res.bound.str.startswith((">=", "<="))]
     checked = roofline[roofline.rows > 0]

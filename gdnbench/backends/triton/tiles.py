@@ -269,7 +269,7 @@ def mtp_heuristic_tile(case: Case) -> Tile:
     and cut the programs in flight. On the H100 this rule picks, for every MTP case the tuner measured
     (2-4 tokens, 8-8192 row-heads, bf16 and fp32 state), a tile within 2% of the case's fastest
     per-token tile, where the decode rule's tiles took 1.13-1.48x as long (``docs/tuning.md``;
-    ``tests/test_tile_tables.py`` replays those measurements)."""
+    ``tests/test_heuristic_tiles.py`` replays those measurements)."""
     V, K = case.head_dim_v, case.head_dim_k
     lo, hi = MTP_ROWS
     bv = min(hi, V)
