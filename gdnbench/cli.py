@@ -506,8 +506,8 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
     except TuneError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt as e:
-        raise stopped(e, "the measured candidates are kept, and the table has every finished class; "
-                      "rerun the same command to go on") from None
+        raise stopped(e, "the measured candidates are kept, and any class that finished is in this GPU's "
+                      "table; rerun the same command to go on") from None
     for note in s.notes:
         out.print(f"note: {note}", markup=False)
     out.print(f"{s.classes_done} of {s.classes_total} case classes tuned; {s.measured} candidates measured now, "
