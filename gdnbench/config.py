@@ -69,11 +69,14 @@ def resolve_preset(name: str) -> tuple[int, int]:
     return hk // tp, hv // tp
 
 
-class _Frozen(BaseModel):
+class StrictModel(BaseModel):
+    """A config document's model: unknown keys rejected, immutable once validated, no type coercion
+    (a YAML string is never read as a number). Every config model derives from it, the targets too."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class HeadsEntry(_Frozen):
+class HeadsEntry(StrictModel):
     """One value of the ``heads`` axis, resolved: (hk, hv) and the preset it came from (or "")."""
 
     hk: int
@@ -81,7 +84,7 @@ class HeadsEntry(_Frozen):
     model: str = ""
 
 
-class Axes(_Frozen):
+class Axes(StrictModel):
     """Sweep axes. Every axis is a non-empty list; the sweep is their cartesian product."""
 
     batch: list[int] = Field(default=[1], min_length=1)
@@ -150,7 +153,7 @@ class Axes(_Frozen):
 AXIS_NAMES: tuple[str, ...] = tuple(Axes.model_fields)  # the axes a config may sweep
 
 
-class Timing(_Frozen):
+class Timing(StrictModel):
     """How rows are timed. ``auto`` = ``graph`` on a GPU, ``cpu`` on a CPU."""
 
     mode: TimingMode = "auto"
@@ -182,7 +185,7 @@ def _check_backends(names: list[str]) -> list[str]:
     return names
 
 
-class Override(_Frozen):
+class Override(StrictModel):
     """Replaces parts of the sweep on one SM generation. Axes given replace the base axes."""
 
     backends: list[str] | None = Field(default=None, min_length=1)
@@ -245,7 +248,7 @@ def max_pairs_limit(configured: int) -> int:
     return value
 
 
-class Sweep(_Frozen):
+class Sweep(StrictModel):
     """A validated sweep config (see configs/*.yaml for annotated examples)."""
 
     name: str = ""

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import ValidationError, field_validator, model_validator
 
 from gdnbench.analysis import gpu_timed
 from gdnbench.cases import Case
 from gdnbench.compare import NOISE_K
-from gdnbench.config import ConfigError, format_validation_error, parse_where
+from gdnbench.config import ConfigError, StrictModel, format_validation_error, parse_where
 from gdnbench.peers import own_vs_peers
 from gdnbench.vocab import BACKEND_NAMES, PEER_BACKENDS
 from gdnbench.where import WhereError, eval_where
@@ -36,10 +36,8 @@ DEFAULT = Path("targets") / "own-kernels.yaml"  # under the shipped configs (``c
 BOUNDS = ("min_pct_bw", "max_us", "vs")
 
 
-class Target(BaseModel):
+class Target(StrictModel):
     """One target: ``backend``'s rows that ``where`` keeps must meet the one bound given."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     backend: str
@@ -85,8 +83,8 @@ class Target(BaseModel):
         return f"no slower than {'the fastest peer' if self.vs == 'peers' else self.vs} beyond the noise"
 
 
-class Targets(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Targets(StrictModel):
+    """A targets file: a description and its targets, in order."""
 
     description: str = ""
     targets: list[Target]

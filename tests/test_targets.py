@@ -75,6 +75,7 @@ def test_cpu_timings_are_not_judged(tmp_path):
     ("targets: [{name: a, backend: triton, max_us: 1, where: 'batch >'}]", "not a valid expression"),
     ("targets: [{name: a, backend: triton, max_us: 1, where: 'open(1)'}]", "open"),
     ("targets: [{name: a, backend: triton, max_us: 1, colour: red}]", "colour"),
+    ("targets: [{name: a, backend: triton, min_pct_bw: '85'}]", "min_pct_bw"),  # strict, like the configs
 ])
 def test_bad_targets_file_is_one_line(tmp_path, text, needle):
     path = tmp_path / "t.yaml"
