@@ -1,7 +1,8 @@
 """Launch one backend's kernel for one case under a profiler range, for Nsight Compute:
 
     ncu --profile-from-start off --section SpeedOfLight ... python3 scripts/profile_kernel.py \\
-        --backend triton --batch 64 --state-dtype bfloat16 [--tokens 4] [--tile variant=chunk,bv=16,warps=1,blocks=4]
+        --backend triton --batch 64 --state-dtype bfloat16 [--tokens 4 [--intermediate] [--no-write-back]]
+        [--tile variant=chunk,bv=16,warps=1,blocks=4]
 
 The gate runs first (a profile of a wrong kernel is worthless); warm-up launches compile and cache
 outside the profiled range; exactly one launch is inside it (cudaProfilerStart/Stop).
@@ -32,11 +33,14 @@ def main() -> int:
     ap.add_argument("--state-dtype", default="bfloat16")
     ap.add_argument("--tokens", type=int, default=1)
     ap.add_argument("--pool", default="scattered")
+    ap.add_argument("--intermediate", action="store_true", help="MTP: keep every step's state in the buffer")
+    ap.add_argument("--no-write-back", dest="write_back", action="store_false",
+                    help="MTP verify: leave the pool's state as it was")
     ap.add_argument("--tile", default=None, help="triton only: Tile fields as name=value pairs, e.g. variant=gluon_rows,bv=64,warps=4")
     a = ap.parse_args()
     case = Case(phase="mtp" if a.tokens > 1 else "decode", batch=a.batch, hk=a.hk, hv=a.hv, head_dim_k=128,
                 head_dim_v=128, layout="k_last", state_dtype=a.state_dtype, dtype="bfloat16", tokens=a.tokens,
-                seq_lens="", pool=a.pool, write_back=True, intermediate=False, tree=False, seed=0)
+                seq_lens="", pool=a.pool, write_back=a.write_back, intermediate=a.intermediate, tree=False, seed=0)
     fields = dict(kv.split("=") for kv in a.tile.split(",")) if a.tile else {}
     tile = Tile(**{k: v if k == "variant" else int(v) for k, v in fields.items()}) if a.tile else None
     backend = TritonGDN(tile, pdl=a.backend == "triton_pdl") if tile else get_backend(a.backend)
