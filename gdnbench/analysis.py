@@ -83,6 +83,7 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
         df["results_dir"] = p.parent.name
         env = _run_env(p.parent)
         df["check_only"] = is_check_only(p.parent)
+        df["run_time"] = str(env.get("timestamp") or "")
         revision = env.get("timer_revision")
         df["timer_group"] = f"timer-revision-{revision}" if revision is not None else f"run-{p.parent.name}"
         frames.append(df)
@@ -118,6 +119,14 @@ def timed_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df[keep], sorted(set(df[~keep].results_dir))
 
 
+def _by_age(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` from the oldest run to the latest: by the time env.json records (``timestamp``), then by
+    results folder name (dated folders sort by date; a run without a timestamp counts as the oldest).
+    The curated layout names folders by config (``decode``, ``roofline-decode``), so the name alone
+    says nothing of age."""
+    return df.sort_values(["run_time", "results_dir"], kind="stable")
+
+
 def comparable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per GPU, phase and heads preset, the rows of runs that may share a figure: the latest run's
     timer group (same ``timer_revision``; a run that records none is its own group). Returns the rows
@@ -126,7 +135,7 @@ def comparable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         return df, []
     parts, dropped = [], []
     for (gpu, phase, heads), g in df.groupby(["gpu_label", "phase", "heads"], sort=True):
-        newest = g.sort_values("results_dir").iloc[-1].timer_group
+        newest = _by_age(g).iloc[-1].timer_group
         keep = g[g.timer_group == newest]
         parts.append(keep)
         for run in sorted(set(g.results_dir) - set(keep.results_dir)):
@@ -136,8 +145,8 @@ def comparable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def latest(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (GPU, case, backend): the one from the latest run (results dirs sort by date)."""
-    return df.sort_values("results_dir").drop_duplicates(["gpu_label", "case_id", "backend"], keep="last")
+    """One row per (GPU, case, backend): the one from the latest run (``_by_age``)."""
+    return _by_age(df).drop_duplicates(["gpu_label", "case_id", "backend"], keep="last")
 
 
 def valid(df: pd.DataFrame) -> pd.DataFrame:

@@ -344,8 +344,8 @@ def analyse(directory: Path, prefix: Path, traced_dir: Path | None = None) -> di
     out = {"kernels": directory / "kernels.csv", "rows": directory / "rows_nsys.csv",
            "report": directory / "consistency.md"}
     kernels.to_csv(out["kernels"], index=False, float_format="%.6g")
-    joined.drop(columns=["results_dir", "gpu_label", "heads"], errors="ignore").to_csv(out["rows"], index=False,
-                                                                                      float_format="%.6g")
+    joined.drop(columns=["results_dir", "run_time", "gpu_label", "heads"], errors="ignore").to_csv(
+        out["rows"], index=False, float_format="%.6g")
     out["report"].write_text(consistency_markdown(findings, checked, unmatched, joined))
     return out
 

@@ -34,6 +34,19 @@ def test_latest_keeps_newest_run(tmp_path):
     assert set(df[df.backend == "torch"].results_dir) == {"2026-02-01_h100_decode"}
 
 
+def test_latest_and_comparable_go_by_the_recorded_time(tmp_path):
+    """Curated runs are named by config, not date: the latest is the one env.json dates last."""
+    from gdnbench.analysis import comparable
+
+    make_run(tmp_path, "decode", env={"timer_revision": 3, "timestamp": "2026-12-07T08:11:30+00:00"})
+    make_run(tmp_path, "roofline-decode", env={"timer_revision": 2, "timestamp": "2026-11-30T10:00:00+00:00"},
+             scale={"torch": 2.0})
+    df = load_results([tmp_path])
+    assert set(latest(df).results_dir) == {"decode"}
+    c, dropped = comparable(df)
+    assert set(c.results_dir) == {"decode"} and all(d.startswith("roofline-decode:") for d in dropped)
+
+
 def test_best_backends_and_markdown(tmp_path):
     make_run(tmp_path, "h", "h100")
     make_run(tmp_path, "b", "b200", scale={"fla": 0.5})  # on the "B200", fla is the fastest
