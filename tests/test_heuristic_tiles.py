@@ -50,7 +50,8 @@ def per_token_times() -> dict[str, dict[str, float]]:
     early CSVs give a tile's fields in columns; rows naming a field the per-token kernel no longer
     takes (its ``reread``) or another form (``chunk``, ``progs_per_sm``, ``stages``) are left out."""
     times: dict[str, dict[str, float]] = {}
-    for path in (TUNE / "tune_triton-session6-mtp.csv", TUNE / "tune_triton-mtp-b1-tp4-fp32.csv"):
+    for path in (TUNE / "tune_triton-session6-mtp.csv", TUNE / "tune_triton-mtp-b1-tp4-fp32.csv",
+                 TUNE / "tune_triton-mtp-keep-b64-tp1.csv"):
         for r in csv.DictReader(path.open()):
             if "tile" in r:
                 name = r["tile"]
@@ -81,7 +82,8 @@ def test_mtp_heuristic_is_within_2_percent_of_the_fastest_per_token_tile():
 
 
 def test_mtp_heuristic_fits_the_gpu_and_the_kernel():
-    """One warp, 4-16 rows halved towards ~2048 programs; register chunks only where they divide K."""
+    """One warp, 4-16 rows (4-8 for fp32 with the buffer and write-back) halved towards ~2048 programs;
+    register chunks only where they divide K."""
     def mtp(batch, hv, sd="float32", k=128, v=128):
         return Case(phase="mtp", batch=batch, hk=min(hv, 16), hv=hv, head_dim_k=k, head_dim_v=v, layout="k_last",
                     state_dtype=sd, dtype="bfloat16", tokens=4, seq_lens="", pool="scattered", write_back=True,
@@ -94,6 +96,11 @@ def test_mtp_heuristic_fits_the_gpu_and_the_kernel():
     assert heuristic_tile(mtp(1, 8, v=8)).bv == 4
     v_last = Case(**{**mtp(1, 8).__dict__, "layout": "v_last"})
     assert heuristic_tile(v_last).kc == 0  # V-last MTP keeps the decode rule
+    keep = Case(**{**mtp(64, 32).__dict__, "intermediate": True})  # fp32, buffer and write-back: 32 a thread
+    assert heuristic_tile(keep) == Tile(8, 1, kc=64)
+    assert heuristic_tile(Case(**{**keep.__dict__, "batch": 1, "hk": 4, "hv": 8})) == Tile(4, 1, kc=32)
+    assert heuristic_tile(Case(**{**keep.__dict__, "state_dtype": "bfloat16"})) == Tile(16, 1, kc=64)
+    assert heuristic_tile(Case(**{**keep.__dict__, "write_back": False})) == Tile(16, 1, kc=32)
 
 
 def no_table_rows() -> list[dict[str, str]]:

@@ -49,8 +49,10 @@ def jit_kernel(variant: Variant):
 
 def register_cap(case: Case, t: Tile) -> dict:
     """``maxnreg``: the tile's own cap when it sets one; else 128 for the per-token MTP kernel when its
-    tile holds 64 state elements per thread (the tuned MTP tiles): it fits without spilling (sm_90,
-    T = 2..8, offline), which keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12)."""
+    tile holds 64 state elements per thread: it fits without spilling (sm_90, T = 2..8, offline), which
+    keeps 16 warps per SM resident; left alone, ptxas takes up to 168 (12). Not with fp32 state, the
+    intermediate buffer and write-back together: that kernel spills under the cap (ncu,
+    ``results/h100-sm90/ncu-mtp``), and the MTP heuristic gives it 32 elements a thread instead."""
     if t.maxnreg:
         return {"maxnreg": t.maxnreg}
     per_thread = t.bv * case.head_dim_k // (32 * t.warps)

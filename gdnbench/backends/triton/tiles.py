@@ -258,24 +258,32 @@ def heuristic_tile(case: Case) -> Tile:
 
 MTP_ROWS = (4, 16)  # the fewest and most state rows of the MTP heuristic's one-warp tile
 MTP_K_CHUNK = {"float32": 32, "bfloat16": 64}  # K columns per register chunk, by state dtype
+MTP_KEEP_FP32 = (8, 64)  # most rows and K chunk for fp32 state with the buffer and write-back together
 
 
 def mtp_heuristic_tile(case: Case) -> Tile:
     """The MTP (T > 1) tile for K-last state with no table entry: the per-token kernel on one warp,
     ``MTP_ROWS[1]`` state rows (64 elements a thread at K = 128) halved while there are fewer than ~2048
-    programs, down to ``MTP_ROWS[0]``; K in register chunks of ``MTP_K_CHUNK`` columns.
+    programs, down to ``MTP_ROWS[0]``; K in register chunks of ``MTP_K_CHUNK`` columns. fp32 state
+    with both the intermediate buffer and write-back takes at most ``MTP_KEEP_FP32[0]`` rows, with K
+    chunks of ``MTP_KEEP_FP32[1]`` at that many (32 elements a thread).
 
     Why: a program walks T tokens over its rows, so more warps or rows per program only add registers
     and cut the programs in flight. On the H100 this rule picks, for every MTP case the tuner measured
-    (2-4 tokens, 8-8192 row-heads, bf16 and fp32 state), a tile within 2% of the case's fastest
-    per-token tile, where the decode rule's tiles took 1.13-1.48x as long (``docs/tuning.md``;
-    ``tests/test_heuristic_tiles.py`` replays those measurements)."""
+    (2-4 tokens, 8-8192 row-heads, bf16 and fp32 state, with and without the buffer and write-back), a
+    tile within 2% of the case's fastest per-token tile, where the decode rule's tiles took 1.13-1.48x
+    as long. With fp32 state, the buffer and write-back, every 64-element tile spills under
+    ``plan.register_cap``'s 128 registers and took 1.14-1.37x as long (ncu: 11% more DRAM bytes), so
+    that case keeps 32 (``docs/tuning.md``; ``tests/test_heuristic_tiles.py`` replays the timings)."""
     V, K = case.head_dim_v, case.head_dim_k
     lo, hi = MTP_ROWS
+    keep_fp32 = case.state_dtype == "float32" and case.intermediate and case.write_back
+    if keep_fp32:
+        hi = MTP_KEEP_FP32[0]
     bv = min(hi, V)
     while bv > lo and case.batch * case.hv * (V // bv) < 2048:
         bv //= 2
-    kc = MTP_K_CHUNK[case.state_dtype]
+    kc = MTP_KEEP_FP32[1] if keep_fp32 and bv == MTP_KEEP_FP32[0] else MTP_K_CHUNK[case.state_dtype]
     return Tile(bv, 1, kc=kc if kc < K and K % kc == 0 else 0)
 
 
