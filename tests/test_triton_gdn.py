@@ -456,6 +456,26 @@ def test_tuned_table_wins_over_heuristic(monkeypatch):
         tiny_case(batch=64, **{**qwen, "state_dtype": "float32"}))
 
 
+def offline_report(case, tile_: Tile | None = None, pdl: bool = False) -> dict:
+    """``offline.aot_report`` of ``case`` for sm_90, in a process without TRITON_INTERPRET (the
+    interpreter replaces Triton's standard library, so the compiler cannot run under it)."""
+    import dataclasses
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from gdnbench.cases import Case; from gdnbench.backends.triton.offline import "
+            "aot_report; from gdnbench.backends.triton.tiles import Tile; t = json.loads(sys.argv[2]); "
+            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])), tile_=t and Tile(**t), "
+            "pdl=json.loads(sys.argv[3]))))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    t = tile_ and {**dataclasses.asdict(tile_), "variant": tile_.variant.value}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), json.dumps(t),
+                          json.dumps(pdl)], capture_output=True, text=True, env=env, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("state_dtype,layout,tokens,tile_,pdl", [
     ("bfloat16", "k_last", 1, None, False), ("float32", "v_last", 1, None, False),
@@ -478,23 +498,9 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
     """Offline sm_90 compile (no GPU needed): the state tile moves in 16-byte vectors and nothing spills
     to local memory -- what decode at the bandwidth roofline needs. With PDL, the wait for the previous
     kernel comes before the first global load (and only then)."""
-    import dataclasses
-    import json
-    import os
-    import subprocess
-    import sys
-
     case = tiny_case(batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, state_dtype=state_dtype, layout=layout,
                      tokens=tokens, phase="mtp" if tokens > 1 else "decode")
-    code = ("import json, sys; from gdnbench.cases import Case; from gdnbench.backends.triton.offline import "
-            "aot_report; from gdnbench.backends.triton.tiles import Tile; t = json.loads(sys.argv[2]); "
-            "print(json.dumps(aot_report(Case(**json.loads(sys.argv[1])), tile_=t and Tile(**t), "
-            "pdl=json.loads(sys.argv[3]))))")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    t = tile_ and {**dataclasses.asdict(tile_), "variant": tile_.variant.value}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), json.dumps(t),
-                          json.dumps(pdl)], capture_output=True, text=True, env=env, check=True).stdout
-    rep = json.loads(out.strip().splitlines()[-1])
+    rep = offline_report(case, tile_, pdl)
     assert rep["pdl_wait"] == ("first" if pdl else "none"), rep
     variant = tile_.variant if tile_ else None
     assert (rep["ld_v4"] >= 4 or variant is Variant.GLUON_TMA) and rep["st_v4"] >= 4, rep  # TMA: state by copies
@@ -504,7 +510,9 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
         # MTP tiles run at the 128-register cap (register_cap), where ptxas may park a few prefetched
         # values (the next token's q and k) on the stack depending on the Triton release (3.6, the H100
         # host's: none for the bf16 tile, 24 bytes for fp32 BV = 16; 3.9: 96 bytes for bf16); a spilled
-        # state tile is kilobytes.
+        # state tile is kilobytes. Stack traffic inside the token loop is not free, though: fp32 with the
+        # buffer and write-back spilled there and moved 11% more DRAM bytes on the H100 (ncu), which the
+        # keep test below rules out for the heuristic's tile.
         assert rep["stack"] <= (128 if tokens > 1 else 0), rep
     if variant is Variant.GLUON_ROWS:  # Gluon: warps own rows, nothing crosses warps
         assert rep["shared_bytes"] == 0, rep
@@ -514,6 +522,21 @@ def test_compiles_for_sm90_with_vector_state_traffic(state_dtype, layout, tokens
     if variant is Variant.GLUON_TMA:  # TMA: a buffer per stage, 16-byte state stores
         size = 2 if state_dtype == "bfloat16" else 4
         assert rep["shared_bytes"] >= tile_.stages * tile_.bv * 128 * size, rep
+
+
+@pytest.mark.slow
+def test_mtp_heuristic_keeps_fp32_with_buffer_and_write_back_off_the_stack():
+    """fp32 MTP with the buffer and write-back: the one-warp 64-element tile spills under the
+    128-register cap (on the H100, 11% more DRAM bytes and up to 1.37x slower:
+    ``results/h100-sm90/ncu-mtp``), so the heuristic's tile must compile with no stack at all."""
+    case = tiny_case(phase="mtp", batch=64, hk=16, hv=32, head_dim_k=128, head_dim_v=128, tokens=4,
+                     intermediate=True, write_back=True)
+    t = heuristic_tile(case)
+    assert t.bv * case.head_dim_k // (32 * t.warps) == 32
+    rep = offline_report(case, t)
+    if "local" not in rep:
+        pytest.skip("Triton's cuobjdump is not installed: no register report")
+    assert rep["local"] == 0 and rep["stack"] == 0, rep
 
 
 def test_tile_table_reader_and_picker(tmp_path):
