@@ -101,7 +101,11 @@ def host_cover(enqueue: Callable[[], object], clock_mhz: float, tries: int = 3) 
     Measured with the GPU held by a long sleep: (sleep cycles with a 2x margin, host µs, covered).
     Not covered when the GPU finished the sleep before the call returned (the call synchronised with
     the GPU, or took longer than ~10 ms): no sleep can hide that, so 0 cycles are returned and the
-    host's time stays in the measurement."""
+    host's time stays in the measurement.
+
+    Whether the sleep has ended is read from the start event recorded right after it, not from the
+    stream: a call that synchronises and then enqueues more work leaves the stream busy with that work,
+    though the sleep it was meant to hide is long over."""
     import torch
 
     stream = torch.cuda.current_stream()
@@ -110,10 +114,10 @@ def host_cover(enqueue: Callable[[], object], clock_mhz: float, tries: int = 3) 
         event = torch.cuda.Event(enable_timing=True)
         torch.cuda._sleep(PROBE_SLEEP_CYCLES)
         t0 = time.perf_counter()
-        event.record()
+        event.record()  # completes when the sleep does
         enqueue()
         host.append(time.perf_counter() - t0)
-        covered &= not stream.query()
+        covered &= not event.query()
         stream.synchronize()
     return (sleep_cycles(max(host), clock_mhz) if covered else 0), max(host) * 1e6, covered
 

@@ -165,6 +165,67 @@ def test_sleep_cycles_outlasts_host():
     assert sleep_cycles(0.0, 1980.0) == 1000
 
 
+class _FakeStream:
+    """A CUDA stream as a queue: work runs only when the host synchronises; an event completes once the
+    work queued before it has run. Enough to tell what ``host_cover`` reads of the sleep's end."""
+
+    def __init__(self):
+        self.queue = []
+
+    def push(self, item):
+        self.queue.append(item)
+
+    def synchronize(self):
+        for item in self.queue:
+            item.done = True
+        self.queue.clear()
+
+    def query(self):
+        return not self.queue
+
+
+def _fake_cuda(monkeypatch):
+    from gdnbench import timer
+
+    stream = _FakeStream()
+
+    class Work:
+        done = False
+
+    class Event(Work):
+        def __init__(self, enable_timing=False):
+            pass
+
+        def record(self):
+            stream.push(self)
+
+        def query(self):
+            return self.done
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: stream.push(Work()))
+    return timer, stream, Work
+
+
+@pytest.mark.parametrize("syncs,covered", [(False, True), (True, False)])
+def test_host_cover_reads_the_sleeps_end_not_the_streams(monkeypatch, syncs, covered):
+    """A call that synchronises and then enqueues one more kernel leaves the stream busy, though the
+    sleep ended: it must read as not covered (0 cycles, its host time kept in the measurement). Asking
+    the stream whether it is busy, the old check, read it as covered."""
+    timer, stream, Work = _fake_cuda(monkeypatch)
+
+    def call():
+        stream.push(Work())
+        if syncs:
+            stream.synchronize()
+            stream.push(Work())
+
+    cycles, host_us, got = timer.host_cover(call, 1980.0)
+    assert got is covered and host_us >= 0
+    assert (cycles > 0) is covered
+
+
 @pytest.mark.gpu
 @pytest.mark.timing
 def test_events_timer_hides_host_overhead():
