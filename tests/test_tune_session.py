@@ -80,8 +80,9 @@ def test_tune_resumes_within_budget(tables, monkeypatch, tmp_path):
 
 
 def test_tune_keeps_other_classes_and_discards_stale_state(tables, monkeypatch, tmp_path):
-    """The first per-user table starts from the shipped one of this GPU (classes not measured stay); a
-    state measured with other kernel sources is discarded with a note."""
+    """The first per-user table holds only the classes tuned into it: a shipped class it did not
+    measure stays in the shipped table, which lookups fall back to. A state measured with other kernel
+    sources is discarded with a note."""
     shipped, user = tables
     FakeGPU(monkeypatch)
     keep = entry(Tile(16, 2), layout="v_last", median_us=9.0)
@@ -89,13 +90,35 @@ def test_tune_keeps_other_classes_and_discards_stale_state(tables, monkeypatch, 
     sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4]")
     s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
                          log=lambda line: None)
-    assert keep in read_table(s.table)["entries"] and s.entries == 2
+    assert keep not in read_table(s.table)["entries"] and s.entries == 1
+    tt.tuned_table.cache_clear()
+    assert tt.select(tiny_case(batch=4, layout="v_last", **QWEN)) == (Tile(16, 2), "tuned")  # from the shipped one
+    assert tt.select(tiny_case(batch=4, **QWEN)) == (Tile(4, 1), "tuned")  # from the per-user one
     state = json.loads(s.state.read_text())
     state["key"]["kernel_sources_sha256"] = "old"
     s.state.write_text(json.dumps(state))
     s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
                          log=lambda line: None)
     assert s.measured > 0 and "kernel_sources_sha256" in s.notes[0]
+
+
+def test_tune_drops_a_per_user_table_of_other_kernel_sources(tables, monkeypatch, tmp_path):
+    """A per-user table tuned on other kernel sources, which lookups pass over, keeps none of its
+    entries at the next tune (they would be stamped with this tune's digest), with a note; its class
+    is compared with the shipped entry, the one lookups took."""
+    shipped, user = tables
+    FakeGPU(monkeypatch)
+    write_table(shipped, GPU.name, 90, {}, "", [entry(Tile(4, 1), pairs_min=128)])
+    old = [entry(Tile(16, 1), pairs_min=128), entry(Tile(16, 2), layout="v_last")]
+    write_table(user, GPU.name, 90, {}, "", old, {"kernel_sources_sha256": "other"})
+    sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4]")
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
+                         log=lambda line: None)
+    table = read_table(s.table)
+    assert [Tile.from_entry(e) for e in table["entries"]] == [Tile(4, 1)] and s.entries == 1
+    assert table["provenance"]["kernel_sources_sha256"] == tt.kernel_sources_digest()
+    assert any("other kernel sources" in n and "2 entries are dropped" in n for n in s.notes), s.notes
+    assert [(c.previous, c.slower) for c in s.changes] == [("per_token bv=4 warps=1", 0.0)]
 
 
 def test_tune_reports_its_choice_against_the_table_it_replaces(tables, monkeypatch, tmp_path):
@@ -116,18 +139,26 @@ def test_tune_reports_its_choice_against_the_table_it_replaces(tables, monkeypat
     assert (moved.previous, moved.chosen) == (old, best)
     assert moved.slower == pytest.approx(16.1 / 4.1 - 1)  # the fake's µs: BV + warps / 10, one case per class
     lines = session.change_lines(s.changes)
-    assert lines[0] == "against the table it replaces: 1 of 2 tuned classes keep their tile, 1 change, 0 are new"
-    assert lines[1].endswith(f"{old} -> {best} (the previous tile is 292.7% slower here)")
+    assert lines[0] == "against the entries lookups took before: 1 of 2 tuned classes keep their tile, 1 change, 0 are new"
+    assert lines[1].startswith("reproduced within 2%: 1 of 2 classes that had an entry")
+    assert lines[2].endswith(f"{old} -> {best} (the previous tile is 292.7% slower here)")
     spec, key = session.spec_for("triton"), moved.key
     timed = {"case": {best: 4.1}}
-    unmeasured = session._change(spec, key, Tile(4, 1), timed, {"entries": [entry(Tile(64, 8), pairs_min=128)]})
+    unmeasured = session._change(spec, key, Tile(4, 1), timed, [{"entries": [entry(Tile(64, 8), pairs_min=128)]}])
     assert (unmeasured.previous, unmeasured.slower) == ("per_token bv=64 warps=8", None)
-    assert session._change(spec, key, Tile(4, 1), timed, None) == session.ClassChange(key, None, best, None)
-    assert "was not measured here" in session.change_lines([unmeasured])[1]
+    assert session._change(spec, key, Tile(4, 1), timed, [None, None]) == session.ClassChange(key, None, best, None)
+    assert session.change_lines([unmeasured])[1] == ("reproduced within 2%: 0 of 1 classes that had an entry "
+                                                     "(its tile at most 2% slower than the chosen one here)")
+    assert "was not measured here" in session.change_lines([unmeasured])[2]
     mtp_key = (*key[:4], True, 4, False, True, 128)  # T = 4 with write-back: its cases ran the MTP entry
     generic = {"entries": [entry(Tile(16, 1), mtp=True, pairs_min=128)]}
-    was = session._change(spec, mtp_key, Tile(4, 1), {"case": {best: 4.1, old: 16.1}}, generic)
+    measured = {"case": {best: 4.1, old: 16.1, "per_token bv=8 warps=1": 8.1}}
+    was = session._change(spec, mtp_key, Tile(4, 1), measured, [None, generic])
     assert (was.previous, was.slower) == (old, pytest.approx(16.1 / 4.1 - 1))
+    # tables in lookup order: a per-user entry of the coarser class wins over a shipped exact one, as in lookups
+    exact = {"entries": [entry(Tile(8, 1), mtp=True, tokens=4, intermediate=False, write_back=True, pairs_min=128)]}
+    assert session._change(spec, mtp_key, Tile(4, 1), measured, [generic, exact]).previous == old
+    assert session._change(spec, mtp_key, Tile(4, 1), measured, [None, exact]).previous == "per_token bv=8 warps=1"
 
 
 def test_sigterm_keeps_the_measurements_and_the_finished_classes(tables, monkeypatch, tmp_path):

@@ -18,7 +18,7 @@ source is part of the answer, so a row can say how much to trust it.
 A per-user table records the digest of the kernel sources it was tuned on. After an upgrade that
 changed the kernels, its tiles describe kernels that no longer exist, while the shipped table came with
 the new ones: a per-user table of another digest is passed over (``TileTable.stale`` names it, and the
-sweep's note says to re-tune).
+sweep's note says to re-tune), and the next tune keeps none of its entries.
 """
 
 from __future__ import annotations

@@ -15,8 +15,16 @@ the kernel sources (their digest), the timing settings and mode are the same. ``
 before the next candidate once the budget is spent; the table then holds the classes finished so far.
 
 The table goes to the per-user folder (``$GDNBENCH_CACHE/tables/<backend>/``, which lookups prefer) or,
-with ``ship``, to the backend's shipped ``tables/``; classes not re-measured keep their entries (a first
-per-user table starts from the shipped table of this GPU, so it only ever adds to it).
+with ``ship``, to the backend's shipped ``tables/``; classes not re-measured keep their entries. A
+per-user table holds only the classes tuned into it: lookups fall back to the shipped table class by
+class, and a copy of the shipped entries would carry the shipped kernel digest's tiles under this
+tune's digest. For the same reason, a per-user table tuned on other kernel sources (which lookups pass
+over) loses its entries at the next tune, with a note.
+
+Each tuned class is reported against the entry lookups took for it before the run (the per-user table,
+then the shipped one of this GPU: ``ClassChange``); a class whose previous tile is at most
+``REPRODUCED`` slower than the chosen one, in this run's measurements, is reproduced. That is how a
+fresh tune shows it reproduces a committed table within noise.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gdnbench.backends.base import Target, cache_root, current_target
-from gdnbench.backends.tables import read_table, table_path, user_tables, write_table
+from gdnbench.backends.tables import kernel_digest, read_table, table_path, user_tables, write_table
 from gdnbench.cases import Case, expand
 from gdnbench.config import Sweep, Timing
 from gdnbench.env import collect_env
@@ -48,6 +56,7 @@ from gdnbench.tune.common import TIMING, TunerSpec, class_choice, class_score, g
 BACKENDS = ("triton", "cute")
 STATE_VERSION = 1
 SAVE_EVERY_S = 30.0
+REPRODUCED = 0.02  # a previous tile at most this much slower than the chosen one reproduces the class
 clock = time.monotonic  # the budget's clock (tests replace it)
 
 
@@ -226,7 +235,7 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
     finally:
         state.save()
         table, entries, done, changes = _write(spec, name, timing, target, mode, classes, candidates, state,
-                                               opts.ship, digest)
+                                               opts.ship, digest, notes)
         csv_path = _write_csv(state)
     left = total - sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {}))
     return TuneSummary(table, state.path, csv_path, done, len(classes), measured, left, stopped, entries, notes,
@@ -242,10 +251,11 @@ def _case_line(c: Case, results: dict[str, float | str]) -> str:
 
 
 def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str, classes: dict[tuple, list[Case]],
-           candidates: dict[str, dict], state: State, ship: bool,
-           digest: str) -> tuple[Path | None, int, int, list[ClassChange]]:
+           candidates: dict[str, dict], state: State, ship: bool, digest: str,
+           notes: list[str] | None = None) -> tuple[Path | None, int, int, list[ClassChange]]:
     """This GPU's table with every finished class's choice; returns (path or None, entries, classes done,
-    each written class against the table it replaces)."""
+    each written class against the entry lookups took for it before). A per-user table of other kernel
+    sources keeps none of its entries (module doc; a line in ``notes`` says so)."""
     best: dict[tuple, tuple[float, object]] = {}
     measured: dict[tuple, dict[str, dict[str, float]]] = {}  # class -> case id -> tile name -> µs
     done = 0
@@ -263,9 +273,13 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
         return None, 0, done, []
     folder = spec.tables if ship else user_tables(spec.backend)
     base = read_table(table_path(folder, target.name))
-    if base is None and not ship:
-        base = read_table(table_path(spec.tables, target.name))  # a first per-user table adds to the shipped one
-    changes = [_change(spec, key, t, measured[key], base) for key, (_, t) in best.items()]
+    if not ship and base is not None and kernel_digest(base) not in (None, digest):
+        if notes is not None and base["entries"]:
+            notes.append(f"the per-user table {table_path(folder, target.name)} was tuned on other kernel sources: "
+                         f"its {len(base['entries'])} entries are dropped (lookups passed over them)")
+        base = None
+    looked_up = [base] if ship else [base, read_table(table_path(spec.tables, target.name))]
+    changes = [_change(spec, key, t, measured[key], looked_up) for key, (_, t) in best.items()]
     kept = [e for e in (base or {}).get("entries", []) if spec.key_of(e) not in best]
     new = [{**spec.entry(k, t), "median_us": round(us, 3)} for k, (us, t) in best.items()]
     entries = sorted(kept + new, key=lambda e: tuple(str(v) for v in spec.key_of(e)[:-1]) + (spec.key_of(e)[-1],))
@@ -279,14 +293,20 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
     return path, len(entries), done, changes
 
 
-def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, float]], base: dict | None) -> ClassChange:
-    """Class ``key``'s choice against its entry in the table being replaced (``base``; an entry of the
-    coarser class its cases ran from, where the key got finer), scored on this run's measurements
+def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, float]],
+            bases: list[dict | None]) -> ClassChange:
+    """Class ``key``'s choice against the entry lookups took for it before the run: the first of the
+    tables ``bases`` (lookup order; None: no such table) with an entry of the class, or else of the
+    coarser class its cases ran from where the key got finer. Scored on this run's measurements
     ``timed`` (case id -> tile name -> µs) the way ``class_choice`` scores tiles."""
-    entries = (base or {}).get("entries", [])
-    old = [e for e in entries if spec.key_of(e) == key]
-    if not old and spec.coarser is not None and spec.coarser(key) != key:  # an entry of the coarser class
-        old = [e for e in entries if spec.key_of(e) == spec.coarser(key)]
+    old: list[dict] = []
+    for base in bases:
+        entries = (base or {}).get("entries", [])
+        old = [e for e in entries if spec.key_of(e) == key]
+        if not old and spec.coarser is not None and spec.coarser(key) != key:  # an entry of the coarser class
+            old = [e for e in entries if spec.key_of(e) == spec.coarser(key)]
+        if old:
+            break
     if not old:
         return ClassChange(key, None, chosen.name, None)
     try:
@@ -301,15 +321,20 @@ def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, floa
 
 
 def change_lines(changes: list[ClassChange]) -> list[str]:
-    """The command's report of a run's classes against the table it replaced: one summary line, then one
-    line per class whose tile changed."""
+    """The command's report of a run's classes against the entries lookups took before: one summary line,
+    how many of the classes that had an entry it reproduces (module doc), then one line per class whose
+    tile changed."""
     if not changes:
         return []
     new = [c for c in changes if c.previous is None]
     kept = [c for c in changes if c.slower == 0.0]
     moved = [c for c in changes if c not in new and c not in kept]
-    lines = [f"against the table it replaces: {len(kept)} of {len(changes)} tuned classes keep their tile, "
+    lines = [f"against the entries lookups took before: {len(kept)} of {len(changes)} tuned classes keep their tile, "
              f"{len(moved)} change, {len(new)} are new"]
+    if len(changes) > len(new):
+        same = [c for c in changes if c.slower is not None and c.slower <= REPRODUCED]
+        lines.append(f"reproduced within {REPRODUCED:.0%}: {len(same)} of {len(changes) - len(new)} classes that "
+                     f"had an entry (its tile at most {REPRODUCED:.0%} slower than the chosen one here)")
     for c in sorted(moved, key=lambda c: -(c.slower or 0.0)):
         how = (f"the previous tile is {c.slower:.1%} slower here" if c.slower is not None
                else "the previous tile was not measured here")
