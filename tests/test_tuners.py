@@ -114,6 +114,23 @@ def test_triton_candidates_are_valid_tiles():
         assert any(t.blocks > 1 and t.stages for t in cands) == (c.tokens > 1)
 
 
+def test_mtp_candidates_hold_uncapped_twins_of_the_capped_tiles():
+    """Each MTP per-token tile that ``plan.register_cap`` caps at 128 registers has an uncapped twin, so
+    the tuner can keep the tile where the cap costs time; the plan of the twin sets ptxas's own limit.
+    Decode tiles are never capped and get no twin."""
+    from gdnbench.backends.triton.plan import register_cap
+
+    for c in (common.case(256, sd="float32", tokens=4), common.case(64, tokens=2)):
+        cands = tune_triton.candidates(c)
+        capped = [t for t in cands if t.variant is Variant.PER_TOKEN and not t.maxnreg and register_cap(c, t)]
+        assert capped, c.id
+        for t in capped:
+            twin = Tile(t.bv, t.warps, t.variant, kc=t.kc, maxnreg=tune_triton.UNCAPPED)
+            assert twin in cands and register_cap(c, twin) == {"maxnreg": tune_triton.UNCAPPED}, (c.id, t.name)
+    decode = tune_triton.candidates(common.case(64))
+    assert not any(t.maxnreg == tune_triton.UNCAPPED for t in decode)
+
+
 def test_heuristic_tile_is_a_candidate():
     """The tuner measures the tile a case gets with no table, so a tuned entry never loses to it (the
     V-last heuristic, 128 rows x 8 warps at large batches, is outside the per-token grid)."""
