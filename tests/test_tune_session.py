@@ -100,6 +100,13 @@ def test_tune_keeps_other_classes_and_discards_stale_state(tables, monkeypatch, 
     s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
                          log=lambda line: None)
     assert s.measured > 0 and "kernel_sources_sha256" in s.notes[0]
+    # --ship keeps the shipped class it did not measure as it was; the new entry records its own tune
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", ship=True, progress=False), target=GPU,
+                         log=lambda line: None)
+    entries = read_table(s.table)["entries"]
+    assert keep in entries and "tuned" not in keep and len(entries) == 2
+    tuned = next(e["tuned"] for e in entries if e != keep)
+    assert tuned == {"measured": "t", "config": "tiny", "kernel_sources_sha256": tt.kernel_sources_digest()}
 
 
 def test_tune_drops_a_per_user_table_of_other_kernel_sources(tables, monkeypatch, tmp_path):

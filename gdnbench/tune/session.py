@@ -255,7 +255,11 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
            notes: list[str] | None = None) -> tuple[Path | None, int, int, list[ClassChange]]:
     """This GPU's table with every finished class's choice; returns (path or None, entries, classes done,
     each written class against the entry lookups took for it before). A per-user table of other kernel
-    sources keeps none of its entries (module doc; a line in ``notes`` says so)."""
+    sources keeps none of its entries (module doc; a line in ``notes`` says so).
+
+    Each new entry records its own tune (``tuned``: when, from which config, on which kernel sources),
+    while the table's ``provenance`` describes the last tune only: a table keeps the entries of the
+    classes a run did not measure, from earlier tunes, perhaps on other kernel sources."""
     best: dict[tuple, tuple[float, object]] = {}
     measured: dict[tuple, dict[str, dict[str, float]]] = {}  # class -> case id -> tile name -> µs
     done = 0
@@ -280,10 +284,11 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
         base = None
     looked_up = [base] if ship else [base, read_table(table_path(spec.tables, target.name))]
     changes = [_change(spec, key, t, measured[key], looked_up) for key, (_, t) in best.items()]
-    kept = [e for e in (base or {}).get("entries", []) if spec.key_of(e) not in best]
-    new = [{**spec.entry(k, t), "median_us": round(us, 3)} for k, (us, t) in best.items()]
-    entries = sorted(kept + new, key=lambda e: tuple(str(v) for v in spec.key_of(e)[:-1]) + (spec.key_of(e)[-1],))
     env = collect_env()
+    kept = [e for e in (base or {}).get("entries", []) if spec.key_of(e) not in best]
+    tuned = {"measured": env["timestamp"], "config": name, "kernel_sources_sha256": digest}
+    new = [{**spec.entry(k, t), "median_us": round(us, 3), "tuned": tuned} for k, (us, t) in best.items()]
+    entries = sorted(kept + new, key=lambda e: tuple(str(v) for v in spec.key_of(e)[:-1]) + (spec.key_of(e)[-1],))
     provenance = {"measured": env["timestamp"], "config": name, "timing_mode": mode,
                   "driver": env.get("driver"), "cuda_runtime": env.get("cuda_runtime"), "gdnbench": env["gdnbench"],
                   "git_sha": env.get("git_sha"), "git_dirty": env.get("git_dirty"), "versions": env["versions"],
