@@ -81,6 +81,13 @@ def kernel_digest(table: dict) -> str | None:
     return prov.get("kernel_sources_sha256") if isinstance(prov, dict) else None
 
 
+def tuned_on_other_sources(table: dict, digest: str | None) -> bool:
+    """Whether ``table`` was tuned on kernel sources other than those of ``digest`` (a table that
+    records no digest, or no ``digest`` to compare with, counts as current): the test that makes
+    lookups pass over a per-user table, and the next tune drop its entries."""
+    return bool(digest) and kernel_digest(table) not in (None, digest)
+
+
 def read_table(path: Path) -> dict | None:
     """A table file's contents (None when absent, unreadable, or written in another ``version`` of the
     format, whose fields this gdnbench may read wrongly: the backend then uses its heuristic, and the
@@ -108,7 +115,7 @@ def load_table(folder: Path, target: Target, user: Path | None = None,
         for where in (user, folder):
             path = table_path(where, target.name) if where is not None else None
             table = read_table(path) if path is not None else None
-            if table is not None and where is user and digest and kernel_digest(table) not in (None, digest):
+            if table is not None and where is user and tuned_on_other_sources(table, digest):
                 stale = path
             elif table is not None:
                 chain.append((table.get("device", target.name), TUNED, table["entries"], path))

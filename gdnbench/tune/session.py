@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gdnbench.backends.base import Target, cache_root, current_target
-from gdnbench.backends.tables import kernel_digest, read_table, table_path, user_tables, write_table
+from gdnbench.backends.tables import read_table, table_path, tuned_on_other_sources, user_tables, write_table
 from gdnbench.cases import Case, expand
 from gdnbench.config import Sweep, Timing
 from gdnbench.env import collect_env
@@ -277,7 +277,7 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
         return None, 0, done, []
     folder = spec.tables if ship else user_tables(spec.backend)
     base = read_table(table_path(folder, target.name))
-    if not ship and base is not None and kernel_digest(base) not in (None, digest):
+    if not ship and base is not None and tuned_on_other_sources(base, digest):
         if notes is not None and base["entries"]:
             notes.append(f"the per-user table {table_path(folder, target.name)} was tuned on other kernel sources: "
                          f"its {len(base['entries'])} entries are dropped (lookups passed over them)")

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import gdnbench.backends.triton.tiles as tiles_module
 from gdnbench.backends.base import triton_interpreted
 from gdnbench.backends.triton import TritonGDN
+from gdnbench.backends.triton.plan import register_cap
 from gdnbench.backends.triton.tiles import Tile, Variant, chunk_reason, heuristic_tile, tile, tile_reason
 from gdnbench.cases import Case
 from gdnbench.tune.common import TunerSpec, case
@@ -35,16 +37,15 @@ P, C, G, TMA = Variant.PER_TOKEN, Variant.CHUNK, Variant.GLUON_ROWS, Variant.GLU
 def per_token_candidates(c: Case) -> list[Tile]:
     """One program per tile with 16..64 state elements per thread (K = 128) at every K chunk; for decode
     the 64-element tiles also with an L2 prefetch 2-8 programs per SM ahead (the next wave's tile); for
-    MTP the 64-element tiles also uncapped (``UNCAPPED``), next to ``plan.register_cap``'s 128 registers,
-    so a table can hold the tile the cap slows (fp32 state with the buffer spills under it)."""
+    MTP the tiles ``plan.register_cap`` caps (64 elements a thread) also uncapped (``UNCAPPED``), so a
+    table can hold the tile the cap slows (fp32 state with the buffer spills under it)."""
     out = []
     for bv in (4, 8, 16, 32, 64):
         for w in (1, 2, 4, 8):
             per_thread = bv * c.head_dim_k // (32 * w)
             if 16 <= per_thread <= 64 and (bv, w) not in ((64, 8), (32, 8)) and (c.layout == "k_last" or bv >= 16):
-                out += [Tile(bv, w, P, kc=kc) for kc in KCS]
-                if c.tokens > 1 and per_thread == 64:
-                    out += [Tile(bv, w, P, kc=kc, maxnreg=UNCAPPED) for kc in KCS]
+                tiles = [Tile(bv, w, P, kc=kc) for kc in KCS]
+                out += tiles + [replace(t, maxnreg=UNCAPPED) for t in tiles if register_cap(c, t)]
                 if c.tokens == 1 and per_thread == 64:
                     out += [Tile(bv, w, P, ahead=ahead) for ahead in (2, 4, 8)]
     return out
