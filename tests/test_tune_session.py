@@ -168,6 +168,35 @@ def test_tune_reports_its_choice_against_the_table_it_replaces(tables, monkeypat
     assert session._change(spec, mtp_key, Tile(4, 1), measured, [None, exact]).previous == "per_token bv=8 warps=1"
 
 
+def test_tune_reports_tiles_borrowed_from_another_gpu(tables, monkeypatch, tmp_path):
+    """On a GPU with no table of its own, lookups ran another GPU's shipped tiles (``other-gpu``): a
+    tune compares its choice with those, in a line of its own (not as reproduced: they were never
+    measured on this GPU), and names the lender on each changed class; with --ship too."""
+    shipped, _ = tables
+    FakeGPU(monkeypatch)
+    other = [entry(Tile(16, 1), pairs_min=128), entry(Tile(4, 1), pairs_min=2048)]
+    write_table(shipped, "Lender GPU", 90, {}, "", other)
+    sweep = tiny_sweep(tmp_path, "[torch, triton]", "[4, 64]")
+    for ship in (False, True):
+        s = session.run_tune(sweep, session.TuneOptions(backend="triton", ship=ship, progress=False), target=GPU,
+                             log=lambda line: None)
+        by_pairs = {c.key[-1]: c for c in s.changes}
+        assert {c.borrowed for c in s.changes} == {"Lender GPU"}
+        assert (by_pairs[2048].slower, by_pairs[128].previous) == (0.0, "per_token bv=16 warps=1")
+        lines = session.change_lines(s.changes)
+        assert lines[0] == ("against the entries lookups took before: 1 of 2 tuned classes keep their tile, "
+                            "1 change, 0 are new")
+        assert lines[1] == ("borrowed from Lender GPU (other-gpu): 1 of 2 classes ran a tile at most 2% slower "
+                            "than the chosen one here; the slowest 292.7%")
+        assert not any(line.startswith("reproduced") for line in lines)
+        assert lines[2].endswith("(the previous tile is 292.7% slower here, borrowed from Lender GPU)")
+    # now this GPU has its own (shipped) table: the next tune compares with it, not with the lender's
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
+                         log=lambda line: None)
+    assert {c.borrowed for c in s.changes} == {None}
+    assert session.change_lines(s.changes)[1].startswith("reproduced within 2%: 2 of 2 classes")
+
+
 def test_sigterm_keeps_the_measurements_and_the_finished_classes(tables, monkeypatch, tmp_path):
     """``gdnbench tune`` stopped by SIGTERM (``timeout``, a scheduler) as the second class starts: exit
     143, the first class in the per-user table, every measurement in the state; rerunning the same

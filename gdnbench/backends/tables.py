@@ -100,6 +100,16 @@ def read_table(path: Path) -> dict | None:
         return None
 
 
+def borrowed_table(folder: Path, target: Target) -> tuple[Path, dict] | None:
+    """The shipped table of another GPU that lookups on ``target`` fall back to for the classes this
+    GPU's tables lack (``other-gpu``): the same SM generation first, then by name; None without one."""
+    own = table_path(folder, target.name) if target.device == "cuda" else None
+    found = [(p, read_table(p)) for p in sorted(folder.glob("device_name=*.json")) if p != own]
+    others = [(p, t) for p, t in found if t is not None]
+    others.sort(key=lambda pt: pt[1].get("sm") != target.sm)  # stable: same SM generation first
+    return others[0] if others else None
+
+
 def load_table(folder: Path, target: Target, user: Path | None = None,
                digest: str | None = None) -> TileTable | None:
     """The tables a lookup on ``target`` tries, as a ``fallback`` chain: the per-user table of this GPU
@@ -110,7 +120,6 @@ def load_table(folder: Path, target: Target, user: Path | None = None,
     if tables_disabled():
         return None
     stale, chain = None, []
-    own = table_path(folder, target.name) if target.device == "cuda" else None
     if target.device == "cuda":
         for where in (user, folder):
             path = table_path(where, target.name) if where is not None else None
@@ -119,11 +128,9 @@ def load_table(folder: Path, target: Target, user: Path | None = None,
                 stale = path
             elif table is not None:
                 chain.append((table.get("device", target.name), TUNED, table["entries"], path))
-    found = [(p, read_table(p)) for p in sorted(folder.glob("device_name=*.json")) if p != own]
-    others = [(p, t) for p, t in found if t is not None]
-    others.sort(key=lambda pt: pt[1].get("sm") != target.sm)  # stable: same SM generation first
-    if others:
-        path, table = others[0]
+    borrowed = borrowed_table(folder, target)
+    if borrowed:
+        path, table = borrowed
         chain.append((table.get("device", "?"), OTHER_GPU, table["entries"], path))
     if not chain:
         return TileTable(target.name, OTHER_GPU, [], None, stale) if stale else None

@@ -22,9 +22,12 @@ tune's digest. For the same reason, a per-user table tuned on other kernel sourc
 over) loses its entries at the next tune, with a note.
 
 Each tuned class is reported against the entry lookups took for it before the run (the per-user table,
-then the shipped one of this GPU: ``ClassChange``); a class whose previous tile is at most
-``REPRODUCED`` slower than the chosen one, in this run's measurements, is reproduced. That is how a
-fresh tune shows it reproduces a committed table within noise.
+then the shipped one of this GPU, then the other GPU's table lookups borrow from: ``ClassChange``); a
+class whose previous tile, from this GPU's tables, is at most ``REPRODUCED`` slower than the chosen
+one, in this run's measurements, is reproduced. That is how a fresh tune shows it reproduces a
+committed table within noise. On a GPU gdnbench ships no table for, the classes ran another GPU's
+tiles (``other-gpu``); the report says how far those borrowed tiles are from this GPU's choice, which
+is what tuning gained there.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gdnbench.backends.base import Target, cache_root, current_target
-from gdnbench.backends.tables import read_table, table_path, tuned_on_other_sources, user_tables, write_table
+from gdnbench.backends.tables import (
+    borrowed_table,
+    read_table,
+    table_path,
+    tuned_on_other_sources,
+    user_tables,
+    write_table,
+)
 from gdnbench.cases import Case, expand
 from gdnbench.config import Sweep, Timing
 from gdnbench.env import collect_env
@@ -79,12 +89,14 @@ class ClassChange:
     """A re-tuned class against the table the run replaces: its key, the tile it had there (None: a new
     class) and the tile chosen now; ``slower``: how much slower the previous tile is than the chosen one
     in this run's measurements (summed slowdown over the class's cases, as the choice scores them; 0.0
-    when the tile is kept, None when the previous tile was not among this run's candidates)."""
+    when the tile is kept, None when the previous tile was not among this run's candidates);
+    ``borrowed``: the other GPU whose table the previous tile came from (None: this GPU's table)."""
 
     key: tuple
     previous: str | None
     chosen: str
     slower: float | None
+    borrowed: str | None = None
 
 
 @dataclass
@@ -283,7 +295,9 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
                          f"its {len(base['entries'])} entries are dropped (lookups passed over them)")
         base = None
     looked_up = [base] if ship else [base, read_table(table_path(spec.tables, target.name))]
-    changes = [_change(spec, key, t, measured[key], looked_up) for key, (_, t) in best.items()]
+    other = borrowed_table(spec.tables, target)
+    changes = [_change(spec, key, t, measured[key], looked_up, other[1] if other else None)
+               for key, (_, t) in best.items()]
     env = collect_env()
     kept = [e for e in (base or {}).get("entries", []) if spec.key_of(e) not in best]
     tuned = {"measured": env["timestamp"], "config": name, "kernel_sources_sha256": digest}
@@ -299,36 +313,41 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
 
 
 def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, float]],
-            bases: list[dict | None]) -> ClassChange:
+            bases: list[dict | None], borrowed: dict | None = None) -> ClassChange:
     """Class ``key``'s choice against the entry lookups took for it before the run: the first of the
-    tables ``bases`` (lookup order; None: no such table) with an entry of the class, or else of the
-    coarser class its cases ran from where the key got finer. Scored on this run's measurements
-    ``timed`` (case id -> tile name -> µs) the way ``class_choice`` scores tiles."""
+    tables ``bases`` of this GPU (lookup order; None: no such table), then the other GPU's table
+    ``borrowed``, with an entry of the class, or else of the coarser class its cases ran from where the
+    key got finer. Scored on this run's measurements ``timed`` (case id -> tile name -> µs) the way
+    ``class_choice`` scores tiles."""
     old: list[dict] = []
-    for base in bases:
+    lender = None
+    for base in [*bases, borrowed]:
         entries = (base or {}).get("entries", [])
         old = [e for e in entries if spec.key_of(e) == key]
         if not old and spec.coarser is not None and spec.coarser(key) != key:  # an entry of the coarser class
             old = [e for e in entries if spec.key_of(e) == spec.coarser(key)]
         if old:
+            lender = base.get("device", "another GPU") if base is borrowed else None
             break
     if not old:
         return ClassChange(key, None, chosen.name, None)
     try:
         previous = spec.from_entry(old[0]).name
     except (ValueError, KeyError, TypeError):  # an entry this version cannot read
-        return ClassChange(key, "(unreadable entry)", chosen.name, None)
+        return ClassChange(key, "(unreadable entry)", chosen.name, None, lender)
     if previous == chosen.name:
-        return ClassChange(key, previous, chosen.name, 0.0)
+        return ClassChange(key, previous, chosen.name, 0.0, lender)
     if not all(previous in m for m in timed.values()):
-        return ClassChange(key, previous, chosen.name, None)
-    return ClassChange(key, previous, chosen.name, class_score(timed, previous) / class_score(timed, chosen.name) - 1)
+        return ClassChange(key, previous, chosen.name, None, lender)
+    slower = class_score(timed, previous) / class_score(timed, chosen.name) - 1
+    return ClassChange(key, previous, chosen.name, slower, lender)
 
 
 def change_lines(changes: list[ClassChange]) -> list[str]:
-    """The command's report of a run's classes against the entries lookups took before: one summary line,
-    how many of the classes that had an entry it reproduces (module doc), then one line per class whose
-    tile changed."""
+    """The command's report of a run's classes against the entries lookups took before: one summary line;
+    how many of the classes that had an entry in this GPU's tables it reproduces (module doc); for the
+    classes that ran another GPU's tiles, how many of those borrowed tiles are as fast here as the
+    choice, and the worst; then one line per class whose tile changed."""
     if not changes:
         return []
     new = [c for c in changes if c.previous is None]
@@ -336,14 +355,24 @@ def change_lines(changes: list[ClassChange]) -> list[str]:
     moved = [c for c in changes if c not in new and c not in kept]
     lines = [f"against the entries lookups took before: {len(kept)} of {len(changes)} tuned classes keep their tile, "
              f"{len(moved)} change, {len(new)} are new"]
-    if len(changes) > len(new):
-        same = [c for c in changes if c.slower is not None and c.slower <= REPRODUCED]
-        lines.append(f"reproduced within {REPRODUCED:.0%}: {len(same)} of {len(changes) - len(new)} classes that "
-                     f"had an entry (its tile at most {REPRODUCED:.0%} slower than the chosen one here)")
+    within = f"{REPRODUCED:.0%} slower than the chosen one here"
+    own = [c for c in changes if c.previous is not None and c.borrowed is None]
+    if own:
+        same = [c for c in own if c.slower is not None and c.slower <= REPRODUCED]
+        lines.append(f"reproduced within {REPRODUCED:.0%}: {len(same)} of {len(own)} classes that had an entry "
+                     f"(its tile at most {within})")
+    for lender in sorted({c.borrowed for c in changes if c.borrowed}):
+        lent = [c for c in changes if c.borrowed == lender]
+        same = [c for c in lent if c.slower is not None and c.slower <= REPRODUCED]
+        slowest = max((c.slower for c in lent if c.slower is not None), default=None)
+        worst = f"; the slowest {slowest:.1%}" if slowest else ""
+        lines.append(f"borrowed from {lender} (other-gpu): {len(same)} of {len(lent)} classes ran a tile at most "
+                     f"{within}{worst}")
     for c in sorted(moved, key=lambda c: -(c.slower or 0.0)):
         how = (f"the previous tile is {c.slower:.1%} slower here" if c.slower is not None
                else "the previous tile was not measured here")
-        lines.append(f"  {', '.join(str(k) for k in c.key)}: {c.previous} -> {c.chosen} ({how})")
+        where = f", borrowed from {c.borrowed}" if c.borrowed else ""
+        lines.append(f"  {', '.join(str(k) for k in c.key)}: {c.previous} -> {c.chosen} ({how}{where})")
     return lines
 
 
