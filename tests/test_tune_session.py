@@ -151,21 +151,21 @@ def test_tune_reports_its_choice_against_the_table_it_replaces(tables, monkeypat
     assert lines[2].endswith(f"{old} -> {best} (the previous tile is 292.7% slower here)")
     spec, key = session.spec_for("triton"), moved.key
     timed = {"case": {best: 4.1}}
-    unmeasured = session._change(spec, key, Tile(4, 1), timed, [{"entries": [entry(Tile(64, 8), pairs_min=128)]}])
+    unmeasured = session._change(spec, key, Tile(4, 1), timed, [({"entries": [entry(Tile(64, 8), pairs_min=128)]}, None)])
     assert (unmeasured.previous, unmeasured.slower) == ("per_token bv=64 warps=8", None)
-    assert session._change(spec, key, Tile(4, 1), timed, [None, None]) == session.ClassChange(key, None, best, None)
+    assert session._change(spec, key, Tile(4, 1), timed, [(None, None), (None, None)]) == session.ClassChange(key, None, best, None)
     assert session.change_lines([unmeasured])[1] == ("reproduced within 2%: 0 of 1 classes that had an entry "
                                                      "(its tile at most 2% slower than the chosen one here)")
     assert "was not measured here" in session.change_lines([unmeasured])[2]
     mtp_key = (*key[:4], True, 4, False, True, 128)  # T = 4 with write-back: its cases ran the MTP entry
     generic = {"entries": [entry(Tile(16, 1), mtp=True, pairs_min=128)]}
     measured = {"case": {best: 4.1, old: 16.1, "per_token bv=8 warps=1": 8.1}}
-    was = session._change(spec, mtp_key, Tile(4, 1), measured, [None, generic])
+    was = session._change(spec, mtp_key, Tile(4, 1), measured, [(None, None), (generic, None)])
     assert (was.previous, was.slower) == (old, pytest.approx(16.1 / 4.1 - 1))
     # tables in lookup order: a per-user entry of the coarser class wins over a shipped exact one, as in lookups
     exact = {"entries": [entry(Tile(8, 1), mtp=True, tokens=4, intermediate=False, write_back=True, pairs_min=128)]}
-    assert session._change(spec, mtp_key, Tile(4, 1), measured, [generic, exact]).previous == old
-    assert session._change(spec, mtp_key, Tile(4, 1), measured, [None, exact]).previous == "per_token bv=8 warps=1"
+    assert session._change(spec, mtp_key, Tile(4, 1), measured, [(generic, None), (exact, None)]).previous == old
+    assert session._change(spec, mtp_key, Tile(4, 1), measured, [(None, None), (exact, None)]).previous == "per_token bv=8 warps=1"
 
 
 def test_tune_reports_tiles_borrowed_from_another_gpu(tables, monkeypatch, tmp_path):

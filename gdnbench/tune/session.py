@@ -294,10 +294,15 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
             notes.append(f"the per-user table {table_path(folder, target.name)} was tuned on other kernel sources: "
                          f"its {len(base['entries'])} entries are dropped (lookups passed over them)")
         base = None
-    looked_up = [base] if ship else [base, read_table(table_path(spec.tables, target.name))]
+    # lookup order (``load_table``'s chain, rebuilt here because that chain is None while tables are
+    # disabled, and the report compares with the tables whatever the switch): this GPU's, then lent
+    looked_up: list[tuple[dict | None, str | None]] = [(base, None)]
+    if not ship:
+        looked_up.append((read_table(table_path(spec.tables, target.name)), None))
     other = borrowed_table(spec.tables, target)
-    changes = [_change(spec, key, t, measured[key], looked_up, other[1] if other else None)
-               for key, (_, t) in best.items()]
+    if other:
+        looked_up.append((other[1], other[1].get("device", "another GPU")))
+    changes = [_change(spec, key, t, measured[key], looked_up) for key, (_, t) in best.items()]
     env = collect_env()
     kept = [e for e in (base or {}).get("entries", []) if spec.key_of(e) not in best]
     tuned = {"measured": env["timestamp"], "config": name, "kernel_sources_sha256": digest}
@@ -313,21 +318,20 @@ def _write(spec: TunerSpec, name: str, timing: Timing, target: Target, mode: str
 
 
 def _change(spec: TunerSpec, key: tuple, chosen, timed: dict[str, dict[str, float]],
-            bases: list[dict | None], borrowed: dict | None = None) -> ClassChange:
-    """Class ``key``'s choice against the entry lookups took for it before the run: the first of the
-    tables ``bases`` of this GPU (lookup order; None: no such table), then the other GPU's table
-    ``borrowed``, with an entry of the class, or else of the coarser class its cases ran from where the
+            tables: list[tuple[dict | None, str | None]]) -> ClassChange:
+    """Class ``key``'s choice against the entry lookups took for it before the run: the first of
+    ``tables`` (lookup order; each a table or None when absent, with the GPU that lends it, None for
+    this GPU's own) with an entry of the class, or else of the coarser class its cases ran from where the
     key got finer. Scored on this run's measurements ``timed`` (case id -> tile name -> µs) the way
     ``class_choice`` scores tiles."""
     old: list[dict] = []
     lender = None
-    for base in [*bases, borrowed]:
-        entries = (base or {}).get("entries", [])
+    for table, lender in tables:
+        entries = (table or {}).get("entries", [])
         old = [e for e in entries if spec.key_of(e) == key]
         if not old and spec.coarser is not None and spec.coarser(key) != key:  # an entry of the coarser class
             old = [e for e in entries if spec.key_of(e) == spec.coarser(key)]
         if old:
-            lender = base.get("device", "another GPU") if base is borrowed else None
             break
     if not old:
         return ClassChange(key, None, chosen.name, None)
