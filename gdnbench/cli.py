@@ -491,7 +491,7 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
          progress: bool = ProgressOpt) -> None:
     """Tune a backend's tiles for this GPU over a config's cases: gate and time every candidate tile, keep
     the fastest per case class, write this GPU's table (per-user under $GDNBENCH_CACHE, or --ship)."""
-    from gdnbench.tune.session import BACKENDS, TuneError, TuneOptions, change_lines, run_tune
+    from gdnbench.tune.session import BACKENDS, TuneError, TuneOptions, change_lines, reach_lines, run_tune
 
     if backend not in BACKENDS:
         raise fail(f"--backend: {'give one' if backend is None else repr(backend) + ' is not one'} of "
@@ -499,10 +499,11 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
     if budget is not None and not budget > 0:
         raise fail(f"--budget: minutes must be > 0, got {budget:g}")
     swp = load(config or "decode", where)
+    whole = load(config or "decode") if where else None  # the cases the new entries may reach
     opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, progress=progress)
     try:
         with sigterm_as_interrupt():
-            s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False))
+            s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False), whole=whole)
     except TuneError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt as e:
@@ -518,6 +519,8 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
     out.print(f"table: {s.table} ({s.entries} entries)" if s.table else "table: not written (no class finished)",
               markup=False)
     for line in change_lines(s.changes):
+        out.print(line, markup=False)
+    for line in reach_lines(s.reached, config or "decode", backend, ship):
         out.print(line, markup=False)
     out.print(f"measurements: {s.csv} (state: {s.state})", markup=False)
 

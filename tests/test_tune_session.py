@@ -18,7 +18,8 @@ import gdnbench.tune.common as common
 import gdnbench.tune.session as session
 from gdnbench.backends.base import Target
 from gdnbench.backends.tables import read_table, table_path, write_table
-from gdnbench.backends.triton.tiles import Tile
+from gdnbench.backends.triton.tiles import Tile, heuristic_tile
+from gdnbench.cases import expand
 from gdnbench.cli import app
 from gdnbench.config import load_sweep
 
@@ -195,6 +196,38 @@ def test_tune_reports_tiles_borrowed_from_another_gpu(tables, monkeypatch, tmp_p
                          log=lambda line: None)
     assert {c.borrowed for c in s.changes} == {None}
     assert session.change_lines(s.changes)[1].startswith("reproduced within 2%: 2 of 2 classes")
+
+
+def test_tune_lists_the_cases_its_entries_reach_unmeasured(tables, monkeypatch, tmp_path):
+    """A tune filtered to B = 4 writes the class at 128 row-heads, whose entry then also serves B = 64
+    (2048 row-heads, no entry of its own) though the run never timed it there: the report lists that
+    case with its tile before and now, and the command that tunes it. Tuning it writes its own class,
+    after which nothing is listed."""
+    FakeGPU(monkeypatch)
+    monkeypatch.setattr(session, "current_target", lambda: GPU)
+    tiny_sweep(tmp_path, "[torch, triton]", "[4, 64]")
+    cfg = str(tmp_path / "tiny.yaml")
+    big = next(c for c in expand(load_sweep(tmp_path / "tiny.yaml")).cases if c.batch == 64)
+    assert heuristic_tile(big) != Tile(4, 1)
+    r = CliRunner().invoke(app, ["tune", cfg, "-b", "triton", "--no-progress", "-w", "batch == 4"])
+    assert r.exit_code == 0 and "1 of 1 case classes tuned" in r.stdout, r.output
+    lines = r.stdout.splitlines()
+    at = lines.index(f"the new entries also change the tile of 1 case of '{cfg}' this run did not measure "
+                     "(the new tile is not timed on them):")
+    assert lines[at + 1] == f"  {big.id}: {heuristic_tile(big).name} (heuristic) -> per_token bv=4 warps=1"
+    assert lines[at + 2] == f"measure them: gdnbench tune {cfg} -b triton -c {big.id}"
+    r = CliRunner().invoke(app, lines[at + 2].split()[3:] + ["--no-progress"])
+    assert r.exit_code == 0 and "1 of 1 case classes tuned" in r.stdout and "also change" not in r.stdout, r.output
+    tt.tuned_table.cache_clear()
+    assert tt.select(big)[1] == "tuned" and tt.tuned_table().entries[-1]["pairs_min"] == 2048
+    # a run over the whole config reaches nothing it did not measure
+    s = session.run_tune(load_sweep(tmp_path / "tiny.yaml"), session.TuneOptions(backend="triton", progress=False),
+                         target=GPU, log=lambda line: None)
+    assert s.reached == [] and s.classes_done == 2
+    many = [session.Reached(f"case{i}", "bv=8", "tuned", "bv=4") for i in range(12)]
+    lines = session.reach_lines(many, "mtp", "triton", ship=True)
+    assert len(lines) == 13 and lines[1] == "  case0: bv=8 (tuned) -> bv=4" and lines[11] == "  and 2 more"
+    assert lines[12].startswith("measure them: gdnbench tune mtp -b triton --ship -c case0 ") and "-c case11" in lines[12]
 
 
 def test_sigterm_keeps_the_measurements_and_the_finished_classes(tables, monkeypatch, tmp_path):

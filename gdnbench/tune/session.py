@@ -28,6 +28,12 @@ one, in this run's measurements, is reproduced. That is how a fresh tune shows i
 committed table within noise. On a GPU gdnbench ships no table for, the classes ran another GPU's
 tiles (``other-gpu``); the report says how far those borrowed tiles are from this GPU's choice, which
 is what tuning gained there.
+
+An entry serves its class from its ``pairs_min`` up to the next entry, so a run filtered to some cases
+(``--where``, ``--case``) can give other cases of the config a tile nobody timed on them: a class tuned at
+128 row-heads also serves 512 row-heads when that class has no entry of its own. The run lists those
+cases (``Reached``: the config's cases it did not measure whose tile the written entries changed) and the
+command that measures them.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ BACKENDS = ("triton", "cute")
 STATE_VERSION = 1
 SAVE_EVERY_S = 30.0
 REPRODUCED = 0.02  # a previous tile at most this much slower than the chosen one reproduces the class
+REACHED_SHOWN = 10  # cases listed by name in the report's reach lines (the command names them all)
 clock = time.monotonic  # the budget's clock (tests replace it)
 
 
@@ -99,6 +106,17 @@ class ClassChange:
     borrowed: str | None = None
 
 
+@dataclass(frozen=True)
+class Reached:
+    """A case of the config the run did not measure whose tile the entries it wrote changed: its id, the
+    tile lookups gave it before with that tile's source, and the tile they give it now (untimed there)."""
+
+    case_id: str
+    previous: str
+    source: str
+    now: str
+
+
 @dataclass
 class TuneSummary:
     """What a tuning run did: the table written (None: no class finished), the state and CSV files,
@@ -115,6 +133,7 @@ class TuneSummary:
     entries: int = 0
     notes: list[str] = field(default_factory=list)
     changes: list[ClassChange] = field(default_factory=list)
+    reached: list[Reached] = field(default_factory=list)
 
 
 def spec_for(backend: str) -> TunerSpec:
@@ -175,8 +194,10 @@ def tune_cases(sweep: Sweep, spec: TunerSpec, target: Target, case_ids: list[str
 
 
 def run_tune(sweep: Sweep, opts: TuneOptions, target: Target | None = None,
-             log: Callable[[str], None] = print) -> TuneSummary:
-    """Tune ``opts.backend`` over ``sweep``'s cases on this GPU (module doc); returns what was done."""
+             log: Callable[[str], None] = print, whole: Sweep | None = None) -> TuneSummary:
+    """Tune ``opts.backend`` over ``sweep``'s cases on this GPU (module doc); returns what was done.
+    ``whole``: the config without the command line's filters, whose cases the written entries may reach
+    (default: ``sweep`` itself, without ``opts.case_ids``)."""
     spec = spec_for(opts.backend)
     if opts.budget_min is not None and not opts.budget_min > 0:
         raise TuneError(f"--budget: minutes must be > 0, got {opts.budget_min:g}")
@@ -189,14 +210,16 @@ def run_tune(sweep: Sweep, opts: TuneOptions, target: Target | None = None,
     except RunError as e:
         raise TuneError(str(e)) from None
     cases = tune_cases(sweep, spec, target, opts.case_ids)
-    return tune_session(cases, sweep.name or "sweep", sweep.timing, mode, spec, opts, target, log)
+    reach = tune_cases(whole.for_sm(target.sm) if whole is not None else sweep, spec, target, None)
+    return tune_session(cases, sweep.name or "sweep", sweep.timing, mode, spec, opts, target, log, reach=reach)
 
 
 def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: TunerSpec, opts: TuneOptions,
                  target: Target, log: Callable[[str], None] = print,
-                 candidates_of: Callable[[Case], list] | None = None) -> TuneSummary:
+                 candidates_of: Callable[[Case], list] | None = None, reach: list[Case] | None = None) -> TuneSummary:
     """Measure ``cases`` (the state file named after ``name``) with ``timing`` in ``mode`` over
-    ``candidates_of`` (default: every candidate of the backend) and write the table (module doc)."""
+    ``candidates_of`` (default: every candidate of the backend) and write the table (module doc);
+    ``reach``: the cases whose tile change the summary reports unless the run wrote their class."""
     notes: list[str] = []
     digest = spec.tiles.kernel_sources_digest()
     key = {"backend": spec.backend, "device": target.name, "sm": target.sm, "kernel_sources_sha256": digest,
@@ -246,12 +269,29 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
                         log(_case_line(c, state.results[c.id]))
     finally:
         state.save()
+        spec.clear_cache()
+        before = {c.id: spec.tiles.select(c) for c in reach or []}
         table, entries, done, changes = _write(spec, name, timing, target, mode, classes, candidates, state,
                                                opts.ship, digest, notes)
         csv_path = _write_csv(state)
     left = total - sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {}))
+    written = {ch.key for ch in changes}
+    unmeasured = [c for c in reach or [] if not (c.id in candidates and spec.class_key(c) in written)]
+    reached = [] if table is None else _reached(spec, unmeasured, before)
     return TuneSummary(table, state.path, csv_path, done, len(classes), measured, left, stopped, entries, notes,
-                       changes)
+                       changes, reached)
+
+
+def _reached(spec: TunerSpec, cases: list[Case], before: dict[str, tuple]) -> list[Reached]:
+    """Of ``cases`` (none in a class the run wrote), those whose lookup now gives another tile than
+    ``before`` (case id -> (tile, source) looked up before the table was written)."""
+    out = []
+    for c in cases:
+        now = spec.tiles.select(c)[0]
+        was, source = before[c.id]
+        if now != was:
+            out.append(Reached(c.id, was.name, source, now.name))
+    return out
 
 
 def _case_line(c: Case, results: dict[str, float | str]) -> str:
@@ -377,6 +417,24 @@ def change_lines(changes: list[ClassChange]) -> list[str]:
                else "the previous tile was not measured here")
         where = f", borrowed from {c.borrowed}" if c.borrowed else ""
         lines.append(f"  {', '.join(str(k) for k in c.key)}: {c.previous} -> {c.chosen} ({how}{where})")
+    return lines
+
+
+def reach_lines(reached: list[Reached], config: str, backend: str, ship: bool) -> list[str]:
+    """The report's lines for the cases the run's entries reached without measuring them (``Reached``):
+    how many, the first ``REACHED_SHOWN`` with their tile before and now, and the command that tunes
+    exactly them (each then gets an entry of its own class, measured)."""
+    if not reached:
+        return []
+    n = len(reached)
+    head = (f"the new entries also change the tile of {n} {'case' if n == 1 else 'cases'} of '{config}' this run "
+            "did not measure (the new tile is not timed on them):")
+    lines = [head]
+    lines += [f"  {r.case_id}: {r.previous} ({r.source}) -> {r.now}" for r in reached[:REACHED_SHOWN]]
+    if n > REACHED_SHOWN:
+        lines.append(f"  and {n - REACHED_SHOWN} more")
+    ids = " ".join(f"-c {r.case_id}" for r in reached)
+    lines.append(f"measure them: gdnbench tune {config} -b {backend}{' --ship' if ship else ''} {ids}")
     return lines
 
 
