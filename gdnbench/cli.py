@@ -488,6 +488,8 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
                                                 "what is measured (rerun to go on)"),
          case: Optional[List[str]] = CaseOpt, where: Optional[List[str]] = WhereOpt,
          fresh: bool = typer.Option(False, "--fresh", help="discard the measurements of an earlier run"),
+         jobs: int = typer.Option(1, "--jobs", "-j", help="compile each class's candidates ahead in this many "
+                                  "worker processes on the same GPU (Triton's cache); 1: as measured"),
          progress: bool = ProgressOpt) -> None:
     """Tune a backend's tiles for this GPU over a config's cases: gate and time every candidate tile, keep
     the fastest per case class, write this GPU's table (per-user under $GDNBENCH_CACHE, or --ship)."""
@@ -498,9 +500,12 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
                    f"{', '.join(BACKENDS)}")
     if budget is not None and not budget > 0:
         raise fail(f"--budget: minutes must be > 0, got {budget:g}")
+    if jobs < 1:
+        raise fail(f"--jobs: worker processes must be >= 1, got {jobs}")
     swp = load(config or "decode", where)
     whole = load(config or "decode") if where else None  # the cases the new entries may reach
-    opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, progress=progress)
+    opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, jobs=jobs,
+                       progress=progress)
     try:
         with sigterm_as_interrupt():
             s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False), whole=whole)

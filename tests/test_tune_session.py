@@ -282,6 +282,7 @@ def test_tune_refuses_what_it_cannot_tune(tmp_path):
     (["tune", "smoke-cpu"], "--backend: give one of triton, cute"),
     (["tune", "smoke-cpu", "--backend", "fla"], "--backend: 'fla' is not one of triton, cute"),
     (["tune", "smoke-cpu", "-b", "triton", "--budget", "0"], "--budget: minutes must be > 0"),
+    (["tune", "smoke-cpu", "-b", "triton", "--jobs", "0"], "--jobs: worker processes must be >= 1"),
     (["tune", "nosuchconfig", "-b", "cute"], "nosuchconfig: no such config file"),
     pytest.param(["tune", "smoke-cpu", "-b", "triton"], "CUDA GPU",
                  marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has a GPU")),

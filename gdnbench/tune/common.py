@@ -43,6 +43,8 @@ class TunerSpec:
     note: str
     # the class an entry of an older table held for this class (a coarser key), if the key got finer
     coarser: Callable[[tuple], tuple] | None = None
+    # what a candidate's compile depends on (equal keys: one kernel), for compiling ahead (``warm.py``)
+    compile_key: Callable[[Case, object], tuple] | None = None
 
     @property
     def tables(self) -> Path:

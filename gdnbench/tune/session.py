@@ -68,6 +68,7 @@ from gdnbench.inputs import make_inputs
 from gdnbench.reference import reference
 from gdnbench.runner import RunError, resolve_timing_mode, select_cases
 from gdnbench.tune.common import TIMING, TunerSpec, class_choice, class_score, gate_and_time
+from gdnbench.tune.warm import Warmer
 
 BACKENDS = ("triton", "cute")
 STATE_VERSION = 1
@@ -88,6 +89,7 @@ class TuneOptions:
     budget_min: float | None = None    # stop before the next candidate once this many minutes are spent
     case_ids: list[str] | None = None  # only cases with these ids or id prefixes
     fresh: bool = False                # discard the state of an earlier run
+    jobs: int = 1                      # worker processes that compile each class's candidates ahead (warm.py)
     progress: bool = True
 
 
@@ -201,6 +203,8 @@ def run_tune(sweep: Sweep, opts: TuneOptions, target: Target | None = None,
     spec = spec_for(opts.backend)
     if opts.budget_min is not None and not opts.budget_min > 0:
         raise TuneError(f"--budget: minutes must be > 0, got {opts.budget_min:g}")
+    if opts.jobs < 1:
+        raise TuneError(f"--jobs: worker processes must be >= 1, got {opts.jobs}")
     target = target or current_target()
     if target.device != "cuda":
         raise TuneError("gdnbench tune times kernels on a CUDA GPU; this machine has none")
@@ -237,10 +241,22 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
     def over_budget() -> bool:
         return opts.budget_min is not None and clock() - start >= opts.budget_min * 60
 
+    warmer = Warmer(spec.backend, spec.compile_key, opts.jobs) if opts.jobs > 1 and spec.compile_key else None
+    if opts.jobs > 1 and warmer is None:
+        notes.append(f"--jobs: {spec.backend} candidates are not compiled ahead (no compile key); each compiles "
+                     "when measured")
     try:
         with _bar(total, opts.progress, spec.backend) as advance:
             advance(sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {})))
             for group in classes.values():
+                if warmer is not None and not stopped and not over_budget():
+                    warmed = warmer.warm([(c, candidates[c.id][n]) for c in group for n in candidates[c.id]
+                                          if n not in state.results.get(c.id, {})])
+                    if warmed is not None:
+                        log(warmed.line(opts.jobs))
+                    elif warmer.broken:
+                        notes.append(f"--jobs: {warmer.broken}")
+                        warmer = None
                 for c in group:
                     pending = [n for n in candidates[c.id] if n not in state.results.get(c.id, {})]
                     if not pending or stopped:
@@ -268,6 +284,8 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
                     if not stopped:
                         log(_case_line(c, state.results[c.id]))
     finally:
+        if warmer is not None:
+            warmer.close()
         state.save()
         spec.clear_cache()
         before = {c.id: spec.tiles.select(c) for c in reach or []}

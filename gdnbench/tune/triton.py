@@ -22,6 +22,7 @@ from pathlib import Path
 import gdnbench.backends.triton.tiles as tiles_module
 from gdnbench.backends.base import triton_interpreted
 from gdnbench.backends.triton import TritonGDN
+from gdnbench.backends.triton.plan import plan as launch_plan
 from gdnbench.backends.triton.plan import register_cap
 from gdnbench.backends.triton.tiles import Tile, Variant, chunk_reason, heuristic_tile, tile, tile_reason
 from gdnbench.cases import Case
@@ -136,8 +137,20 @@ def coarser(k: tuple) -> tuple:
     return (*k[:5], None, None, None, k[8])
 
 
+def compile_key(c: Case, t: Tile) -> tuple:
+    """What Triton compiles for ``c`` with ``t``: the tile, the dtypes, the kernel's constexprs (heads,
+    head dims, T, layout and buffers, not the batch), compile options, and how Triton specialises the one
+    integer argument, the tile count (a multiple of 16, or 1). Cases with equal keys share one kernel, so
+    compiling ahead builds it once (``warm.py``)."""
+    p = launch_plan(c, t, interpreted=triton_interpreted())
+    n_tiles = c.batch * c.hv * (c.head_dim_v // t.bv)
+    return (t.name, c.dtype, c.state_dtype, p.kernel, tuple(sorted(p.constexprs.items())),
+            tuple(sorted(p.options.items())), n_tiles % 16 == 0, n_tiles == 1)
+
+
 SPEC = TunerSpec(backend="triton", make_backend=TritonGDN, candidates=candidates, class_key=class_key, entry=entry,
-                 key_of=key_of, from_entry=Tile.from_entry, tiles=tiles_module, note=NOTE, coarser=coarser)
+                 key_of=key_of, from_entry=Tile.from_entry, tiles=tiles_module, note=NOTE, coarser=coarser,
+                 compile_key=compile_key)
 
 
 def tune(cases: list[Case], out: Path, family: str | None = None, log=print) -> Path | None:

@@ -1,0 +1,114 @@
+"""Compiling a tune's candidates ahead, in worker processes (``gdnbench tune --jobs N``).
+
+The session's first gate of a tile compiles it, one tile after another on one core of a many-core
+host; where kernels are large that can be much of a tune's time. With ``jobs`` > 1, before the
+session measures a case class, a ``Warmer`` builds and launches each of the class's pending candidates
+once in ``jobs`` worker processes on the same GPU. Triton's on-disk cache (``TRITON_CACHE_DIR``, default
+``~/.triton/cache``, which the workers inherit and write atomically) then holds the compiled kernels
+when the session's own gate asks for them.
+
+Candidates that compile to one kernel (``TunerSpec.compile_key``: for triton the tile, the dtypes and
+the kernel's constexprs and options, which name the heads but not the batch) are compiled once, on the
+smallest such case, so a worker holds the least memory.
+
+Warming changes no measurement: the session gates and times every candidate itself, as without
+workers, and nothing a worker does is recorded but a count. A worker that fails (a tile the GPU cannot
+build, out of memory, a crash) costs only its own time; the session then compiles that tile itself,
+and a pool that broke is not used again. The workers stay idle while the session times, each holding
+its CUDA context.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from gdnbench.cases import Case
+
+
+@dataclass(frozen=True)
+class Warmed:
+    """One class's warming: the candidates it covered, the kernels built for them (one per compile
+    key), how many of those builds failed, and the seconds it took."""
+
+    candidates: int
+    kernels: int
+    failed: int
+    seconds: float
+
+    def line(self, jobs: int) -> str:
+        failed = f", {self.failed} failed (compiled again when measured)" if self.failed else ""
+        return (f"compiled ahead: {self.kernels} kernels for {self.candidates} candidates in {self.seconds:.0f} s "
+                f"({jobs} worker processes{failed})")
+
+
+def build_once(backend: str, case: Case, tile) -> str:
+    """In a worker: build ``case`` with ``tile`` on fresh inputs and launch it once, which compiles the
+    kernel into Triton's cache. Returns "" or why it failed (never raises: a failed warm-up is harmless)."""
+    import torch
+
+    from gdnbench.inputs import make_inputs
+    from gdnbench.tune.session import spec_for
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        x = make_inputs(case, device)
+        spec_for(backend).make_backend(tile_override=tile).build(case, x)()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return ""
+    except Exception as err:  # noqa: BLE001 -- the session's own gate records the real reason
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+    finally:
+        x = None
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+class Warmer:
+    """A pool of ``jobs`` spawned worker processes that compile candidates ahead (module doc). Use as a
+    context manager; ``warm`` blocks until the class's kernels are built."""
+
+    def __init__(self, backend: str, compile_key: Callable[[Case, object], tuple], jobs: int):
+        self.backend, self.compile_key, self.jobs = backend, compile_key, jobs
+        self.pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        self.broken: str | None = None
+
+    def warm(self, pairs: list[tuple[Case, object]]) -> Warmed | None:
+        """Build each distinct kernel of ``pairs`` (case, tile) once, on the smallest case that needs it;
+        None when there is nothing to build or the pool broke earlier (``broken`` says why)."""
+        if not pairs or self.pool is None:
+            return None
+        smallest: dict[tuple, tuple[Case, object]] = {}
+        for c, t in pairs:
+            k = self.compile_key(c, t)
+            if k not in smallest or (c.batch * c.hv, c.id) < (smallest[k][0].batch * smallest[k][0].hv,
+                                                              smallest[k][0].id):
+                smallest[k] = (c, t)
+        start = time.monotonic()
+        failed = 0
+        try:
+            futures = [self.pool.submit(build_once, self.backend, c, t) for c, t in smallest.values()]
+            for f in as_completed(futures):
+                failed += bool(f.result())
+        except BrokenProcessPool as err:
+            self.broken = f"a worker process died ({err}); the rest is compiled as measured"
+            self.close()
+            return None
+        return Warmed(len(pairs), len(smallest), failed, time.monotonic() - start)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def __enter__(self) -> Warmer:  # noqa: PYI034 -- typing.Self needs Python 3.11; 3.10 is supported
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
