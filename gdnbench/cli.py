@@ -498,10 +498,6 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
     if backend not in BACKENDS:
         raise fail(f"--backend: {'give one' if backend is None else repr(backend) + ' is not one'} of "
                    f"{', '.join(BACKENDS)}")
-    if budget is not None and not budget > 0:
-        raise fail(f"--budget: minutes must be > 0, got {budget:g}")
-    if jobs < 1:
-        raise fail(f"--jobs: worker processes must be >= 1, got {jobs}")
     swp = load(config or "decode", where)
     whole = load(config or "decode") if where else None  # the cases the new entries may reach
     opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, jobs=jobs,
