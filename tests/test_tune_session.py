@@ -233,7 +233,8 @@ def test_tune_lists_the_cases_its_entries_reach_unmeasured(tables, monkeypatch, 
 def test_sigterm_keeps_the_measurements_and_the_finished_classes(tables, monkeypatch, tmp_path):
     """``gdnbench tune`` stopped by SIGTERM (``timeout``, a scheduler) as the second class starts: exit
     143, the first class in the per-user table, every measurement in the state; rerunning the same
-    command measures only the rest."""
+    command measures only the rest. Classes go largest first, so the stopped run's entry (2048 row-heads)
+    serves no case it did not measure: B = 4 keeps its tile."""
     _, user = tables
     fake = FakeGPU(monkeypatch)
     monkeypatch.setattr(session, "current_target", lambda: GPU)
@@ -253,7 +254,10 @@ def test_sigterm_keeps_the_measurements_and_the_finished_classes(tables, monkeyp
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 143 and "terminated (SIGTERM)" in r.stderr, r.output
     table = read_table(table_path(user, GPU.name))
-    assert [e["pairs_min"] for e in table["entries"]] == [128]
+    assert [e["pairs_min"] for e in table["entries"]] == [2048]
+    small = next(c for c in expand(load_sweep(tmp_path / "tiny.yaml")).cases if c.batch == 4)
+    tt.tuned_table.cache_clear()
+    assert tt.select(small) == (heuristic_tile(small), "heuristic")
     rerun = []
 
     def time_and_note(mode, case, backend, cfg):

@@ -13,6 +13,9 @@ The session is resumable: each measurement goes into a state file under
 and a rerun of the same command measures only what is missing. The state is kept only while the GPU,
 the kernel sources (their digest), the timing settings and mode are the same. ``--budget MINUTES`` stops
 before the next candidate once the budget is spent; the table then holds the classes finished so far.
+Classes are measured largest ``batch * hv`` first: an entry serves its class up to the next entry, so
+a run stopped by its budget has written the classes above the one it stopped in, and no entry of its
+serves a larger case it did not measure.
 
 The table goes to the per-user folder (``$GDNBENCH_CACHE/tables/<backend>/``, which lookups prefer) or,
 with ``ship``, to the backend's shipped ``tables/``; classes not re-measured keep their entries. A
@@ -248,7 +251,7 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
     try:
         with _bar(total, opts.progress, spec.backend) as advance:
             advance(sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {})))
-            for group in classes.values():
+            for group in sorted(classes.values(), key=lambda g: -g[0].batch * g[0].hv):  # largest first
                 if warmer is not None and not stopped and not over_budget():
                     warmed = warmer.warm([(c, candidates[c.id][n]) for c in group for n in candidates[c.id]
                                           if n not in state.results.get(c.id, {})])
