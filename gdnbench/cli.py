@@ -85,22 +85,26 @@ def find_config(name: str) -> Path:
 def load(name: str, where: list[str] | None = None) -> Sweep:
     """A config by path or shipped name, validated: its structure, then its ``where`` filters on its cases.
     ``where``: filters given on the command line, kept with the config's own (every one must hold)."""
+    path = find_config(name)
+    try:
+        return narrowed(load_sweep(path), where, path)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+def narrowed(sweep: Sweep, where: list[str] | None, path: Path) -> Sweep:
+    """``sweep`` (loaded from ``path``) with the command line's ``where`` filters, each parsed, then all
+    its filters checked on its cases; raises ConfigError."""
     from gdnbench.cases import check_where
     from gdnbench.config import parse_where
 
-    path = find_config(name)
-    try:
-        sweep = load_sweep(path)
-        for expr in where or []:
-            try:
-                parse_where(expr)
-            except ValueError as e:
-                raise ConfigError(f"--where {expr!r}: {e}") from None
-        if where:
-            sweep = sweep.model_copy(update={"where": [*sweep.where, *where]})
-        check_where(sweep, str(path))
-    except ConfigError as e:
-        raise fail(str(e)) from None
+    for expr in where or []:
+        try:
+            parse_where(expr)
+        except ValueError as e:
+            raise ConfigError(f"--where {expr!r}: {e}") from None
+    sweep = sweep.with_where(where)
+    check_where(sweep, str(path))
     return sweep
 
 
@@ -498,13 +502,17 @@ def tune(config: Optional[str] = typer.Argument(None, help="config whose cases a
     if backend not in BACKENDS:
         raise fail(f"--backend: {'give one' if backend is None else repr(backend) + ' is not one'} of "
                    f"{', '.join(BACKENDS)}")
-    swp = load(config or "decode", where)
-    whole = load(config or "decode") if where else None  # the cases the new entries may reach
+    whole = load(config or "decode")  # the cases the new entries may reach
+    try:
+        swp = narrowed(whole, where, find_config(config or "decode"))
+    except ConfigError as e:
+        raise fail(str(e)) from None
     opts = TuneOptions(backend=backend, ship=ship, budget_min=budget, case_ids=case, fresh=fresh, jobs=jobs,
                        progress=progress)
     try:
         with sigterm_as_interrupt():
-            s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False), whole=whole)
+            s = run_tune(swp, opts, log=lambda line: err.print(line, markup=False),
+                         whole=whole if where else None)
     except TuneError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt as e:

@@ -347,6 +347,16 @@ class Sweep(StrictModel):
 
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
+    def with_where(self, where: list[str] | None) -> Sweep:
+        """This sweep with ``where`` filters added to its own (the command line's ``--where``): in its raw
+        mapping too, so the ``per_sm`` merge of ``for_sm`` keeps them (a copy of the model alone would
+        carry the raw mapping without them, and a GPU with an override would run the unfiltered config)."""
+        if not where:
+            return self
+        sweep = self.model_copy(update={"where": [*self.where, *where]})
+        sweep._raw = {**copy.deepcopy(self._raw), "where": [*self._raw.get("where", []), *where]}
+        return sweep
+
     def for_sm(self, sm: int | None) -> Sweep:
         """This sweep with the ``per_sm`` override for SM generation ``sm`` (e.g. 90) applied."""
         key = f"sm{sm}"

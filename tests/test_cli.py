@@ -223,6 +223,14 @@ def test_where_option_narrows_plan_and_tune(monkeypatch, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_where_option_holds_on_a_gpu_with_a_per_sm_override():
+    """decode.yaml has an sm100 override: the command line's filter is kept through its merge (it was
+    once dropped there, so a Blackwell GPU ran the whole config)."""
+    r = invoke("plan", "decode", "--sm", "100", "--all", "-w", "batch == 1024 and layout == 'v_last'")
+    assert r.exit_code == 0 and "on sm100" in r.stdout, r.output
+    assert "decode-b1024" in r.stdout and "decode-b1-" not in r.stdout and "klast" not in r.stdout
+
+
 def test_where_option_narrows_sweep_and_check(tmp_path, write_yaml):
     """``sweep`` and ``check`` take ``--where`` as plan and tune do: only the cases it keeps run, and the
     run's config.yaml records the filter (what ``--resume`` reads back)."""

@@ -53,6 +53,9 @@ def test_per_sm_override_merges():
     assert s.for_sm(90) is s
     m = s.for_sm(100)
     assert m.axes.batch == [1024] and m.where == ["batch > 1"] and m.axes.heads == s.axes.heads
+    w = s.with_where(["batch < 2048"])  # the command line's filters, kept by the merge
+    assert w.where == ["batch < 2048"] and w.for_sm(100).where == ["batch < 2048", "batch > 1"]
+    assert s.where == [] and s.with_where(None) is s
 
 
 BAD = [
