@@ -45,9 +45,25 @@ def test_warmer_builds_each_kernel_once_in_spawned_workers():
     assert w.pool is None  # closed on leaving
 
 
+def test_warmer_builds_a_kernel_once_across_classes_and_stops_at_its_time():
+    """A kernel an earlier ``warm`` built is not built again (a failed one is tried again); a warm
+    with no time left builds nothing it had not started and says how many it left unbuilt."""
+    small, big = tiny_case(batch=1), tiny_case(batch=5)
+    with Warmer("triton", compile_key, jobs=1) as w:
+        first = w.warm([(small, Tile(4, 1)), (small, Tile(64, 1))])
+        again = w.warm([(big, Tile(4, 1)), (small, Tile(64, 1)), (small, Tile(8, 1))])
+        assert w.warm([(big, Tile(4, 1))]) is None  # built by the first call, on the smaller case
+        cut = w.warm([(small, Tile(16, 1)), (small, Tile(32, 1))], seconds=0.0)
+    assert (first.kernels, first.failed) == (2, 1)
+    assert (again.candidates, again.kernels, again.failed) == (3, 2, 1)  # the failed 64-row tile again
+    assert cut is not None and cut.kernels == 2 and cut.unbuilt >= 1
+    assert f"the budget ran out with {cut.unbuilt} not built" in cut.line(1)
+
+
 def test_tune_with_workers_measures_and_writes_the_same(tables, monkeypatch):
-    """A session with --jobs 2 warms each class once before measuring it and then gates and times every
-    candidate itself: the same measurements and table as without workers."""
+    """A session with --jobs 2 warms each class before measuring it, building only the kernels no
+    earlier class built, and then gates and times every candidate itself: the same measurements and
+    table as without workers."""
     cases = [tiny_case(batch=1), tiny_case(batch=2), tiny_case(batch=8)]  # 4, 8 and 32 row-heads: 3 classes
     tiles = [Tile(4, 1), Tile(8, 1), Tile(16, 1, Variant.PER_TOKEN)]
     timing = Timing(min_samples=3, min_time_s=0.0, max_time_s=0.05)
@@ -59,8 +75,12 @@ def test_tune_with_workers_measures_and_writes_the_same(tables, monkeypatch):
         s = session.tune_session(cases, f"warm{jobs}", timing, "graph", session.spec_for("triton"), opts, GPU,
                                  lines.append, candidates_of=lambda c: tiles)
         warm_lines = [line for line in lines if line.startswith("compiled ahead:")]
-        assert len(warm_lines) == (3 if jobs == 2 else 0), lines
-        assert all("3 kernels for 3 candidates" in line for line in warm_lines)
+        if jobs == 1:
+            assert warm_lines == [], lines
+        else:  # largest first: 32 row-heads builds all three; 8 row-heads, the same tile counts modulo 16,
+            # nothing (no line); 4 row-heads, the 16-row tile's 8 tiles (not a multiple of 16), one kernel
+            assert [line.split(" in ")[0] for line in warm_lines] == [
+                "compiled ahead: 3 kernels for 3 candidates", "compiled ahead: 1 kernel for 3 candidates"], lines
         results.append((s.measured, s.classes_done, read_table(s.table)["entries"]))
         s.table.unlink()
     assert results[0][:2] == results[1][:2] == (9, 3)

@@ -217,7 +217,10 @@ def run_tune(sweep: Sweep, opts: TuneOptions, target: Target | None = None,
     except RunError as e:
         raise TuneError(str(e)) from None
     cases = tune_cases(sweep, spec, target, opts.case_ids)
-    reach = tune_cases(whole.for_sm(target.sm) if whole is not None else sweep, spec, target, None)
+    if whole is None and not opts.case_ids:
+        reach = cases  # the run measures every case the config has
+    else:
+        reach = tune_cases(whole.for_sm(target.sm) if whole is not None else sweep, spec, target, None)
     return tune_session(cases, sweep.name or "sweep", sweep.timing, mode, spec, opts, target, log, reach=reach)
 
 
@@ -241,8 +244,12 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
     start = last_save = clock()
     device = "cuda" if target.device == "cuda" and torch.cuda.is_available() else "cpu"
 
+    def budget_left() -> float | None:
+        return None if opts.budget_min is None else opts.budget_min * 60 - (clock() - start)
+
     def over_budget() -> bool:
-        return opts.budget_min is not None and clock() - start >= opts.budget_min * 60
+        left = budget_left()
+        return left is not None and left <= 0
 
     warmer = Warmer(spec.backend, spec.compile_key, opts.jobs) if opts.jobs > 1 and spec.compile_key else None
     if opts.jobs > 1 and warmer is None:
@@ -254,7 +261,7 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
             for group in sorted(classes.values(), key=lambda g: -g[0].batch * g[0].hv):  # largest first
                 if warmer is not None and not stopped and not over_budget():
                     warmed = warmer.warm([(c, candidates[c.id][n]) for c in group for n in candidates[c.id]
-                                          if n not in state.results.get(c.id, {})])
+                                          if n not in state.results.get(c.id, {})], budget_left())
                     if warmed is not None:
                         log(warmed.line(opts.jobs))
                     elif warmer.broken:

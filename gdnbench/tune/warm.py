@@ -9,7 +9,9 @@ when the session's own gate asks for them.
 
 Candidates that compile to one kernel (``TunerSpec.compile_key``: for triton the tile, the dtypes and
 the kernel's constexprs and options, which name the heads but not the batch) are compiled once, on the
-smallest such case, so a worker holds the least memory.
+smallest such case, so a worker holds the least memory; a kernel built for an earlier class (the same
+heads at another batch) is not built again. Warming stops at the tune's budget: the kernels not built
+by then are compiled when measured, if the session measures them at all.
 
 Warming changes no measurement: the session gates and times every candidate itself, as without
 workers, and nothing a worker does is recorded but a count. A worker that fails (a tile the GPU cannot
@@ -24,6 +26,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as WaitTimeout  # the builtin only from Python 3.11
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -33,17 +36,21 @@ from gdnbench.cases import Case
 @dataclass(frozen=True)
 class Warmed:
     """One class's warming: the candidates it covered, the kernels built for them (one per compile
-    key), how many of those builds failed, and the seconds it took."""
+    key not built for an earlier class), how many of those builds failed, the seconds it took, and how
+    many kernels were left unbuilt when the budget ran out."""
 
     candidates: int
     kernels: int
     failed: int
     seconds: float
+    unbuilt: int = 0
 
     def line(self, jobs: int) -> str:
         failed = f", {self.failed} failed (compiled again when measured)" if self.failed else ""
-        return (f"compiled ahead: {self.kernels} kernels for {self.candidates} candidates in {self.seconds:.0f} s "
-                f"({jobs} worker processes{failed})")
+        cut = f"; the budget ran out with {self.unbuilt} not built" if self.unbuilt else ""
+        n = self.kernels - self.unbuilt
+        return (f"compiled ahead: {n} kernel{'' if n == 1 else 's'} for {self.candidates} candidates in "
+                f"{self.seconds:.0f} s ({jobs} worker processes{failed}{cut})")
 
 
 def build_once(backend: str, case: Case, tile) -> str:
@@ -78,29 +85,43 @@ class Warmer:
         self.pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
             max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
         self.broken: str | None = None
+        self.built: set[tuple] = set()  # compile keys built without failing, by earlier classes too
 
-    def warm(self, pairs: list[tuple[Case, object]]) -> Warmed | None:
-        """Build each distinct kernel of ``pairs`` (case, tile) once, on the smallest case that needs it;
-        None when there is nothing to build or the pool broke earlier (``broken`` says why)."""
+    def warm(self, pairs: list[tuple[Case, object]], seconds: float | None = None) -> Warmed | None:
+        """Build each distinct kernel of ``pairs`` (case, tile) not built before once, on the smallest
+        case that needs it, for at most ``seconds`` (None: no limit; builds not started by then are
+        cancelled); None when there is nothing to build or the pool broke earlier (``broken`` says why)."""
         if not pairs or self.pool is None:
             return None
         smallest: dict[tuple, tuple[Case, object]] = {}
         for c, t in pairs:
             k = self.compile_key(c, t)
+            if k in self.built:
+                continue
             if k not in smallest or (c.batch * c.hv, c.id) < (smallest[k][0].batch * smallest[k][0].hv,
                                                               smallest[k][0].id):
                 smallest[k] = (c, t)
+        if not smallest:
+            return None
         start = time.monotonic()
         failed = 0
+        futures = {}
         try:
-            futures = [self.pool.submit(build_once, self.backend, c, t) for c, t in smallest.values()]
-            for f in as_completed(futures):
-                failed += bool(f.result())
+            futures = {self.pool.submit(build_once, self.backend, c, t): k for k, (c, t) in smallest.items()}
+            for f in as_completed(futures, timeout=seconds):
+                if f.result():
+                    failed += 1
+                else:
+                    self.built.add(futures[f])
+        except WaitTimeout:  # the budget: what has not started is not built; what runs finishes in its worker
+            for f in futures:
+                f.cancel()
         except BrokenProcessPool as err:
             self.broken = f"a worker process died ({err}); the rest is compiled as measured"
             self.close()
             return None
-        return Warmed(len(pairs), len(smallest), failed, time.monotonic() - start)
+        unbuilt = sum(1 for f in futures if not f.done() or f.cancelled())
+        return Warmed(len(pairs), len(smallest), failed, time.monotonic() - start, unbuilt)
 
     def close(self) -> None:
         if self.pool is not None:
