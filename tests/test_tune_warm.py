@@ -14,7 +14,7 @@ from gdnbench.backends.tables import read_table
 from gdnbench.backends.triton.tiles import Tile, Variant
 from gdnbench.config import Timing
 from gdnbench.tune.triton import compile_key
-from gdnbench.tune.warm import Warmed, Warmer
+from gdnbench.tune.warm import Warmed, Warmer, smallest_case
 
 
 def test_compile_key_names_one_kernel_per_tile_heads_and_mtp_shape():
@@ -41,8 +41,22 @@ def test_warmer_builds_each_kernel_once_in_spawned_workers():
         assert w.warm([]) is None
     assert warmed is not None and (warmed.candidates, warmed.kernels, warmed.failed) == (4, 3, 1)
     assert warmed.line(2).startswith("compiled ahead: 3 kernels for 4 candidates in ")
-    assert warmed.line(2).endswith("(2 worker processes, 1 failed (compiled again when measured))")
+    assert "(2 worker processes, 1 failed (compiled again when measured; first: " in warmed.line(2)
     assert w.pool is None  # closed on leaving
+
+
+def test_smallest_case_compiles_the_same_kernel_on_the_fewest_rows():
+    """Workers build on the fewest rows with the same compile key (a large class's inputs in every
+    worker at once do not fit on the GPU): one row, or as many as keep the tile count's
+    specialisation (a multiple of 16), two on a padded pool."""
+    t4, t32 = Tile(4, 1), Tile(32, 1)  # per row, 4 heads x 8 or 1 tiles
+    assert smallest_case(tiny_case(batch=64), t4, compile_key) == tiny_case(batch=1)  # 32 tiles
+    assert smallest_case(tiny_case(batch=64), t32, compile_key) == tiny_case(batch=4)  # 16 tiles
+    assert smallest_case(tiny_case(batch=3), t32, compile_key) == tiny_case(batch=1)  # 12 and 4: neither
+    padded = tiny_case(batch=64, pool="padded")
+    assert smallest_case(padded, t4, compile_key) == tiny_case(batch=2, pool="padded")
+    for c, t in ((tiny_case(batch=64), t32), (padded, t4), (tiny_case(batch=1), t4)):
+        assert compile_key(smallest_case(c, t, compile_key), t) == compile_key(c, t)
 
 
 def test_warmer_builds_a_kernel_once_across_classes_and_stops_at_its_time():

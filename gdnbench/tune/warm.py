@@ -9,8 +9,10 @@ when the session's own gate asks for them.
 
 Candidates that compile to one kernel (``TunerSpec.compile_key``: for triton the tile, the dtypes and
 the kernel's constexprs and options, which name the heads but not the batch) are compiled once, on the
-smallest such case, so a worker holds the least memory; a kernel built for an earlier class (the same
-heads at another batch) is not built again. Warming stops at the tune's budget: the kernels not built
+case of the fewest rows that compiles to that kernel (``smallest_case``), so a worker holds little
+memory: eight workers each holding a large class's inputs while they compile do not fit on the GPU,
+and the builds that cannot allocate fail at once. A kernel built for an earlier class (the same heads
+at another batch) is not built again. Warming stops at the tune's budget: the kernels not built
 by then are compiled when measured, if the session measures them at all.
 
 Warming changes no measurement: the session gates and times every candidate itself, as without
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as WaitTimeout  # the builtin only from Python 3.11
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gdnbench.cases import Case
 
@@ -36,17 +38,19 @@ from gdnbench.cases import Case
 @dataclass(frozen=True)
 class Warmed:
     """One class's warming: the candidates it covered, the kernels built for them (one per compile
-    key not built for an earlier class), how many of those builds failed, the seconds it took, and how
-    many kernels were left unbuilt when the budget ran out."""
+    key not built for an earlier class), how many of those builds failed and why the first did, the
+    seconds it took, and how many kernels were left unbuilt when the budget ran out."""
 
     candidates: int
     kernels: int
     failed: int
     seconds: float
     unbuilt: int = 0
+    first_failure: str = ""
 
     def line(self, jobs: int) -> str:
-        failed = f", {self.failed} failed (compiled again when measured)" if self.failed else ""
+        why = f"; first: {self.first_failure}" if self.first_failure else ""
+        failed = f", {self.failed} failed (compiled again when measured{why})" if self.failed else ""
         cut = f"; the budget ran out with {self.unbuilt} not built" if self.unbuilt else ""
         n = self.kernels - self.unbuilt
         return (f"compiled ahead: {n} kernel{'' if n == 1 else 's'} for {self.candidates} candidates in "
@@ -76,6 +80,17 @@ def build_once(backend: str, case: Case, tile) -> str:
             torch.cuda.empty_cache()
 
 
+def smallest_case(c: Case, t, compile_key: Callable[[Case, object], tuple]) -> Case:
+    """``c`` with the fewest rows that compiles to the same kernel with tile ``t`` (``c`` itself when no
+    smaller batch does); a padded pool keeps two rows, one of them padded."""
+    key = compile_key(c, t)
+    for batch in range(2 if c.padded else 1, c.batch):
+        small = replace(c, batch=batch)
+        if compile_key(small, t) == key:
+            return small
+    return c
+
+
 class Warmer:
     """A pool of ``jobs`` spawned worker processes that compile candidates ahead (module doc). Use as a
     context manager; ``warm`` blocks until the class's kernels are built."""
@@ -88,9 +103,10 @@ class Warmer:
         self.built: set[tuple] = set()  # compile keys built without failing, by earlier classes too
 
     def warm(self, pairs: list[tuple[Case, object]], seconds: float | None = None) -> Warmed | None:
-        """Build each distinct kernel of ``pairs`` (case, tile) not built before once, on the smallest
-        case that needs it, for at most ``seconds`` (None: no limit; builds not started by then are
-        cancelled); None when there is nothing to build or the pool broke earlier (``broken`` says why)."""
+        """Build each distinct kernel of ``pairs`` (case, tile) not built before once, on the fewest rows
+        that compile to it (``smallest_case``), for at most ``seconds`` (None: no limit; builds not
+        started by then are cancelled); None when there is nothing to build or the pool broke earlier
+        (``broken`` says why)."""
         if not pairs or self.pool is None:
             return None
         smallest: dict[tuple, tuple[Case, object]] = {}
@@ -101,16 +117,18 @@ class Warmer:
             if k not in smallest or (c.batch * c.hv, c.id) < (smallest[k][0].batch * smallest[k][0].hv,
                                                               smallest[k][0].id):
                 smallest[k] = (c, t)
+        smallest = {k: (smallest_case(c, t, self.compile_key), t) for k, (c, t) in smallest.items()}
         if not smallest:
             return None
         start = time.monotonic()
-        failed = 0
+        failed, first = 0, ""
         futures = {}
         try:
             futures = {self.pool.submit(build_once, self.backend, c, t): k for k, (c, t) in smallest.items()}
             for f in as_completed(futures, timeout=seconds):
-                if f.result():
+                if why := f.result():
                     failed += 1
+                    first = first or why
                 else:
                     self.built.add(futures[f])
         except WaitTimeout:  # the budget: what has not started is not built; what runs finishes in its worker
@@ -121,7 +139,7 @@ class Warmer:
             self.close()
             return None
         unbuilt = sum(1 for f in futures if not f.done() or f.cancelled())
-        return Warmed(len(pairs), len(smallest), failed, time.monotonic() - start, unbuilt)
+        return Warmed(len(pairs), len(smallest), failed, time.monotonic() - start, unbuilt, first)
 
     def close(self) -> None:
         if self.pool is not None:
