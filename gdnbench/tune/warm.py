@@ -109,15 +109,11 @@ class Warmer:
         (``broken`` says why)."""
         if not pairs or self.pool is None:
             return None
-        smallest: dict[tuple, tuple[Case, object]] = {}
+        smallest: dict[tuple, tuple[Case, object]] = {}  # compile key -> the fewest rows that build it
         for c, t in pairs:
             k = self.compile_key(c, t)
-            if k in self.built:
-                continue
-            if k not in smallest or (c.batch * c.hv, c.id) < (smallest[k][0].batch * smallest[k][0].hv,
-                                                              smallest[k][0].id):
-                smallest[k] = (c, t)
-        smallest = {k: (smallest_case(c, t, self.compile_key), t) for k, (c, t) in smallest.items()}
+            if k not in self.built and k not in smallest:
+                smallest[k] = (smallest_case(c, t, self.compile_key), t)
         if not smallest:
             return None
         start = time.monotonic()
