@@ -63,9 +63,11 @@ def test_tune_resumes_within_budget(tables, monkeypatch, tmp_path):
     first = s.measured  # 6 timed (60 s of the budget's clock) and the failed gates among them
     assert (s.stopped, fake.timed, s.table, s.classes_done, s.classes_total) == (True, 6, None, 0, 2)
     assert 6 <= first < total and s.state.exists() and s.state.parent.parent.parent == user.parent.parent
-    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU,
-                         log=lambda line: None)
+    lines = []
+    s = session.run_tune(sweep, session.TuneOptions(backend="triton", progress=False), target=GPU, log=lines.append)
     assert (s.stopped, s.measured, s.left, s.classes_done) == (False, total - first, 0, 2)
+    assert lines[0] == (f"tiny: 2 cases in 2 classes, {total} candidates: {first} measured before ({s.state}), "
+                        f"{total - first} to measure, largest class first")
     assert s.table == table_path(user, GPU.name) and s.entries == 2
     table = read_table(s.table)
     assert {(e["pairs_min"], Tile.from_entry(e)) for e in table["entries"]} == {(128, Tile(4, 1)), (2048, Tile(4, 1))}

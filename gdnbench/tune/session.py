@@ -240,6 +240,9 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
     for c in cases:
         classes.setdefault(spec.class_key(c), []).append(c)
     total = sum(len(v) for v in candidates.values())
+    already = sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {}))
+    log(f"{name}: {len(cases)} cases in {len(classes)} classes, {total} candidates: {already} measured before "
+        f"({state.path}), {total - already} to measure, largest class first")
     measured, stopped = 0, False
     start = last_save = clock()
     device = "cuda" if target.device == "cuda" and torch.cuda.is_available() else "cpu"
@@ -257,7 +260,7 @@ def tune_session(cases: list[Case], name: str, timing: Timing, mode: str, spec: 
                      "when measured")
     try:
         with _bar(total, opts.progress, spec.backend) as advance:
-            advance(sum(1 for c in cases for n in candidates[c.id] if n in state.results.get(c.id, {})))
+            advance(already)
             for group in sorted(classes.values(), key=lambda g: -g[0].batch * g[0].hv):  # largest first
                 if warmer is not None and not stopped and not over_budget():
                     warmed = warmer.warm([(c, candidates[c.id][n]) for c in group for n in candidates[c.id]
