@@ -18,13 +18,16 @@ step with its output kept, never a lost summary):
    and 5%, or a row that broke.
 
 It writes ``gpu-check.md`` (the summary, also printed) and each step's output and results under the
-output directory, and exits 0 only when every step passed.
+output directory, and exits 0 only when every step passed. A step first removes what an earlier
+check left under its own names there (``STEP_OUTPUTS``): a rerun into the same folder measures
+again instead of failing on a run folder that exists, or passing on the files of the last check.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +44,9 @@ ROOFLINE_CONFIG = "roofline-decode"
 ROOFLINE_ARGS = ("-b", "triton", "-b", "flashinfer", "-b", "cute", "-c", "decode-b1-", "-c", "decode-b16-",
                  "-c", "decode-b64-")
 STEPS = ("tests", "calibrate", "trace", "roofline")
+# what each step writes under the output folder, removed before it runs
+STEP_OUTPUTS = {"tests": ("tests.log", "tests-timing.log"), "calibrate": ("calibrate.json", "calibrate.log"),
+                "trace": ("trace", "trace.log"), "roofline": ("roofline", "roofline.log", "compare.md")}
 TESTS_TIMEOUT_S = 360
 TESTS_WORKERS = 8
 
@@ -81,6 +87,16 @@ def run_child(args: Sequence[str], log: Path, timeout_s: float) -> tuple[int, st
         code = 124
     log.write_text(text)
     return code, "\n".join(text.strip().splitlines()[-3:])
+
+
+def clear_outputs(out: Path, step: str) -> None:
+    """Remove what an earlier check's ``step`` left in ``out`` (its files and run folders only)."""
+    for name in STEP_OUTPUTS[step]:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def pytest_counts(text: str) -> str:
@@ -147,9 +163,9 @@ def step_trace(out: Path) -> Step:
     code, tail = run_child(["-m", "gdnbench", "trace", *TRACE_ARGS, "--out", str(directory)], out / "trace.log",
                            300)
     rows = directory / "rows_nsys.csv"
-    if not rows.exists():
-        return Step("trace", False, f"no rows_nsys.csv (exit {code}): {tail.splitlines()[-1] if tail else ''}",
-                    time.time() - t0)
+    if code != 0 or not rows.exists():
+        what = f"trace exit {code}" if code != 0 else "no rows_nsys.csv"
+        return Step("trace", False, f"{what}: {tail.splitlines()[-1] if tail else ''}", time.time() - t0)
     import pandas as pd
 
     from gdnbench.trace import agreement
@@ -211,7 +227,9 @@ def run_gpu_check(out: Path, baseline: Path | None, steps: Sequence[str] = STEPS
         "trace": lambda: step_trace(out), "roofline": lambda: step_roofline(out, baseline)}
     env = collect_env()
     done = []
+    (out / "gpu-check.md").unlink(missing_ok=True)
     for name in steps:  # the summary is rewritten after every step: a killed check still leaves one
+        clear_outputs(out, name)
         step = runners[name]()
         echo(f"gpu-check {name}: {'pass' if step.ok else 'FAIL'} ({step.seconds:.0f} s) {step.summary}")
         done.append(step)

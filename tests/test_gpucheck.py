@@ -139,3 +139,63 @@ def test_tests_step_does_not_start_a_run_without_time(monkeypatch, tmp_path):
     step = gpucheck.step_tests(tmp_path)
     assert len(calls) == 1 and not step.ok
     assert "-m gpu and not timing: not run" in step.summary
+
+
+def fake_commands(tmp_path):
+    """A stand-in for gpu-check's child commands that behaves as the real ones do on a folder: `trace`
+    and `sweep` refuse an --out that already holds rows.csv (exit 2); otherwise they write a run there:
+    the trace with kernel/timer ratio ``fake.ratio``, the sweep a copy of a results fixture run."""
+    import shutil
+
+    from results_fixture import make_run
+
+    def fake(args, log, timeout_s):
+        out = Path(args[args.index("--out") + 1])
+        if (out / "rows.csv").exists():
+            log.write_text(f"error: {out} already holds rows.csv\n")
+            return 2, f"error: {out} already holds rows.csv"
+        fake.calls += 1
+        if "trace" in args:
+            out.mkdir(parents=True)
+            rows = pd.DataFrame({"median_us": [20.0, 40.0], "nsys_vs_timer": [fake.ratio, fake.ratio]})
+            rows.to_csv(out / "rows.csv", index=False)
+            rows.to_csv(out / "rows_nsys.csv", index=False)
+        else:
+            shutil.copytree(make_run(tmp_path / f"src{fake.calls}", out.name), out)
+        log.write_text("ok\n")
+        return 0, "ok"
+
+    fake.calls, fake.ratio = 0, 1.0
+    return fake
+
+
+def test_a_rerun_into_the_same_folder_measures_again(tmp_path, monkeypatch):
+    """`make gpu-check` twice in one checkout writes to the same folder. The second check must run
+    each step again: not fail because the roofline sweep's folder exists, and not pass the trace
+    step on the first check's rows (here the second trace disagrees with the timer by 20%)."""
+    from results_fixture import make_run
+
+    import gdnbench.env
+
+    base = make_run(tmp_path, "base")
+    fake = fake_commands(tmp_path)
+    monkeypatch.setattr(gpucheck, "run_child", fake)
+    monkeypatch.setattr(gdnbench.env, "collect_env", lambda: {"gpu_name": "test GPU"})
+    out = tmp_path / "gpu-check"
+    assert gpucheck.run_gpu_check(out, base, ("trace", "roofline"), echo=lambda t: None)
+    fake.ratio = 1.2
+    assert not gpucheck.run_gpu_check(out, base, ("trace", "roofline"), echo=lambda t: None)
+    assert fake.calls == 4
+    report = (out / "gpu-check.md").read_text()
+    assert "| trace | FAIL |" in report and "0 of 2" in report, report
+    assert "| roofline | pass |" in report, report
+    assert pd.read_csv(out / "trace" / "rows_nsys.csv").nsys_vs_timer.tolist() == [1.2, 1.2]
+
+
+def test_trace_step_fails_when_the_trace_command_fails(tmp_path, monkeypatch):
+    """A trace that exits non-zero fails the step, whatever rows_nsys.csv the folder holds."""
+    fake = fake_commands(tmp_path)
+    monkeypatch.setattr(gpucheck, "run_child", fake)
+    assert gpucheck.step_trace(tmp_path).ok  # a first trace, agreeing with the timer
+    step = gpucheck.step_trace(tmp_path)  # the command now refuses the folder: exit 2
+    assert not step.ok and step.summary.startswith("trace exit 2: error:"), step.summary
