@@ -2,7 +2,7 @@
 
 ``nvmlDeviceGetTotalEnergyConsumption`` reports the board's energy since the driver loaded, in mJ, but
 it does not advance continuously: it steps once per internal update, tens to hundreds of ms apart
-(the H100's steps come ~84 ms or more apart). Two reads around a row's usual sampling window
+(``docs/energy.md``: the H100's). Two reads around a row's usual sampling window
 (milliseconds) would mostly see the same value, or one step whose energy belongs to a window of
 unknown length. So energy is its own pass (``sweep --energy``), after a row is timed:
 
@@ -42,13 +42,13 @@ if TYPE_CHECKING:
     from gdnbench.config import Timing as TimingConfig
     from gdnbench.rows import Row
 
-#: A window spans at least this long and this many counter updates (whichever is longer). The H100's
-#: counter steps every 100 ms with sub-ms jitter: three updates bound a row's uncertainty near 1-2%
-#: (recorded per row), at ~0.45 s per row.
+#: A window spans at least this long and this many counter updates (whichever is longer): with a
+#: counter that steps about every 100 ms and jitters well under a millisecond, three updates keep a
+#: row's uncertainty (recorded per row) to a few percent in under half a second (``docs/energy.md``).
 MIN_WINDOW_S = 0.3
 MIN_UPDATES = 3
-#: Work the queue is topped up to after every counter read (an NVML read takes 3-17 ms on the
-#: H100): the window must time the work, not idle gaps between it.
+#: Work the queue is topped up to after every counter read (an NVML read takes milliseconds,
+#: ``docs/energy.md``): the window must time the work, not idle gaps between it.
 IN_FLIGHT_US = 50_000.0
 #: A window whose GPU was busy less than this fraction of it measured idle power too.
 MIN_BUSY = 0.9

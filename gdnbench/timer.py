@@ -9,8 +9,8 @@ reads its state from DRAM as a serving engine's does (one layer's state after an
 In both GPU modes (and the copy-bandwidth reference) a sleep kernel holds the GPU from before the
 start event until the host has enqueued the timed work (nvbench's blocking kernel, ``host_cover``),
 so the host's enqueue time is not measured: without it a replay's time included the host's
-``cudaGraphLaunch`` (several µs) spread over the graph's launches, 4-8 at mid batch sizes (on the H100,
-bf16 decode rows read 0.4 µs high at B = 16 and 0.9 µs at B = 64, and the 1 GiB copy reference 1% low).
+``cudaGraphLaunch`` (several µs) spread over the graph's launches, only a few at mid batch sizes
+(timer revision 2; ``docs/timing.md`` records what it moved and the timer's other design measurements).
 ``cpu``: host wall clock around single synchronous launches.
 
 GPU modes run on a side stream after warm-up, sample adaptively (``stats.sample_until``) inside an
@@ -306,10 +306,9 @@ def time_gpu(mode: str, case: Case, backend: Backend, cfg: TimingConfig) -> Timi
 
 def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 20, warmup_s: float = 0.3) -> dict[str, float]:
     """Device-to-device copy of ``nbytes`` (bytes read + written count): median of ``reps`` event
-    timings after ``warmup_s`` seconds of back-to-back copies. The warm-up lets the clocks settle: 10
-    copies of 1 GiB take ~7 ms, and timed straight after an idle gap they measured 2906 GB/s on the
-    H100 where the same run's next process measured 2974 (the low figure put a bf16 decode row at 102%
-    of it)."""
+    timings after ``warmup_s`` seconds of back-to-back copies. The warm-up lets the clocks settle:
+    copies timed straight after an idle gap read low, which put rows above 100% of the reference
+    (``docs/timing.md``)."""
     import time
 
     import torch

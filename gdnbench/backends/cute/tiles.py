@@ -81,9 +81,9 @@ SMALL_LAUNCH = 256  # row-heads (batch x value heads) up to which the heuristic 
 def heuristic_tile(case: Case) -> CuteTile:
     """Rows read by 16 lanes where K allows (NVEC = K / (16 x VEC)): up to ``SMALL_LAUNCH`` row-heads,
     one-warp CTAs of 2 rows per lane group, so a small batch still spreads over many SMs; beyond, 4-warp
-    CTAs of 64 rows with 2 vectors per lane. On the H100 these are within 3% of the best tile the tuner
-    found at every measured size from 8 to 16384 row-heads, in both state dtypes (``docs/tuning.md``),
-    where one vector per lane at 4 warps lost up to 26%.
+    CTAs of 64 rows with 2 vectors per lane. Why: on the H100 these stay close to the best tile the
+    tuner found at every measured size and in both state dtypes, where one vector per lane at 4 warps
+    falls well behind at small sizes (``docs/tuning.md``, "The heuristic with tables disabled").
 
     Elsewhere, and for a case the kernel's one-vector rows cannot read (so the heuristic never widens
     which cases cute runs), the earlier rule: one vector per lane, at most 8 rows per lane group,

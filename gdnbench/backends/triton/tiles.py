@@ -269,12 +269,12 @@ def mtp_heuristic_tile(case: Case) -> Tile:
     chunks of ``MTP_KEEP_FP32[1]`` at that many (32 elements a thread).
 
     Why: a program walks T tokens over its rows, so more warps or rows per program only add registers
-    and cut the programs in flight. On the H100 this rule picks, for every MTP case the tuner measured
-    (2-4 tokens, 8-8192 row-heads, bf16 and fp32 state, with and without the buffer and write-back), a
-    tile within 2% of the case's fastest per-token tile, where the decode rule's tiles took 1.13-1.48x
-    as long. With fp32 state, the buffer and write-back, every 64-element tile spills under
-    ``plan.register_cap``'s 128 registers and took 1.14-1.37x as long (ncu: 11% more DRAM bytes), so
-    that case keeps 32 (``docs/tuning.md``; ``tests/test_heuristic_tiles.py`` replays the timings)."""
+    and cut the programs in flight. For every MTP case the H100 tuner measured (2-4 tokens, 8-8192
+    row-heads, both state dtypes, with and without the buffer and write-back) this rule is within 2% of
+    the case's fastest per-token tile, where the decode rule's tiles are well behind. With fp32 state,
+    the buffer and write-back, every 64-element tile spills under ``plan.register_cap``'s 128 registers,
+    so that case keeps 32 elements a thread. The measurements: ``docs/tuning.md``, "The MTP heuristic"
+    and "a spilling tile"; ``tests/test_heuristic_tiles.py`` replays them."""
     V, K = case.head_dim_v, case.head_dim_k
     lo, hi = MTP_ROWS
     keep_fp32 = case.state_dtype == "float32" and case.intermediate and case.write_back
