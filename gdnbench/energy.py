@@ -2,7 +2,7 @@
 
 ``nvmlDeviceGetTotalEnergyConsumption`` reports the board's energy since the driver loaded, in mJ, but
 it does not advance continuously: it steps once per internal update, tens to hundreds of ms apart
-(``docs/energy.md``: the H100's). Two reads around a row's usual sampling window
+(``docs/energy.md`` gives the H100's). Two reads around a row's usual sampling window
 (milliseconds) would mostly see the same value, or one step whose energy belongs to a window of
 unknown length. So energy is its own pass (``sweep --energy``), after a row is timed:
 
