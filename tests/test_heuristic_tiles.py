@@ -15,34 +15,15 @@ checked against the evidence, and evidence that no longer describes the rule is 
 from __future__ import annotations
 
 import csv
-import re
-from pathlib import Path
 
 import pytest
+from tuner_csvs import H100, case_from_id
 
 from gdnbench.backends.cute.tiles import heuristic_tile as cute_heuristic
 from gdnbench.backends.triton.tiles import Tile, Variant, heuristic_tile
 from gdnbench.cases import Case
 
-H100 = Path(__file__).resolve().parents[1] / "results" / "h100-sm90"
 TUNE = H100 / "triton-tune"
-MTP_ID = re.compile(r"mtp-b(?P<batch>\d+)-h(?P<hk>\d+)x(?P<hv>\d+)-d(?P<k>\d+)x(?P<v>\d+)-(?P<layout>klast|vlast)-"
-                    r"(?P<sd>f32|bf16)-bf16-t(?P<tokens>\d+)(?P<inter>-inter)?(?P<tree>-tree)?-(?P<wb>wb|nowb)-"
-                    r"(?P<pool>[a-z_]+)-s(?P<seed>\d+)-[0-9a-f]{8}")
-
-
-def mtp_case(case_id: str) -> Case:
-    """The case a tuner CSV names by id (its hash checks the parse)."""
-    m = MTP_ID.fullmatch(case_id)
-    assert m, case_id
-    g = m.groupdict()
-    c = Case(phase="mtp", batch=int(g["batch"]), hk=int(g["hk"]), hv=int(g["hv"]), head_dim_k=int(g["k"]),
-             head_dim_v=int(g["v"]), layout={"klast": "k_last", "vlast": "v_last"}[g["layout"]],
-             state_dtype={"f32": "float32", "bf16": "bfloat16"}[g["sd"]], dtype="bfloat16",
-             tokens=int(g["tokens"]), seq_lens="", pool=g["pool"], write_back=g["wb"] == "wb",
-             intermediate=bool(g["inter"]), tree=bool(g["tree"]), seed=int(g["seed"]))
-    assert c.id == case_id
-    return c
 
 
 def per_token_times() -> dict[str, dict[str, float]]:
@@ -73,7 +54,7 @@ def test_mtp_heuristic_is_within_2_percent_of_the_fastest_per_token_tile():
     assert len(times) >= 12
     worst = {}
     for case_id, by_tile in times.items():
-        case = mtp_case(case_id)
+        case = case_from_id(case_id)
         name = heuristic_tile(case).name
         assert name in by_tile, (case_id, name)
         worst[case_id] = by_tile[name] / min(by_tile.values())
